@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Sets up the environment (venv, test fonts) and runs the test suite.
+# Usage: bash tools/test.sh [pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tools/install_fonts.sh --minimal
+bash tools/setup.sh --test
+export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+exec .venv/bin/python -m pytest -q "$@"
