@@ -1,0 +1,357 @@
+"""Image sources for pre-training and embedding, all returning one ``ImageSplit``.
+
+Sources (choose one with the gin-configurable ``image_source``):
+
+- ``glyphs``: the built-in rendered Han characters (``glyphs.load_glyph_split``);
+- ``mini_imagenet``: ``<root>/images/*.jpg`` + ``<root>/{train,val,test}.csv`` with
+  columns ``filename,label`` (the Ravi & Larochelle layout);
+- ``tiered_imagenet`` / ``folder``: ``<root>/<split>/<class>/<image>``, or for
+  ``folder`` also ``<root>/<class>/<image>`` with a seeded 64/16/20 class split;
+- ``tfds``: any tfds image-classification dataset by name.
+
+Files are decoded with Pillow (any format it reads; grayscale/RGBA/palette images are
+converted to the requested channels). A file that fails to decode stops iteration
+with an ``ImageDecodeError`` naming the file: a silently smaller class would bias
+few-shot episodes, and skipping hides a broken copy of the data.
+"""
+
+import csv
+import dataclasses
+import os
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import gin
+import numpy as np
+from PIL import Image
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from leo_tf.data import glyphs
+
+SPLITS = ("train", "val", "test")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+ImageSize = Union[None, int, Tuple[int, int]]
+
+
+@dataclasses.dataclass
+class ImageSplit:
+  """One split of an image dataset, in the form the backbone code consumes.
+
+  ``dataset`` yields {'image': uint8 [H, W, C], 'label': int32 class index within
+  the split, 'key': tf.string unique per example}; ``class_names[label]`` names the
+  class (never contains '-'); ``image_shape`` is (H, W, C) when fixed, else None.
+  """
+  dataset: tf.data.Dataset
+  class_names: List[str]
+  num_examples: int
+  image_shape: Optional[Tuple[int, int, int]]
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+
+class ImageDecodeError(ValueError):
+  """An image file could not be read or decoded."""
+
+
+class ImageSourceError(ValueError):
+  """A dataset directory or request does not have the expected shape."""
+
+
+def sanitize_class_names(names: Sequence[str]) -> List[str]:
+  """Names without '-' (the embedding keys use it as separator), still unique."""
+  out, used = [], set()
+  for name in names:
+    clean = "_".join(str(name).replace("-", " ").replace("/", " ").split()) or "class"
+    candidate, n = clean, 1
+    while candidate in used:
+      n += 1
+      candidate = f"{clean}_{n}"
+    used.add(candidate)
+    out.append(candidate)
+  return out
+
+
+def split_sizes(num_classes: int) -> Dict[str, int]:
+  """miniImageNet's 64/16/20 class proportions, each split non-empty."""
+  val = max(1, round(0.16 * num_classes))
+  test = max(1, round(0.20 * num_classes))
+  return {"train": num_classes - val - test, "val": val, "test": test}
+
+
+def split_classes(class_names: Sequence[str], seed: int = 0) -> Dict[str, List[str]]:
+  """Seeded 64/16/20 split of the classes (each sorted) into train/val/test."""
+  names = sorted(class_names)
+  order = np.random.default_rng([seed, 1]).permutation(len(names))
+  sizes, out, start = split_sizes(len(names)), {}, 0
+  for split in SPLITS:
+    out[split] = sorted(names[i] for i in order[start:start + sizes[split]])
+    start += sizes[split]
+  return out
+
+
+def _check_split(split: str):
+  if split not in SPLITS:
+    raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+
+
+def _size_hw(image_size: ImageSize) -> Optional[Tuple[int, int]]:
+  if image_size is None:
+    return None
+  if isinstance(image_size, int):
+    return (image_size, image_size)
+  return tuple(image_size)
+
+
+# ---------------------------------------------------------------------------------
+# Image files.
+
+def read_image(path: str, channels: int = 3, size: ImageSize = None) -> np.ndarray:
+  """uint8 [H, W, channels]; resized (bilinear) to ``size`` = (H, W) when given."""
+  if channels not in (1, 3):
+    raise ValueError(f"channels must be 1 or 3, got {channels}")
+  try:
+    with Image.open(path) as image:
+      image = image.convert("L" if channels == 1 else "RGB")
+      hw = _size_hw(size)
+      if hw is not None and image.size != (hw[1], hw[0]):
+        image = image.resize((hw[1], hw[0]), Image.Resampling.BILINEAR)
+      array = np.asarray(image, dtype=np.uint8)
+  except Exception as err:  # Pillow raises many types; all mean "unreadable"
+    raise ImageDecodeError(f"cannot decode image file {path}: {err}") from err
+  return array.reshape(array.shape[:2] + (channels,))
+
+
+def files_dataset(paths: Sequence[str], labels: Sequence[int], keys: Sequence[str],
+                  channels: int = 3, image_size: ImageSize = None) -> tf.data.Dataset:
+  """Decodes files in parallel with Pillow; order is that of ``paths``."""
+  hw = _size_hw(image_size)
+
+  def load(path):
+    return read_image(path.decode(), channels, hw)
+
+  def to_example(path, label, key):
+    image = tf.numpy_function(load, [path], tf.uint8, stateful=False)
+    image.set_shape((hw or (None, None)) + (channels,))
+    return {"image": image, "label": label, "key": key}
+
+  dataset = tf.data.Dataset.from_tensor_slices(
+      (list(paths), np.asarray(labels, np.int32), list(keys)))
+  return dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def _image_files(directory: str) -> List[str]:
+  return sorted(n for n in os.listdir(directory)
+                if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith("."))
+
+
+def _files_split(root: str, files_by_class: Dict[str, List[str]], channels: int,
+                 image_size: ImageSize) -> ImageSplit:
+  """ImageSplit over {class name: [paths]}; keys are paths relative to root."""
+  raw_names = sorted(files_by_class)
+  paths, labels = [], []
+  for label, name in enumerate(raw_names):
+    paths += files_by_class[name]
+    labels += [label] * len(files_by_class[name])
+  keys = [os.path.relpath(p, root) for p in paths]
+  hw = _size_hw(image_size)
+  return ImageSplit(
+      dataset=files_dataset(paths, labels, keys, channels, hw),
+      class_names=sanitize_class_names(raw_names), num_examples=len(paths),
+      image_shape=(hw + (channels,)) if hw else None)
+
+
+def folder_split(root: str, split: str, channels: int = 3, image_size: ImageSize = None,
+                 seed: int = 0) -> ImageSplit:
+  """``<root>/<split>/<class>/<files>``, else ``<root>/<class>/<files>`` split by class.
+
+  In the second layout the classes are split 64/16/20 with ``seed`` (see
+  ``split_classes``). Subdirectories without image files are ignored.
+  """
+  _check_split(split)
+  if not os.path.isdir(root):
+    raise ImageSourceError(f"image directory {root} does not exist")
+  split_dir = os.path.join(root, split)
+  has_split_dirs = any(os.path.isdir(os.path.join(root, s)) for s in SPLITS)
+  if has_split_dirs:
+    if not os.path.isdir(split_dir):
+      raise ImageSourceError(f"{root} has split directories but no '{split}' directory")
+    by_class = _class_dirs(split_dir)
+  else:
+    by_class = _class_dirs(root)
+    chosen = split_classes(list(by_class), seed)[split]
+    by_class = {name: by_class[name] for name in chosen}
+  if not by_class:
+    raise ImageSourceError(f"no class directories with images under {split_dir if has_split_dirs else root}")
+  return _files_split(root, by_class, channels, image_size)
+
+
+def _class_dirs(directory: str) -> Dict[str, List[str]]:
+  out = {}
+  for name in sorted(os.listdir(directory)):
+    class_dir = os.path.join(directory, name)
+    if os.path.isdir(class_dir) and not name.startswith("."):
+      files = _image_files(class_dir)
+      if files:
+        out[name] = [os.path.join(class_dir, f) for f in files]
+  return out
+
+
+def tiered_imagenet_split(root: str, split: str, channels: int = 3,
+                          image_size: ImageSize = 84) -> ImageSplit:
+  """tieredImageNet as ``<root>/<train|val|test>/<wnid>/<image>``, 84x84 by default."""
+  _check_split(split)
+  if not os.path.isdir(os.path.join(root, split)):
+    raise ImageSourceError(
+        f"tieredImageNet split directory {os.path.join(root, split)} not found; expected "
+        "<root>/<train|val|test>/<wnid>/<image files>")
+  return folder_split(root, split, channels, image_size)
+
+
+def mini_imagenet_split(root: str, split: str, channels: int = 3,
+                        image_size: ImageSize = 84) -> ImageSplit:
+  """miniImageNet as ``<root>/images/`` + ``<root>/<split>.csv`` (filename,label)."""
+  _check_split(split)
+  csv_path = os.path.join(root, f"{split}.csv")
+  if not os.path.exists(csv_path):
+    raise ImageSourceError(
+        f"miniImageNet split file {csv_path} not found; expected <root>/images/ and "
+        "<root>/train.csv, val.csv, test.csv with columns filename,label")
+  by_class: Dict[str, List[str]] = {}
+  with open(csv_path, newline="") as f:
+    for row in csv.DictReader(f):
+      try:
+        filename, label = row["filename"].strip(), row["label"].strip()
+      except (KeyError, AttributeError) as err:
+        raise ImageSourceError(
+            f"{csv_path}: expected columns filename,label, got {row}") from err
+      by_class.setdefault(label, []).append(os.path.join(root, "images", filename))
+  if not by_class:
+    raise ImageSourceError(f"{csv_path} lists no images")
+  return _files_split(root, by_class, channels, image_size)
+
+
+# ---------------------------------------------------------------------------------
+# tfds datasets by name.
+
+_TFDS_SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}
+
+
+def tfds_split(name: str, split: str, data_dir: Optional[str] = None,
+               tfds_split_name: Optional[str] = None, class_split: bool = False,
+               seed: int = 0, image_key: str = "image", label_key: str = "label",
+               channels: Optional[int] = None, image_size: ImageSize = None,
+               download: bool = True) -> ImageSplit:
+  """A tfds image-classification dataset as an ``ImageSplit``.
+
+  class_split=False: our split reads the tfds split ``tfds_split_name`` (default
+  train->'train', val->'validation', test->'test'), labels as in the dataset.
+  class_split=True: the classes of ``tfds_split_name`` (default 'train') are split
+  64/16/20 with ``seed`` and the examples of this split's classes are relabelled
+  0..n-1 (the few-shot way of using a dataset with one label set).
+  Keys are '<name>:<tfds split>:<index in that split>'.
+  """
+  _check_split(split)
+  source = tfds_split_name or ("train" if class_split else _TFDS_SPLIT_NAMES[split])
+  builder = tfds.builder(name, data_dir=data_dir)
+  if download:
+    builder.download_and_prepare()
+  label_feature = builder.info.features[label_key]
+  all_names = _label_names(label_feature)
+  dataset = builder.as_dataset(split=source, shuffle_files=False)
+  prefix = f"{name}:{source}:"
+  dataset = dataset.enumerate().map(
+      lambda i, ex: {"image": ex[image_key], "label": tf.cast(ex[label_key], tf.int32),
+                     "key": tf.strings.join([prefix, tf.strings.as_string(i)])})
+  if class_split:
+    dataset, class_names, count = _keep_classes(
+        dataset, all_names, split_classes(all_names, seed)[split])
+  else:
+    class_names, count = all_names, builder.info.splits[source].num_examples
+  dataset = dataset.map(_image_transform(channels, _size_hw(image_size)),
+                        num_parallel_calls=tf.data.AUTOTUNE)
+  return ImageSplit(dataset, sanitize_class_names(class_names), count,
+                    _tfds_shape(builder.info.features[image_key].shape, channels,
+                                _size_hw(image_size)))
+
+
+def _label_names(feature) -> List[str]:
+  if isinstance(feature, tfds.features.ClassLabel):
+    return list(feature.names)
+  raise ImageSourceError(f"label feature must be a ClassLabel, got {type(feature).__name__}")
+
+
+def _keep_classes(dataset, all_names: List[str], chosen: List[str]):
+  """Only the chosen classes, relabelled by their position in ``chosen``."""
+  remap = np.full(len(all_names), -1, np.int32)
+  for new, name in enumerate(chosen):
+    remap[all_names.index(name)] = new
+  remap = tf.constant(remap)
+  dataset = dataset.filter(lambda ex: tf.gather(remap, ex["label"]) >= 0).map(
+      lambda ex: dict(ex, label=tf.gather(remap, ex["label"])))
+  labels = dataset.map(lambda ex: ex["label"])
+  count = int(labels.reduce(np.int64(0), lambda n, _: n + 1))
+  return dataset, chosen, count
+
+
+def _image_transform(channels: Optional[int], hw: Optional[Tuple[int, int]]):
+  def transform(ex):
+    image = ex["image"]
+    if channels == 3 and image.shape[-1] == 1:
+      image = tf.image.grayscale_to_rgb(image)
+    elif channels == 1 and image.shape[-1] == 3:
+      image = tf.image.rgb_to_grayscale(image)
+    if hw is not None:
+      image = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(image, hw)), 0, 255),
+                      tf.uint8)
+    return dict(ex, image=image)
+  return transform
+
+
+def _tfds_shape(shape, channels, hw):
+  shape = tuple(shape)
+  if hw is not None:
+    shape = hw + shape[2:]
+  if channels is not None:
+    shape = shape[:2] + (channels,)
+  return shape if all(d is not None for d in shape) else None
+
+
+# ---------------------------------------------------------------------------------
+# Choosing a source from gin.
+
+SOURCE_KINDS = ("glyphs", "mini_imagenet", "tiered_imagenet", "folder", "tfds")
+
+
+@gin.configurable
+def image_source(split: str, kind: str = "glyphs", root: Optional[str] = None,
+                 name: Optional[str] = None, channels: Optional[int] = None,
+                 image_size: ImageSize = None, seed: int = 0,
+                 class_split: bool = False) -> ImageSplit:
+  """One split of the configured source; gin picks ``kind`` and its arguments.
+
+  root: data directory (tfds data_dir for 'glyphs' and 'tfds'; the dataset folder
+  otherwise). name: the tfds dataset name (kind='tfds'). channels/image_size: None
+  keeps the source's own (3 channels for files; 84x84 for mini/tieredImageNet).
+  Glyph settings (num_classes, image_size, ...) are bound on ``load_glyph_split``.
+  """
+  _check_split(split)
+  if kind == "glyphs":
+    kwargs = {"image_size": image_size} if image_size is not None else {}
+    return glyphs.load_glyph_split(split, data_dir=root, **kwargs)
+  if kind == "tfds":
+    if not name:
+      raise ValueError("image_source(kind='tfds') needs name=<tfds dataset name>")
+    return tfds_split(name, split, data_dir=root, class_split=class_split, seed=seed,
+                      channels=channels, image_size=image_size)
+  if root is None:
+    raise ValueError(f"image_source(kind={kind!r}) needs root=<dataset directory>")
+  channels = channels or 3
+  if kind == "mini_imagenet":
+    return mini_imagenet_split(root, split, channels, image_size or 84)
+  if kind == "tiered_imagenet":
+    return tiered_imagenet_split(root, split, channels, image_size or 84)
+  if kind == "folder":
+    return folder_split(root, split, channels, image_size, seed)
+  raise ValueError(f"unknown image source kind {kind!r}; choose one of {SOURCE_KINDS}")
