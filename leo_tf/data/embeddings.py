@@ -82,8 +82,8 @@ def safe_load_pickle(data: bytes):
   """Unpickles ``data`` (Python 2 or 3) admitting only plain data types."""
   try:
     return RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
-  except pickle.UnpicklingError:
-    raise
+  except pickle.UnpicklingError as e:
+    raise pickle.UnpicklingError(f"corrupt, truncated or refused pickle: {e}") from e
   except Exception as e:  # truncated or corrupt streams raise many different types
     raise pickle.UnpicklingError(f"corrupt or truncated pickle: {type(e).__name__}: {e}") from e
 

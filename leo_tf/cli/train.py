@@ -1,0 +1,40 @@
+"""leo-train: meta-train LEO as the gin files say, then evaluate on the test split.
+
+  leo-train --gin_file=experiments/glyphs_5way1shot.gin
+  leo-train --gin_file=experiments/mini_final_1shot.gin \
+      --gin_bindings="EmbeddingSource.root='/data/leo_embeddings'" \
+      --gin_bindings="run_experiment.output_dir='runs/mini1'"
+"""
+
+from absl import app, flags
+
+from leo_tf.cli import common
+
+flags.DEFINE_string("output_dir", None, "Overrides run_experiment.output_dir.")
+common.define_gin_flags()
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    common.fail(f"unexpected arguments: {argv[1:]}")
+  if not FLAGS.gin_file:
+    common.fail("give at least one --gin_file (see gin/experiments/)")
+  from leo_tf import gin_config
+  from leo_tf.leo.experiment import run_experiment
+  bindings = list(FLAGS.gin_bindings)
+  if FLAGS.output_dir:
+    bindings.append(f"run_experiment.output_dir = {FLAGS.output_dir!r}")
+  try:
+    gin_config.parse(FLAGS.gin_file, bindings)
+    run_experiment()
+  except common.user_errors() as e:
+    common.fail(str(e))
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

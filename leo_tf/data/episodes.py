@@ -1,0 +1,99 @@
+"""N-way K-shot episodes sampled from an :class:`EmbeddingSet`, as TensorFlow ops.
+
+An episode batch is a dict of tensors with a leading task axis B:
+  support     [B, N, K, d]  the K shots of each of the N classes (class n has label n)
+  query       [B, N, Q, d]  Q queries per class (padded when classes have fewer)
+  query_mask  [B, N, Q]     1.0 for a real query, 0.0 for padding
+  classes     [B, N]        the dataset's class ids picked for the episode
+
+Sampling is stateless: episode ``i`` of a stream seeded with ``seed`` is always the same
+tensor, whatever ran before it, which is what makes resumed training and evaluation
+reproducible.
+"""
+
+from typing import Dict, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from leo_tf.data.embeddings import EmbeddingDataError, EmbeddingSet
+
+Episode = Dict[str, tf.Tensor]
+
+
+def fold_seed(seed, index) -> tf.Tensor:
+  """A new stateless seed [2] derived from ``seed`` and an integer ``index``."""
+  seed = tf.convert_to_tensor(seed)
+  if seed.shape.rank == 0:
+    seed = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
+  return tf.random.experimental.stateless_fold_in(
+      tf.cast(seed, tf.int64), tf.cast(index, tf.int64))
+
+
+class EpisodeSampler:
+  """Samples meta-batches of N-way K-shot episodes from one split.
+
+  ``num_queries=None`` means evaluation mode: every example of a class that is not a
+  shot is a query (padded to the largest class, with ``query_mask`` marking real ones).
+  """
+
+  def __init__(self, data: EmbeddingSet, num_classes: int, num_shots: int,
+               num_queries: Optional[int]):
+    if num_classes < 2:
+      raise EmbeddingDataError(f"an episode needs at least 2 classes, got N={num_classes}")
+    if num_shots < 1:
+      raise EmbeddingDataError(f"an episode needs at least 1 shot per class, got K={num_shots}")
+    if num_queries is not None and num_queries < 1:
+      raise EmbeddingDataError(f"num_queries must be >= 1 or None, got {num_queries}")
+    data.require_examples(num_classes, num_shots + (num_queries or 1))
+    self.num_classes = num_classes
+    self.num_shots = num_shots
+    self.dim = data.dim
+    self.source = data.source
+    order = np.argsort(data.class_ids, kind="stable")
+    counts = data.class_counts()
+    # Only classes that can fill an episode take part (require_examples checked all do).
+    self._embeddings = tf.constant(data.embeddings[order])
+    self._offsets = tf.constant(np.concatenate([[0], np.cumsum(counts)[:-1]]), tf.int32)
+    self._counts = tf.constant(counts, tf.int32)
+    self._num_dataset_classes = int(counts.size)
+    self._max_count = int(counts.max())
+    self.num_queries = (num_queries if num_queries is not None
+                        else self._max_count - num_shots)
+
+  @property
+  def episode_shapes(self):
+    return dict(support=(self.num_classes, self.num_shots, self.dim),
+                query=(self.num_classes, self.num_queries, self.dim))
+
+  def sample(self, batch_size: int, seed) -> Episode:
+    """One meta-batch of ``batch_size`` episodes, a pure function of ``seed``."""
+    n, k, q = self.num_classes, self.num_shots, self.num_queries
+    class_seed, example_seed = tf.unstack(
+        tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2))
+    # N distinct classes per task: the top-N of random keys is a uniform random subset.
+    class_keys = tf.random.stateless_uniform(
+        [batch_size, self._num_dataset_classes], class_seed)
+    classes = tf.math.top_k(class_keys, n).indices                       # [B, N]
+    counts = tf.gather(self._counts, classes)                             # [B, N]
+    # Random order of each class's examples; padding positions get key -1 so they sort last.
+    keys = tf.random.stateless_uniform([batch_size, n, self._max_count], example_seed)
+    valid = tf.range(self._max_count)[None, None, :] < counts[..., None]
+    keys = tf.where(valid, keys, -1.0)
+    top = tf.math.top_k(keys, k + q)
+    positions, in_class = top.indices, top.values >= 0.0                  # [B, N, K+Q]
+    positions = tf.where(in_class, positions, 0)
+    index = tf.gather(self._offsets, classes)[..., None] + positions
+    examples = tf.gather(self._embeddings, index)                          # [B, N, K+Q, d]
+    return dict(support=examples[:, :, :k], query=examples[:, :, k:],
+                query_mask=tf.cast(in_class[:, :, k:], tf.float32), classes=classes)
+
+  def dataset(self, batch_size: int, seed: int, start: int = 0,
+              count: Optional[int] = None) -> tf.data.Dataset:
+    """Meta-batch ``i`` (for i = start, start+1, ...) is ``sample(B, fold_seed(seed, i))``."""
+    indices = tf.data.Dataset.counter(start, dtype=tf.int64)
+    if count is not None:
+      indices = indices.take(count)
+    return indices.map(lambda i: self.sample(batch_size, fold_seed(seed, i)),
+                       num_parallel_calls=tf.data.AUTOTUNE,
+                       deterministic=True).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,43 @@
+"""Where meta-training gets its embeddings: a root in the released layout, built on demand."""
+
+import dataclasses
+import os
+from typing import Callable, Dict, Optional, Sequence
+
+import gin
+
+from leo_tf.data.embeddings import (SPLITS, EmbeddingSet, embeddings_path,
+                                    load_split)
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class EmbeddingSource:
+  """``<root>/<dataset>/<crop>/<split>_embeddings.{pkl,npz}``.
+
+  ``builder``, when set (e.g. ``@build_glyph_embeddings``), is called as
+  ``builder(root=..., dataset=..., crop=...)`` if any split file is missing, so one
+  command can go from nothing to a trained model.
+  """
+  root: str = "data/embeddings"
+  dataset: str = "miniImageNet"
+  crop: str = "center"
+  builder: Optional[Callable[..., None]] = None
+  l2_normalize: bool = True
+
+  def missing_splits(self, splits: Sequence[str] = SPLITS):
+    return [s for s in splits
+            if not any(os.path.exists(embeddings_path(self.root, self.dataset, self.crop, s, x))
+                       for x in (".pkl", ".npz"))]
+
+  def ensure(self, splits: Sequence[str] = SPLITS) -> None:
+    """Builds the files when some are missing and a builder is configured."""
+    if self.missing_splits(splits) and self.builder is not None:
+      self.builder(root=self.root, dataset=self.dataset, crop=self.crop)
+
+  def load(self, split: str) -> EmbeddingSet:
+    return load_split(self.root, self.dataset, self.crop, split, self.l2_normalize)
+
+  def load_all(self, splits: Sequence[str] = SPLITS) -> Dict[str, EmbeddingSet]:
+    self.ensure(splits)
+    return {s: self.load(s) for s in splits}

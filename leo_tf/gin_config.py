@@ -1,0 +1,108 @@
+"""Parsing gin files: search paths, registration of configurables, clear errors.
+
+Gin resolves ``include`` lines against its search path: we add the directory of each
+file being parsed and the repository's ``gin/`` directory, so experiment files can
+include building blocks as ``include 'models/leo_final.gin'``.
+"""
+
+import importlib
+import os
+from typing import Iterable, Optional, Sequence
+
+import gin
+
+# Modules whose import registers gin configurables; optional ones may be absent.
+_CONFIGURABLE_MODULES = (
+    "leo_tf.leo.config",
+    "leo_tf.leo.trainer",
+    "leo_tf.leo.evaluation",
+    "leo_tf.leo.experiment",
+    "leo_tf.data.source",
+)
+_OPTIONAL_MODULES = (
+    "leo_tf.data.glyphs",
+    "leo_tf.data.images",
+    "leo_tf.backbone.wrn",
+    "leo_tf.backbone.pretrain",
+    "leo_tf.backbone.embed",
+    "leo_tf.backbone.pipeline",
+    "leo_tf.tuning.hypermodel",
+    "leo_tf.analysis.compare",
+)
+
+GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
+CONFIG_FILE = "config.gin"
+OPERATIVE_CONFIG_FILE = "operative_config.gin"
+
+
+class GinConfigError(ValueError):
+  """A gin file or binding could not be parsed; the message names which and why."""
+
+
+def register_configurables(extra_modules: Iterable[str] = ()) -> None:
+  for name in tuple(_CONFIGURABLE_MODULES) + tuple(extra_modules):
+    importlib.import_module(name)
+  for name in _OPTIONAL_MODULES:
+    try:
+      importlib.import_module(name)
+    except ModuleNotFoundError as e:
+      if e.name != name:  # the module exists but something it needs does not
+        raise
+
+
+def resolve_gin_file(path: str) -> str:
+  """A gin file by path, or relative to the repository's gin/ directory."""
+  for candidate in (path, os.path.join(GIN_DIR, path)):
+    if os.path.isfile(candidate):
+      return os.path.abspath(candidate)
+  raise GinConfigError(f"gin file not found: {path} (also looked in {GIN_DIR})")
+
+
+def parse(gin_files: Sequence[str] = (), bindings: Sequence[str] = (),
+          finalize: bool = True) -> None:
+  """Parses files then bindings (later ones override earlier), after a clear()."""
+  register_configurables()
+  gin.clear_config()
+  # Look in gin/ first: gin logs an error for every prefix it tries that misses.
+  prefixes = gin.config._LOCATION_PREFIXES  # pylint: disable=protected-access
+  if GIN_DIR not in prefixes:
+    prefixes.insert(0, GIN_DIR)
+  files = [resolve_gin_file(f) for f in gin_files]
+  for path in files:
+    try:
+      gin.parse_config_file(path)
+    except Exception as e:  # gin raises ValueError/SyntaxError/KeyError/...
+      raise GinConfigError(f"{path}: {e}") from e
+  for binding in bindings:
+    try:
+      gin.parse_config(binding)
+    except Exception as e:
+      raise GinConfigError(f"command-line binding {binding!r}: {e}") from e
+  if finalize:
+    gin.finalize()
+
+
+def save_config(directory: str, operative: bool = False) -> str:
+  """Writes the full (or operative) config into ``directory``; returns its path."""
+  os.makedirs(directory, exist_ok=True)
+  name = OPERATIVE_CONFIG_FILE if operative else CONFIG_FILE
+  text = gin.operative_config_str() if operative else gin.config_str()
+  path = os.path.join(directory, name)
+  with open(path + ".tmp", "w") as f:
+    f.write(text)
+  os.replace(path + ".tmp", path)
+  return path
+
+
+def saved_config(directory: str) -> str:
+  path = os.path.join(directory, CONFIG_FILE)
+  if not os.path.isfile(path):
+    raise GinConfigError(
+        f"{directory} has no {CONFIG_FILE}: is it a leo-train output directory?")
+  return path
+
+
+def parse_saved(directory: str, bindings: Sequence[str] = (),
+                extra_files: Optional[Sequence[str]] = None) -> None:
+  """Re-reads the config a run saved beside its checkpoints, then any overrides."""
+  parse([saved_config(directory)] + list(extra_files or []), bindings)

@@ -1,0 +1,118 @@
+"""Hyperparameters of the LEO model, bound through gin.
+
+Defaults are the authors' final code (DESIGN.md section 6) for 5-way 1-shot; the gin
+files in ``gin/`` switch to the paper's variant, the tuned values and the ablations.
+"""
+
+import dataclasses
+import math
+from typing import Optional, Tuple
+
+import gin
+
+INITIALISATIONS = ("encoder", "random_prior", "maml")
+
+
+class ConfigError(ValueError):
+  """A configuration value is out of range or inconsistent."""
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class LEOConfig:
+  """Everything that shapes the LEO model and its inner loops.
+
+  Attributes:
+    num_classes: N, classes per episode.
+    num_shots: K, support examples per class.
+    latent_size: size of a class's latent code z.
+    encoder_hidden: hidden layer sizes of the per-example encoder (ReLU between layers).
+      Empty means linear, as in the final code and the paper's 1-shot variant.
+    use_relation_net: pairwise relation network on the encoded support set.
+    relation_hidden: hidden sizes of the relation network; its output is 2 * latent_size.
+    decoder_hidden: hidden sizes of the decoder from z to classifier weights.
+    initialisation: "encoder" (LEO), "random_prior" (z0 ~ N(0, I), the paper's
+      ablation) or "maml" (no latent space: a learned weight initialisation adapted
+      directly, MAML on the same features).
+    stochastic: sample z and the weights in training (False: the deterministic ablation).
+    inner_steps_train / inner_steps_test: latent-space adaptation steps.
+    finetune_steps_train / finetune_steps_test: weight-space fine-tuning steps.
+    inner_lr_init, learn_inner_lr: latent step size, a learned [latent_size] vector or fixed.
+    finetune_lr_init, learn_finetune_lr: weight-space step size ([dim] vector or fixed).
+    first_order: stop gradients through inner-loop gradients (default: second order).
+    dropout_rate: dropout on the input embeddings, redrawn at every use.
+    latent_stddev_offset: stddev = exp(u) - (1 - offset) for z.
+    weight_stddev_offset: the same for the decoded weights; None -> sqrt(2 / (dim + N)).
+    kl_weight: beta, weight of KL(q(z | D_train) || N(0, I)).
+    encoder_penalty_weight: gamma, weight of ||stop_grad(z_final) - z_initial||^2.
+    l2_weight: lambda1, 0.5 * lambda1 * sum of squared network weights (final code).
+    orthogonality_weight: lambda2, mean squared off-identity decoder correlations.
+    paper_regularizer_weight: lambda of the paper's R = ||enc||^2 + ||dec||^2 +
+      ||enc^T enc - I||_1 + ||dec dec^T - I||_1 (layer-wise for MLPs).
+    ensemble_samples: test-time ensemble over this many latent samples (1 = means only).
+  """
+  num_classes: int = 5
+  num_shots: int = 1
+  latent_size: int = 64
+  encoder_hidden: Tuple[int, ...] = ()
+  use_relation_net: bool = True
+  relation_hidden: Tuple[int, ...] = (128, 128)
+  decoder_hidden: Tuple[int, ...] = ()
+  initialisation: str = "encoder"
+  stochastic: bool = True
+  inner_steps_train: int = 5
+  inner_steps_test: int = 5
+  finetune_steps_train: int = 5
+  finetune_steps_test: int = 5
+  inner_lr_init: float = 1.0
+  learn_inner_lr: bool = True
+  finetune_lr_init: float = 0.001
+  learn_finetune_lr: bool = True
+  first_order: bool = False
+  dropout_rate: float = 0.3
+  latent_stddev_offset: float = 0.0
+  weight_stddev_offset: Optional[float] = None
+  kl_weight: float = 0.001
+  encoder_penalty_weight: float = 1e-9
+  l2_weight: float = 1e-8
+  orthogonality_weight: float = 1e-3
+  paper_regularizer_weight: float = 0.0
+  ensemble_samples: int = 1
+
+  def __post_init__(self):
+    # gin passes lists for tuple bindings; keep the dataclass hashable and uniform.
+    for name in ("encoder_hidden", "relation_hidden", "decoder_hidden"):
+      object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+    self.validate()
+
+  def validate(self):
+    positive = ("num_classes", "num_shots", "latent_size", "ensemble_samples")
+    for name in positive:
+      if getattr(self, name) < 1:
+        raise ConfigError(f"LEOConfig.{name} must be >= 1, got {getattr(self, name)}")
+    if self.num_classes < 2:
+      raise ConfigError(f"LEOConfig.num_classes must be >= 2, got {self.num_classes}")
+    for name in ("inner_steps_train", "inner_steps_test", "finetune_steps_train",
+                 "finetune_steps_test"):
+      if getattr(self, name) < 0:
+        raise ConfigError(f"LEOConfig.{name} must be >= 0, got {getattr(self, name)}")
+    if not 0.0 <= self.dropout_rate < 1.0:
+      raise ConfigError(f"LEOConfig.dropout_rate must be in [0, 1), got {self.dropout_rate}")
+    if self.initialisation not in INITIALISATIONS:
+      raise ConfigError(f"LEOConfig.initialisation must be one of {INITIALISATIONS}, "
+                        f"got {self.initialisation!r}")
+    for name in ("kl_weight", "encoder_penalty_weight", "l2_weight",
+                 "orthogonality_weight", "paper_regularizer_weight"):
+      if getattr(self, name) < 0:
+        raise ConfigError(f"LEOConfig.{name} must be >= 0, got {getattr(self, name)}")
+
+  def weight_offset(self, dim: int) -> float:
+    if self.weight_stddev_offset is not None:
+      return self.weight_stddev_offset
+    return math.sqrt(2.0 / (dim + self.num_classes))
+
+  def inner_steps(self, training: bool) -> int:
+    return self.inner_steps_train if training else self.inner_steps_test
+
+  def finetune_steps(self, training: bool) -> int:
+    return self.finetune_steps_train if training else self.finetune_steps_test

@@ -1,0 +1,227 @@
+"""The LEO model: encode the support set, adapt in latent space, fine-tune, classify.
+
+Every tensor carries a leading task axis B (the meta-batch is vectorised). Class n of an
+episode has label n. Latent codes have a sample axis S: in training each of the K shots
+of a class draws its own z from the class's Gaussian (S = K, as the authors' code does);
+at evaluation the mean is used once (S = 1). The logits of a class average its S decoded
+weight vectors; since logits are linear in the weights this equals using their mean, so
+the model carries the mean weight vector [B, N, d] ("fused" weight samples).
+
+Step-size bookkeeping that keeps the fused form exact: in the authors' form every one of
+the K copies of a class's code/weights receives 1/K of the gradient of the averaged
+logits. Hence latents take steps of lr * S / K and the fused weights steps of lr / K.
+"""
+
+from typing import Dict, Optional
+
+import keras
+import tensorflow as tf
+
+from leo_tf.leo import regularizers
+from leo_tf.leo.config import LEOConfig
+from leo_tf.leo.layers import (LatentEncoder, WeightDecoder, dropout, gaussian,
+                               kl_to_standard_normal, tfd)
+
+
+class SeedStream:
+  """Hands out a fresh stateless seed for every random op of one forward pass."""
+
+  def __init__(self, seed):
+    self._seed = None if seed is None else tf.cast(seed, tf.int64)
+    self._count = 0
+
+  def __call__(self):
+    if self._seed is None:
+      return None
+    self._count += 1
+    return tf.random.experimental.stateless_fold_in(self._seed, self._count)
+
+
+class LEO(keras.Model):
+  """Latent Embedding Optimization over a meta-batch of episodes."""
+
+  def __init__(self, config: LEOConfig, dim: int, **kwargs):
+    super().__init__(**kwargs)
+    self.config = config
+    self.dim = dim
+    c = config
+    self.encoder = None
+    self.decoder = None
+    if c.initialisation == "encoder":
+      self.encoder = LatentEncoder(
+          c.latent_size, c.encoder_hidden,
+          c.relation_hidden if c.use_relation_net else None, c.dropout_rate,
+          name="latent_encoder")
+    if c.initialisation != "maml":
+      self.decoder = WeightDecoder(dim, c.decoder_hidden, name="weight_decoder")
+    else:
+      self.initial_weights = self.add_weight(
+          name="initial_weights", shape=(c.num_classes, dim), initializer="zeros")
+    self.inner_lr = self.add_weight(
+        name="inner_lr", shape=(c.latent_size,),
+        initializer=keras.initializers.Constant(c.inner_lr_init),
+        trainable=c.learn_inner_lr)
+    self.finetune_lr = self.add_weight(
+        name="finetune_lr", shape=(dim,),
+        initializer=keras.initializers.Constant(c.finetune_lr_init),
+        trainable=c.learn_finetune_lr)
+    self._weight_offset = c.weight_offset(dim)
+
+  # ------------------------------------------------------------------ building blocks
+
+  def logits(self, x, weights, training, seed):
+    """x [B, N, M, d] (dropout redrawn per call), weights [B, N, d] -> [B, N, M, N]."""
+    x = dropout(x, self.config.dropout_rate, training, seed)
+    return tf.einsum("bnmd,bcd->bnmc", x, weights)
+
+  @staticmethod
+  def cross_entropy(logits):
+    """Per-example CE [B, N, M] of logits [B, N, M, N] whose true class is axis 1."""
+    labels = tf.broadcast_to(tf.range(tf.shape(logits)[1])[None, :, None],
+                             tf.shape(logits)[:3])
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+
+  def support_loss(self, support, weights, training, seed):
+    """Sum of support cross-entropies (the inner-loop objective), summed over tasks too."""
+    return tf.reduce_sum(self.cross_entropy(self.logits(support, weights, training, seed)))
+
+  def initial_latents(self, support, training, seeds):
+    """z0 [B, N, S, latent] and the KL of q(z | D_train) to N(0, I) per task [B]."""
+    c = self.config
+    b, n = tf.shape(support)[0], tf.shape(support)[1]
+    sample = training and c.stochastic
+    s = c.num_shots if sample else 1
+    shape = [b, n, s, c.latent_size]
+    zero_kl = tf.zeros([b])
+    if c.initialisation == "random_prior":
+      if sample:
+        return tfd.Normal(tf.zeros(shape), 1.0).sample(seed=seeds()), zero_kl
+      return tf.zeros(shape), zero_kl
+    posterior = gaussian(self.encoder(support, training=training, seed=seeds()),
+                         c.latent_stddev_offset)                         # [B, N, latent]
+    if not sample:
+      return posterior.loc[:, :, None, :], zero_kl
+    per_shot = tfd.Normal(tf.broadcast_to(posterior.loc[:, :, None, :], shape),
+                          tf.broadcast_to(posterior.scale[:, :, None, :], shape))
+    latents = per_shot.sample(seed=seeds())
+    return latents, kl_to_standard_normal(per_shot, latents, event_axes=(1, 2, 3))
+
+  def decode(self, latents, training, seed):
+    """Latents [B, N, S, latent] -> mean over S of sampled weights [B, N, d]."""
+    weights = gaussian(self.decoder(latents), self._weight_offset)
+    if training and self.config.stochastic:
+      return tf.reduce_mean(weights.sample(seed=seed), axis=2)
+    return tf.reduce_mean(weights.loc, axis=2)
+
+  def _gradient_step(self, objective, point, step_size):
+    """point - step_size * d objective(point) / d point; second order unless configured."""
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+      tape.watch(point)
+      loss = objective(point)
+    grad = tape.gradient(loss, point)
+    if self.config.first_order:
+      grad = tf.stop_gradient(grad)
+    return point - step_size * grad
+
+  def adapt_latents(self, support, latents, training, seeds):
+    """Gradient descent on the codes; returns the final codes and their decoded weights."""
+    step_size = self.inner_lr * (latents.shape[2] / self.config.num_shots)
+    for _ in range(self.config.inner_steps(training)):
+      decode_seed, dropout_seed = seeds(), seeds()
+      latents = self._gradient_step(
+          lambda z: self.support_loss(
+              support, self.decode(z, training, decode_seed), training, dropout_seed),
+          latents, step_size)
+    return latents, self.decode(latents, training, seeds())
+
+  def finetune(self, support, weights, training, seeds):
+    """Gradient descent on the (fused) classifier weights [B, N, d]."""
+    scale = 1.0 if self.config.initialisation == "maml" else 1.0 / self.config.num_shots
+    step_size = self.finetune_lr * scale
+    for _ in range(self.config.finetune_steps(training)):
+      seed = seeds()
+      weights = self._gradient_step(
+          lambda w: self.support_loss(support, w, training, seed), weights, step_size)
+    return weights
+
+  # ------------------------------------------------------------------ the forward pass
+
+  def adapt(self, support, training=False, seed=None) -> Dict[str, tf.Tensor]:
+    """The whole adaptation of a meta-batch: returns weights, codes and the KL."""
+    seeds = SeedStream(seed)
+    # Embeddings are fixed features: meta-learning never changes them.
+    support = tf.stop_gradient(tf.convert_to_tensor(support))
+    if self.config.initialisation == "maml":
+      b = tf.shape(support)[0]
+      weights = tf.tile(tf.convert_to_tensor(self.initial_weights)[None], [b, 1, 1])
+      empty = tf.zeros([b, self.config.num_classes, 1, self.config.latent_size])
+      initial = final = empty
+      kl = tf.zeros([b])
+    else:
+      initial, kl = self.initial_latents(support, training, seeds)
+      final, weights = self.adapt_latents(support, initial, training, seeds)
+    weights = self.finetune(support, weights, training, seeds)
+    return dict(weights=weights, initial_latents=initial, final_latents=final, kl=kl,
+                seed=seeds() if seed is not None else None)
+
+  def call(self, episode, training=False, seed=None):
+    """Adapts on ``episode['support']`` and classifies ``episode['query']``.
+
+    Returns per-task [B] tensors (query_loss, kl, encoder_penalty, accuracy) and the
+    query logits [B, N, Q, N].
+    """
+    adapted = self.adapt(episode["support"], training, seed)
+    query = tf.stop_gradient(tf.convert_to_tensor(episode["query"]))
+    logits = self.logits(query, adapted["weights"], training, adapted["seed"])
+    mask = episode.get("query_mask")
+    if mask is None:
+      mask = tf.ones(tf.shape(logits)[:3])
+    count = tf.reduce_sum(mask, axis=[1, 2])
+    ce = self.cross_entropy(logits)
+    correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32),
+                               tf.range(tf.shape(logits)[1])[None, :, None]), tf.float32)
+    penalty = tf.reduce_mean(tf.square(tf.stop_gradient(adapted["final_latents"]) -
+                                       adapted["initial_latents"]), axis=[1, 2, 3])
+    return dict(query_loss=tf.reduce_sum(ce * mask, axis=[1, 2]) / count,
+                kl=adapted["kl"], encoder_penalty=penalty,
+                accuracy=tf.reduce_sum(correct * mask, axis=[1, 2]) / count,
+                logits=logits, initial_latents=adapted["initial_latents"],
+                final_latents=adapted["final_latents"])
+
+  # ------------------------------------------------------------------ regularisation
+
+  def network_variables(self):
+    """Weights of the encoder, relation network and decoder (not the learning rates)."""
+    layers = [l for l in (self.encoder, self.decoder) if l is not None]
+    return [v for l in layers for v in l.trainable_variables]
+
+  def regularization(self) -> Dict[str, tf.Tensor]:
+    """Weighted L2, orthogonality and paper-regulariser terms (scalars)."""
+    c = self.config
+    terms = dict(l2=tf.constant(0.0), orthogonality=tf.constant(0.0),
+                 paper_regularizer=tf.constant(0.0))
+    if c.l2_weight:
+      terms["l2"] = c.l2_weight * regularizers.l2_penalty(self.network_variables())
+    if c.orthogonality_weight and self.decoder is not None:
+      terms["orthogonality"] = c.orthogonality_weight * regularizers.orthogonality_penalty(
+          tf.convert_to_tensor(self.decoder.kernels()[0]))
+    if c.paper_regularizer_weight:
+      kernels = (self.encoder.kernels() if self.encoder is not None else []) + (
+          self.decoder.kernels() if self.decoder is not None else [])
+      terms["paper_regularizer"] = c.paper_regularizer_weight * regularizers.paper_regularizer(
+          [tf.convert_to_tensor(k) for k in kernels])
+    return terms
+
+
+def task_losses(outputs: Dict[str, tf.Tensor], config: LEOConfig) -> tf.Tensor:
+  """Per-task objective [B]: query CE + beta * KL + gamma * encoder penalty."""
+  return (outputs["query_loss"] + config.kl_weight * outputs["kl"] +
+          config.encoder_penalty_weight * outputs["encoder_penalty"])
+
+
+def build_leo(config: LEOConfig, dim: int) -> LEO:
+  """Creates a LEO model and its variables (one dummy evaluation-mode pass)."""
+  model = LEO(config, dim)
+  dummy = tf.zeros([1, config.num_classes, config.num_shots, dim])
+  model(dict(support=dummy, query=dummy), training=False)
+  return model

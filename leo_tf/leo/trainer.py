@@ -1,0 +1,277 @@
+"""Meta-training of LEO: the outer step, checkpoints, validation, summaries.
+
+The outer step is one ``tf.function``: each replica runs the vectorised model on its
+share of the meta-batch (the inner-loop ``tf.GradientTape`` nests inside the outer one),
+gradients are summed across replicas, clipped per tensor (by value, then by norm), and
+applied with Adam. A non-finite loss or gradient applies only the L2 gradient (the
+authors' guard); too many such steps in a row stop training with an error.
+"""
+
+import dataclasses
+import json
+import os
+import time
+from typing import Callable, Dict, Optional
+
+import gin
+import keras
+import numpy as np
+import tensorflow as tf
+
+from leo_tf.data.embeddings import EmbeddingSet
+from leo_tf.data.episodes import EpisodeSampler, fold_seed
+from leo_tf.leo.config import ConfigError, LEOConfig
+from leo_tf.leo.evaluation import EvalResult, evaluate
+from leo_tf.leo.model import LEO, build_leo, task_losses
+from leo_tf.leo import regularizers
+
+
+class TrainingDivergedError(RuntimeError):
+  """Too many consecutive steps had a non-finite loss or gradient."""
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """The outer loop. Defaults follow the authors' final code (DESIGN.md section 6)."""
+  outer_lr: float = 1e-4
+  meta_batch_size: int = 12
+  num_queries: int = 15
+  num_steps: int = 100000
+  validate_every: int = 1000
+  num_val_episodes: int = 2000
+  val_num_queries: Optional[int] = 15
+  val_batch_size: int = 100
+  log_every: int = 100
+  checkpoint_every: int = 1000
+  clip_value: float = 0.1
+  clip_norm: float = 0.1
+  seed: int = 0
+  train_on_val: bool = False
+  max_bad_steps: int = 50
+  jit_compile: bool = False
+
+  def __post_init__(self):
+    for name in ("meta_batch_size", "num_queries", "num_steps", "validate_every",
+                 "num_val_episodes", "val_batch_size", "log_every", "checkpoint_every",
+                 "max_bad_steps"):
+      if getattr(self, name) < 1:
+        raise ConfigError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+    if self.outer_lr <= 0:
+      raise ConfigError(f"TrainConfig.outer_lr must be > 0, got {self.outer_lr}")
+
+
+def clip_gradient(grad: tf.Tensor, clip_value: float, clip_norm: float) -> tf.Tensor:
+  """Per tensor: clip by value, then by norm (0 disables either)."""
+  if clip_value > 0:
+    grad = tf.clip_by_value(grad, -clip_value, clip_value)
+  if clip_norm > 0:
+    grad = tf.clip_by_norm(grad, clip_norm)
+  return grad
+
+
+def all_finite(tensors) -> tf.Tensor:
+  return tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tensors])
+
+
+class MetaTrainer:
+  """Owns the model, optimizer and checkpoints of one meta-training run."""
+
+  def __init__(self, model_config: LEOConfig, config: TrainConfig, train_data: EmbeddingSet,
+               val_data: Optional[EmbeddingSet], output_dir: str,
+               strategy: Optional[tf.distribute.Strategy] = None,
+               log: Callable[[str], None] = print):
+    self.model_config = model_config
+    self.config = config
+    self.output_dir = output_dir
+    self.log = log
+    self.strategy = strategy or tf.distribute.get_strategy()
+    replicas = self.strategy.num_replicas_in_sync
+    if config.meta_batch_size % replicas:
+      raise ConfigError(f"meta_batch_size {config.meta_batch_size} must divide evenly "
+                        f"across {replicas} replicas")
+    self.train_sampler = EpisodeSampler(train_data, model_config.num_classes,
+                                        model_config.num_shots, config.num_queries)
+    self.val_sampler = (EpisodeSampler(val_data, model_config.num_classes,
+                                       model_config.num_shots, config.val_num_queries)
+                        if val_data is not None else None)
+    with self.strategy.scope():
+      self.model = build_leo(model_config, train_data.dim)
+      self.optimizer = keras.optimizers.Adam(config.outer_lr)
+      self.optimizer.build(self.model.trainable_variables)
+      self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+      self.bad_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="bad_steps")
+      self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
+                                            step=self.step, bad_steps=self.bad_steps)
+    self.latest = tf.train.CheckpointManager(
+        self.checkpoint, os.path.join(output_dir, "latest"), max_to_keep=2)
+    self.best = tf.train.CheckpointManager(
+        self.checkpoint, os.path.join(output_dir, "best"), max_to_keep=1)
+    self._best_file = os.path.join(output_dir, "best", "best.json")
+    self._train_step = tf.function(self._outer_step, jit_compile=config.jit_compile)
+    self._writer = tf.summary.create_file_writer(os.path.join(output_dir, "tensorboard"))
+
+  # ------------------------------------------------------------------ the outer step
+
+  def _replica_step(self, batch, step):
+    """Loss and gradients of one replica's share, pre-scaled so a SUM gives the mean."""
+    ctx = tf.distribute.get_replica_context()
+    replicas = ctx.num_replicas_in_sync
+    seed = fold_seed(fold_seed(self.config.seed, step), ctx.replica_id_in_sync_group)
+    variables = self.model.trainable_variables
+    with tf.GradientTape() as tape:
+      outputs = self.model(batch, training=True, seed=seed)
+      per_task = task_losses(outputs, self.model_config)
+      reg = self.model.regularization()
+      loss = (tf.reduce_sum(per_task) / self.config.meta_batch_size +
+              tf.add_n(list(reg.values())) / replicas)
+    grads = tape.gradient(loss, variables)
+    grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+    share = lambda x: tf.reduce_sum(x) / self.config.meta_batch_size
+    metrics = dict(loss=loss, query_loss=share(outputs["query_loss"]), kl=share(outputs["kl"]),
+                   encoder_penalty=share(outputs["encoder_penalty"]),
+                   accuracy=share(outputs["accuracy"]),
+                   **{k: v / replicas for k, v in reg.items()})
+    return grads, metrics
+
+  def _l2_gradients(self):
+    """Gradients of the L2 term alone: what the guard applies on a non-finite step."""
+    variables = self.model.trainable_variables
+    with tf.GradientTape() as tape:
+      l2 = self.model_config.l2_weight * regularizers.l2_penalty(
+          self.model.network_variables())
+    grads = tape.gradient(l2, variables)
+    return [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+
+  def _outer_step(self, batch):
+    step = self.step.read_value()
+    grads, metrics = self.strategy.run(self._replica_step, args=(batch, step))
+    grads = self.strategy.reduce(tf.distribute.ReduceOp.SUM, grads, axis=None)
+    metrics = self.strategy.reduce(tf.distribute.ReduceOp.SUM, metrics, axis=None)
+    grads = [clip_gradient(g, self.config.clip_value, self.config.clip_norm) for g in grads]
+    finite = tf.logical_and(tf.math.is_finite(metrics["loss"]), all_finite(grads))
+    safe = self._l2_gradients()
+    grads = [tf.where(finite, g, s) for g, s in zip(grads, safe)]
+    self.optimizer.apply(grads, self.model.trainable_variables)
+    self.step.assign_add(1)
+    self.bad_steps.assign(tf.where(finite, tf.constant(0, tf.int64), self.bad_steps + 1))
+    metrics["finite"] = tf.cast(finite, tf.float32)
+    return metrics
+
+  # ------------------------------------------------------------------ the loop
+
+  def restore(self) -> int:
+    """Restores the latest checkpoint if any; returns the step to continue from."""
+    path = self.latest.latest_checkpoint
+    if path:
+      self.checkpoint.restore(path).assert_existing_objects_matched()
+      self.log(f"[train] resumed from {path} at step {int(self.step.numpy())}")
+    return int(self.step.numpy())
+
+  def best_validation(self) -> float:
+    if os.path.exists(self._best_file):
+      with open(self._best_file) as f:
+        return float(json.load(f)["accuracy"])
+    return -1.0
+
+  def _distributed_batches(self, start: int):
+    """Each replica samples its own share of every meta-batch from its own seed stream."""
+    local = self.config.meta_batch_size // self.strategy.num_replicas_in_sync
+
+    def replica_dataset(ctx: tf.distribute.InputContext):
+      seed = fold_seed(self.config.seed + 1, ctx.input_pipeline_id)
+      return self.train_sampler.dataset(local, seed, start=start)
+
+    return iter(self.strategy.distribute_datasets_from_function(replica_dataset))
+
+  def validate(self) -> Optional[EvalResult]:
+    if self.val_sampler is None:
+      return None
+    return evaluate(self.model, self.val_sampler, self.config.num_val_episodes,
+                    self.config.val_batch_size, seed=self.config.seed + 2)
+
+  def _summaries(self, step: int, metrics: Dict[str, float]):
+    with self._writer.as_default(step=step):
+      for name, value in metrics.items():
+        tf.summary.scalar(f"train/{name}", value)
+      tf.summary.histogram("learning_rates/inner_lr", self.model.inner_lr)
+      tf.summary.histogram("learning_rates/finetune_lr", self.model.finetune_lr)
+      tf.summary.scalar("learning_rates/inner_lr_mean", tf.reduce_mean(self.model.inner_lr))
+      tf.summary.scalar("learning_rates/finetune_lr_mean",
+                        tf.reduce_mean(self.model.finetune_lr))
+
+  def _after_validation(self, step: int, result: EvalResult):
+    with self._writer.as_default(step=step):
+      tf.summary.scalar("validation/accuracy", result.mean)
+    best = self.best_validation()
+    marker = ""
+    if result.mean > best:
+      self.best.save(checkpoint_number=step)
+      with open(self._best_file + ".tmp", "w") as f:
+        json.dump({"step": step, "accuracy": result.mean, "ci95": result.ci95}, f)
+      os.replace(self._best_file + ".tmp", self._best_file)
+      marker = " (new best)"
+    self.log(f"[validate] step {step}: accuracy {result}{marker}")
+
+  def train(self) -> LEO:
+    """Meta-trains until ``num_steps`` (resuming from the latest checkpoint)."""
+    cfg = self.config
+    step = self.restore()
+    if step >= cfg.num_steps:
+      self.log(f"[train] already at step {step} >= {cfg.num_steps}; nothing to do")
+      return self.model
+    batches = self._distributed_batches(step)
+    window, window_start, sums = 0, time.time(), {}
+    while step < cfg.num_steps:
+      metrics = {k: float(v) for k, v in self._train_step(next(batches)).items()}
+      step += 1
+      window += 1
+      # Guarded (non-finite) steps are counted, not averaged into the losses.
+      for k, v in metrics.items() if metrics["finite"] else [("finite", 0.0)]:
+        sums[k] = sums.get(k, 0.0) + v
+      sums["steps"] = sums.get("steps", 0.0) + metrics["finite"]
+      bad = int(self.bad_steps.numpy())
+      if bad >= cfg.max_bad_steps:
+        self.latest.save(checkpoint_number=step)
+        raise TrainingDivergedError(
+            f"{bad} consecutive meta-training steps had a non-finite loss or gradient "
+            f"(last at step {step}); the weights were protected by the L2-only guard. "
+            "Lower TrainConfig.outer_lr or check the embeddings for extreme values.")
+      if step % cfg.log_every == 0 or step == cfg.num_steps:
+        finite_steps = max(sums.pop("steps"), 1.0)
+        means = {k: v / finite_steps for k, v in sums.items()}
+        means["finite"] = sums.get("finite", 0.0) / window
+        self._log_progress(step, means, window / (time.time() - window_start))
+        window, window_start, sums = 0, time.time(), {}
+      if step % cfg.validate_every == 0 or step == cfg.num_steps:
+        result = self.validate()
+        if result is not None:
+          self._after_validation(step, result)
+      if step % cfg.checkpoint_every == 0 or step == cfg.num_steps:
+        self.latest.save(checkpoint_number=step)
+    self._writer.flush()
+    return self.model
+
+  def _log_progress(self, step: int, means: Dict[str, float], steps_per_s: float):
+    nan = float("nan")
+    self._summaries(step, means)
+    skipped = (1.0 - means.get("finite", 1.0))
+    self.log(
+        f"[train] step {step}/{self.config.num_steps} loss {means.get('loss', nan):.4f} "
+        f"(query {means.get('query_loss', nan):.4f} kl {means.get('kl', nan):.3f} "
+        f"enc-pen {means.get('encoder_penalty', nan):.2e} l2 {means.get('l2', nan):.2e} "
+        f"orth {means.get('orthogonality', nan):.2e}) acc {means.get('accuracy', nan):.3f} | "
+        f"{steps_per_s:.1f} steps/s, {steps_per_s * self.config.meta_batch_size:.0f} "
+        f"episodes/s" + (f" | {100 * skipped:.0f}% non-finite steps guarded" if skipped else ""))
+
+
+def load_model(checkpoint_dir: str, model_config: LEOConfig, dim: int,
+               which: str = "best") -> LEO:
+  """A model restored from ``<checkpoint_dir>/<best|latest>``."""
+  model = build_leo(model_config, dim)
+  directory = os.path.join(checkpoint_dir, which)
+  path = tf.train.latest_checkpoint(directory)
+  if path is None:
+    raise FileNotFoundError(f"no checkpoint in {directory}")
+  tf.train.Checkpoint(model=model).restore(path).expect_partial()
+  return model
