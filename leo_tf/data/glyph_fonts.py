@@ -13,11 +13,13 @@ A face "has" a character when the rendering has ink and differs from the face's
 .notdef glyph (what FreeType draws for a code point the face lacks).
 """
 
-import concurrent.futures
+import collections
 import dataclasses
-import multiprocessing
 import os
+import pickle
 import re
+import subprocess
+import sys
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -184,6 +186,11 @@ def distinct_renderings(images: Sequence[np.ndarray], threshold: float) -> List[
 
 # ---------------------------------------------------------------------------------
 # Rendering many characters, optionally in worker processes.
+#
+# Pillow holds the GIL while rendering, so threads do not help. Workers are fresh
+# interpreters running this module (`python -m`), not multiprocessing children:
+# spawn re-runs the caller's unguarded __main__ (scripts, notebooks) and fork would
+# copy a process that usually has TensorFlow's threads running.
 
 _worker_renderers: List[FaceRenderer] = []
 
@@ -204,13 +211,46 @@ def _render_chunk(chars: Sequence[str], threshold: float):
   return results
 
 
+def _worker_main():
+  """Reads (faces, size, threshold), then chunks of chars; writes their renderings."""
+  stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+  faces, image_size, threshold = pickle.load(stdin)
+  _init_worker(faces, image_size)
+  while True:
+    try:
+      chars = pickle.load(stdin)
+    except EOFError:
+      return
+    pickle.dump(_render_chunk(chars, threshold), stdout)
+    stdout.flush()
+
+
+def _start_worker(faces, image_size, threshold) -> subprocess.Popen:
+  package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      [package_root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+  proc = subprocess.Popen([sys.executable, "-m", "leo_tf.data.glyph_fonts"],
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+  pickle.dump((list(faces), image_size, threshold), proc.stdin)
+  proc.stdin.flush()
+  return proc
+
+
+def _read_result(proc: subprocess.Popen):
+  try:
+    return pickle.load(proc.stdout)
+  except EOFError:
+    raise RuntimeError(f"glyph rendering worker died (exit code {proc.wait()}); "
+                       "see its error output above") from None
+
+
 def render_characters(chars: Sequence[str], faces: Sequence[FontFace], image_size: int,
                       threshold: float, num_workers: int = 1, chunk_size: int = 32
                       ) -> Iterator[Tuple[str, List[Tuple[int, np.ndarray]]]]:
   """Yields (char, distinct renderings) in the order of ``chars``, lazily.
 
-  Lazy so that a caller can stop once it has enough classes; with workers, only a
-  few chunks run ahead of the consumer.
+  Lazy so that a caller can stop once it has enough classes; with workers, at most
+  two chunks per worker run ahead of the consumer.
   """
   chunks = [chars[i:i + chunk_size] for i in range(0, len(chars), chunk_size)]
   if num_workers <= 1:
@@ -218,24 +258,27 @@ def render_characters(chars: Sequence[str], faces: Sequence[FontFace], image_siz
     for chunk in chunks:
       yield from zip(chunk, _render_chunk(chunk, threshold))
     return
-  # spawn, not fork: the parent usually has TensorFlow's threads running.
-  context = multiprocessing.get_context("spawn")
-  with concurrent.futures.ProcessPoolExecutor(
-      num_workers, mp_context=context, initializer=_init_worker,
-      initargs=(list(faces), image_size)) as pool:
-    pending = []
-    next_chunk = 0
-    try:
-      while pending or next_chunk < len(chunks):
-        while next_chunk < len(chunks) and len(pending) < 2 * num_workers:
-          pending.append((chunks[next_chunk],
-                          pool.submit(_render_chunk, chunks[next_chunk], threshold)))
-          next_chunk += 1
-        chunk, future = pending.pop(0)
-        yield from zip(chunk, future.result())
-    finally:
-      for _, future in pending:
-        future.cancel()
+  workers = [_start_worker(faces, image_size, threshold) for _ in range(num_workers)]
+  pending = collections.deque()
+  try:
+    for n, chunk in enumerate(chunks):
+      proc = workers[n % num_workers]
+      pickle.dump(chunk, proc.stdin)  # a few hundred bytes: never blocks
+      proc.stdin.flush()
+      pending.append((chunk, proc))
+      if len(pending) >= 2 * num_workers:
+        chunk, proc = pending.popleft()
+        yield from zip(chunk, _read_result(proc))
+    while pending:
+      chunk, proc = pending.popleft()
+      yield from zip(chunk, _read_result(proc))
+  finally:
+    for proc in workers:
+      proc.stdin.close()
+      if pending:  # stopped early: the rest of the work is not wanted
+        proc.kill()
+      proc.wait()
+      proc.stdout.close()
 
 
 def han_faces(font_dirs: Sequence[str] = DEFAULT_FONT_DIRS,
@@ -250,3 +293,7 @@ def han_faces(font_dirs: Sequence[str] = DEFAULT_FONT_DIRS,
 def face_table(faces: Sequence[FontFace]) -> List[Dict[str, object]]:
   """JSON-friendly description of the faces a dataset was rendered from."""
   return [dataclasses.asdict(f) for f in faces]
+
+
+if __name__ == "__main__":
+  _worker_main()

@@ -257,42 +257,52 @@ def tfds_split(name: str, split: str, data_dir: Optional[str] = None,
   builder = tfds.builder(name, data_dir=data_dir)
   if download:
     builder.download_and_prepare()
-  label_feature = builder.info.features[label_key]
-  all_names = _label_names(label_feature)
-  dataset = builder.as_dataset(split=source, shuffle_files=False)
+  _check_tfds_split(builder, source)
+  all_names = _label_names(builder.info.features[label_key])
+  chosen = split_classes(all_names, seed)[split] if class_split else all_names
+  remap = _label_map(all_names, chosen)
   prefix = f"{name}:{source}:"
-  dataset = dataset.enumerate().map(
-      lambda i, ex: {"image": ex[image_key], "label": tf.cast(ex[label_key], tf.int32),
+  dataset = builder.as_dataset(split=source, shuffle_files=False).enumerate().map(
+      lambda i, ex: {"image": ex[image_key], "label": tf.gather(remap, ex[label_key]),
                      "key": tf.strings.join([prefix, tf.strings.as_string(i)])})
   if class_split:
-    dataset, class_names, count = _keep_classes(
-        dataset, all_names, split_classes(all_names, seed)[split])
-  else:
-    class_names, count = all_names, builder.info.splits[source].num_examples
-  dataset = dataset.map(_image_transform(channels, _size_hw(image_size)),
-                        num_parallel_calls=tf.data.AUTOTUNE)
-  return ImageSplit(dataset, sanitize_class_names(class_names), count,
-                    _tfds_shape(builder.info.features[image_key].shape, channels,
-                                _size_hw(image_size)))
+    dataset = dataset.filter(lambda ex: ex["label"] >= 0)
+  hw = _size_hw(image_size)
+  dataset = dataset.map(_image_transform(channels, hw), num_parallel_calls=tf.data.AUTOTUNE)
+  return ImageSplit(dataset, sanitize_class_names(chosen),
+                    _tfds_count(builder, source, label_key, remap, class_split),
+                    _tfds_shape(builder.info.features[image_key].shape, channels, hw))
+
+
+def _check_tfds_split(builder, source: str):
+  known = list(builder.info.splits.keys())
+  if known and source.isidentifier() and source not in known:
+    raise ImageSourceError(
+        f"tfds dataset {builder.name} has no split '{source}' (it has {known}); pass "
+        "tfds_split_name=<one of them, slicing allowed> or class_split=True")
+
+
+def _label_map(all_names: List[str], chosen: List[str]) -> tf.Tensor:
+  """Dataset label -> index in ``chosen``, -1 for classes not chosen."""
+  remap = np.full(len(all_names), -1, np.int32)
+  for new, class_name in enumerate(chosen):
+    remap[all_names.index(class_name)] = new
+  return tf.constant(remap)
+
+
+def _tfds_count(builder, source, label_key, remap, class_split) -> int:
+  """From the dataset info when it has it, else by reading the labels once."""
+  if not class_split and builder.info.splits.keys():
+    return builder.info.splits[source].num_examples
+  labels = builder.as_dataset(split=source, shuffle_files=False).map(
+      lambda ex: tf.gather(remap, ex[label_key]))
+  return int(labels.reduce(np.int64(0), lambda n, label: n + tf.cast(label >= 0, tf.int64)))
 
 
 def _label_names(feature) -> List[str]:
   if isinstance(feature, tfds.features.ClassLabel):
     return list(feature.names)
   raise ImageSourceError(f"label feature must be a ClassLabel, got {type(feature).__name__}")
-
-
-def _keep_classes(dataset, all_names: List[str], chosen: List[str]):
-  """Only the chosen classes, relabelled by their position in ``chosen``."""
-  remap = np.full(len(all_names), -1, np.int32)
-  for new, name in enumerate(chosen):
-    remap[all_names.index(name)] = new
-  remap = tf.constant(remap)
-  dataset = dataset.filter(lambda ex: tf.gather(remap, ex["label"]) >= 0).map(
-      lambda ex: dict(ex, label=tf.gather(remap, ex["label"])))
-  labels = dataset.map(lambda ex: ex["label"])
-  count = int(labels.reduce(np.int64(0), lambda n, _: n + 1))
-  return dataset, chosen, count
 
 
 def _image_transform(channels: Optional[int], hw: Optional[Tuple[int, int]]):
