@@ -37,6 +37,12 @@ class SeedStream:
     return tf.random.experimental.stateless_fold_in(self._seed, self._count)
 
 
+def num_shots(support):
+  """K of support [B, N, K, d]: static if known, else a tensor (serving varies K)."""
+  k = support.shape[2]
+  return k if k is not None else tf.cast(tf.shape(support)[2], tf.float32)
+
+
 class LEO(keras.Model):
   """Latent Embedding Optimization over a meta-batch of episodes."""
 
@@ -125,7 +131,7 @@ class LEO(keras.Model):
 
   def adapt_latents(self, support, latents, training, seeds):
     """Gradient descent on the codes; returns the final codes and their decoded weights."""
-    step_size = self.inner_lr * (latents.shape[2] / self.config.num_shots)
+    step_size = self.inner_lr * (latents.shape[2] / num_shots(support))
     for _ in range(self.config.inner_steps(training)):
       decode_seed, dropout_seed = seeds(), seeds()
       latents = self._gradient_step(
@@ -136,7 +142,7 @@ class LEO(keras.Model):
 
   def finetune(self, support, weights, training, seeds):
     """Gradient descent on the (fused) classifier weights [B, N, d]."""
-    scale = 1.0 if self.config.initialisation == "maml" else 1.0 / self.config.num_shots
+    scale = 1.0 if self.config.initialisation == "maml" else 1.0 / num_shots(support)
     step_size = self.finetune_lr * scale
     for _ in range(self.config.finetune_steps(training)):
       seed = seeds()
