@@ -52,6 +52,7 @@ DEFAULT_NUM_CLASSES = 800
 DEFAULT_IMAGE_SIZE = 32
 DEFAULT_MIN_EXAMPLES = 20
 DEFAULT_THRESHOLD = 0.03
+VERSION = "1.0.0"
 
 
 @dataclasses.dataclass(eq=False)
@@ -78,50 +79,45 @@ def _config_name(num_classes, image_size, min_examples, seed, threshold, font_di
   return name
 
 
+def _make_config(num_classes, image_size, min_examples=DEFAULT_MIN_EXAMPLES, seed=0,
+                 dedupe_threshold=DEFAULT_THRESHOLD,
+                 font_dirs=glyph_fonts.DEFAULT_FONT_DIRS, font_files=None) -> GlyphConfig:
+  font_dirs = tuple(font_dirs)
+  font_files = tuple(font_files) if font_files else None
+  return GlyphConfig(
+      name=_config_name(num_classes, image_size, min_examples, seed, dedupe_threshold,
+                        font_dirs, font_files),
+      version=VERSION, description=f"{num_classes} classes, {image_size}x{image_size} px",
+      num_classes=num_classes, image_size=image_size, min_examples=min_examples,
+      seed=seed, dedupe_threshold=dedupe_threshold, font_dirs=font_dirs,
+      font_files=font_files)
+
+
+_BUILDER_CONFIGS = [
+    # Sized for the 30-minute CPU end-to-end job (see docs/data.md).
+    _make_config(DEFAULT_NUM_CLASSES, DEFAULT_IMAGE_SIZE),
+    # Most characters with >= 20 renderings when all ~30 packages are installed, at
+    # miniImageNet's size (holds ~1.2 GB of images in memory while building).
+    _make_config(4000, 84),
+]
+
+
 def glyph_config(num_classes: int = DEFAULT_NUM_CLASSES,
                  image_size: int = DEFAULT_IMAGE_SIZE,
                  min_examples: int = DEFAULT_MIN_EXAMPLES, seed: int = 0,
                  dedupe_threshold: float = DEFAULT_THRESHOLD,
                  font_dirs: Sequence[str] = glyph_fonts.DEFAULT_FONT_DIRS,
                  font_files: Optional[Sequence[str]] = None) -> GlyphConfig:
-  """The config for these settings (a registered one when the name matches)."""
+  """The config for these settings (the registered object when the name matches)."""
   if num_classes < 3:
     raise ValueError(f"num_classes must be >= 3 (one per split), got {num_classes}")
   if min_examples < 1:
     raise ValueError(f"min_examples must be >= 1, got {min_examples}")
-  font_dirs = tuple(font_dirs)
-  font_files = tuple(font_files) if font_files else None
-  name = _config_name(num_classes, image_size, min_examples, seed, dedupe_threshold,
-                      font_dirs, font_files)
+  config = _make_config(num_classes, image_size, min_examples, seed, dedupe_threshold,
+                        font_dirs, font_files)
   registered = {c.name: c for c in _BUILDER_CONFIGS}
-  if name in registered:
-    return registered[name]
-  return GlyphConfig(
-      name=name, version=HanGlyphs.VERSION,
-      description=f"{num_classes} classes, {image_size}x{image_size} px",
-      num_classes=num_classes, image_size=image_size, min_examples=min_examples,
-      seed=seed, dedupe_threshold=dedupe_threshold, font_dirs=font_dirs,
-      font_files=font_files)
+  return registered.get(config.name, config)
 
-
-def _registered_config(name, num_classes, image_size):
-  return GlyphConfig(
-      name=name, version="1.0.0",
-      description=f"{num_classes} classes, {image_size}x{image_size} px",
-      num_classes=num_classes, image_size=image_size)
-
-
-_BUILDER_CONFIGS = [
-    # Sized for the 30-minute CPU end-to-end job (see docs/data.md).
-    _registered_config(_config_name(DEFAULT_NUM_CLASSES, DEFAULT_IMAGE_SIZE,
-                                    DEFAULT_MIN_EXAMPLES, 0, DEFAULT_THRESHOLD,
-                                    glyph_fonts.DEFAULT_FONT_DIRS, None),
-                       DEFAULT_NUM_CLASSES, DEFAULT_IMAGE_SIZE),
-    # About every character with >= 20 renderings when all ~30 packages are installed.
-    _registered_config(_config_name(4000, 84, DEFAULT_MIN_EXAMPLES, 0,
-                                    DEFAULT_THRESHOLD, glyph_fonts.DEFAULT_FONT_DIRS,
-                                    None), 4000, 84),
-]
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -129,7 +125,7 @@ SPLIT_NAMES = ("train", "val", "test")
 class HanGlyphs(tfds.core.GeneratorBasedBuilder):
   """Han characters (GB2312) rendered from the installed CJK fonts."""
 
-  VERSION = tfds.core.Version("1.0.0")
+  VERSION = tfds.core.Version(VERSION)
   RELEASE_NOTES = {"1.0.0": "First release."}
   BUILDER_CONFIGS = _BUILDER_CONFIGS
 
