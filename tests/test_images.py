@@ -182,7 +182,11 @@ def test_image_source_glyphs_through_gin(tmp_path):
     gin.bind_parameter("load_glyph_split.font_files", font_files)
     gin.bind_parameter("load_glyph_split.num_workers", 1)
     split = images.image_source("test", kind="glyphs", root=str(tmp_path), image_size=24)
+    rgb = images.image_source("test", kind="glyphs", root=str(tmp_path), image_size=24,
+                              channels=3)
   finally:
     gin.clear_config()
   assert split.image_shape == (24, 24, 1) and split.num_classes == 1
   _check_form(split, (24, 24, 1))
+  assert rgb.image_shape == (24, 24, 3)
+  _check_form(rgb, (24, 24, 3))

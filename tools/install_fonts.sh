@@ -31,7 +31,8 @@ esac
 
 missing=()
 for p in "${packages[@]}"; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  # Status, not just presence: a removed package keeps a dpkg record.
+  dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed' || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "[fonts] all ${#packages[@]} font packages already installed"

@@ -328,6 +328,17 @@ def _tfds_shape(shape, channels, hw):
   return shape if all(d is not None for d in shape) else None
 
 
+def with_channels(image_split: ImageSplit, channels: Optional[int]) -> ImageSplit:
+  """The split with 1 or 3 channels (None: unchanged)."""
+  if channels is None:
+    return image_split
+  dataset = image_split.dataset.map(_image_transform(channels, None),
+                                    num_parallel_calls=tf.data.AUTOTUNE)
+  shape = image_split.image_shape
+  return dataclasses.replace(image_split, dataset=dataset,
+                             image_shape=shape and shape[:2] + (channels,))
+
+
 # ---------------------------------------------------------------------------------
 # Choosing a source from gin.
 
@@ -343,13 +354,15 @@ def image_source(split: str, kind: str = "glyphs", root: Optional[str] = None,
 
   root: data directory (tfds data_dir for 'glyphs' and 'tfds'; the dataset folder
   otherwise). name: the tfds dataset name (kind='tfds'). channels/image_size: None
-  keeps the source's own (3 channels for files; 84x84 for mini/tieredImageNet).
-  Glyph settings (num_classes, image_size, ...) are bound on ``load_glyph_split``.
+  keeps the source's own (3 channels for files, 1 for glyphs; 84x84 for
+  mini/tieredImageNet). Other glyph settings (num_classes, seed, ...) are bound on
+  ``load_glyph_split``; ``seed`` and ``class_split`` apply to 'folder' and 'tfds'.
   """
   _check_split(split)
   if kind == "glyphs":
     kwargs = {"image_size": image_size} if image_size is not None else {}
-    return glyphs.load_glyph_split(split, data_dir=root, **kwargs)
+    return with_channels(glyphs.load_glyph_split(split, data_dir=root, **kwargs),
+                         channels)
   if kind == "tfds":
     if not name:
       raise ValueError("image_source(kind='tfds') needs name=<tfds dataset name>")
