@@ -2,6 +2,13 @@
 
   leo-eval --checkpoint_dir=runs/glyphs_1shot [--which=best|latest]
       [--gin_bindings="EvalConfig.num_episodes=1000"]
+      [--gin_bindings="LEOConfig.ensemble_samples=10"]   # test-time ensemble
+
+  # LEO, its ablations, MAML and two simple baselines on the same test episodes:
+  leo-eval --checkpoint_dir=runs/glyphs_1shot --compare \
+      [--compare_dirs=deterministic=runs/det,random_prior=runs/rp,maml=runs/maml] \
+      [--compare_train_steps=2000] [--compare_output=runs/glyphs_1shot/compare] \
+      [--gin_file=analysis/compare.gin]
 """
 
 from absl import app, flags
@@ -10,8 +17,60 @@ from leo_tf.cli import common
 
 flags.DEFINE_string("checkpoint_dir", None, "A leo-train output directory.")
 flags.DEFINE_enum("which", "best", ["best", "latest"], "Which checkpoint to evaluate.")
+flags.DEFINE_multi_string("gin_file", [], "Gin files applied on top of the saved config.")
 flags.DEFINE_multi_string("gin_bindings", [], "Overrides on top of the saved config.")
+flags.DEFINE_bool("compare", False,
+                  "Evaluate LEO, its ablations and baselines side by side (CSV, Markdown, "
+                  "reliability diagram).")
+flags.DEFINE_list("compare_dirs", [],
+                  "name=dir pairs of meta-trained ablation runs; names: deterministic, "
+                  "random_prior, maml.")
+flags.DEFINE_integer("compare_train_steps", None,
+                     "Meta-train ablations missing from --compare_dirs for this many steps "
+                     "(sets CompareConfig.ablation_train_steps); reused when present.")
+flags.DEFINE_string("compare_output", None,
+                    "Where the table and plots go (default <checkpoint_dir>/compare).")
 FLAGS = flags.FLAGS
+
+
+def parse_pairs(pairs):
+  """['a=x', 'b=y'] -> {'a': 'x', 'b': 'y'} with a clear error on malformed items."""
+  result = {}
+  for pair in pairs:
+    name, sep, path = pair.partition("=")
+    if not sep or not name or not path:
+      common.fail(f"--compare_dirs wants name=dir pairs, got {pair!r}")
+    result[name.strip()] = path.strip()
+  return result
+
+
+def evaluate_one():
+  from leo_tf import gin_config
+  from leo_tf.analysis import compare, ensemble
+  from leo_tf.data.episodes import EpisodeSampler
+  from leo_tf.data.source import EmbeddingSource
+  from leo_tf.leo.config import LEOConfig
+  from leo_tf.leo.evaluation import EvalConfig
+  from leo_tf.leo.experiment import test_result
+  from leo_tf.leo.trainer import load_model
+  gin_config.parse_saved(FLAGS.checkpoint_dir, FLAGS.gin_bindings, FLAGS.gin_file)
+  source, model_config, eval_config = EmbeddingSource(), LEOConfig(), EvalConfig()
+  data = source.load(eval_config.split)
+  model = load_model(FLAGS.checkpoint_dir, model_config, data.dim, FLAGS.which)
+  samples = model_config.ensemble_samples
+  if samples > 1 and ensemble.can_ensemble(model):
+    sampler = EpisodeSampler(data, model_config.num_classes, model_config.num_shots,
+                             eval_config.num_queries)
+    label = f"LEO, ensemble of {samples}"
+    predict = compare.ensemble_predict(model, samples, compare.CompareConfig().ensemble_seed)
+    out = compare.evaluate_method(label, predict, sampler, eval_config.num_episodes,
+                                  eval_config.batch_size, eval_config.seed)
+    result = out.accuracy
+    print(f"[result] {label}: ECE {100 * out.calibration.ece:.2f}% "
+          f"NLL {out.calibration.nll:.3f}")
+  else:
+    result = test_result(model, data, model_config, eval_config, print)
+  print(f"[result] {FLAGS.which} checkpoint, {eval_config.split}: accuracy {result}")
 
 
 def main(argv):
@@ -19,19 +78,17 @@ def main(argv):
     common.fail(f"unexpected arguments: {argv[1:]}")
   if not FLAGS.checkpoint_dir:
     common.fail("--checkpoint_dir is required")
-  from leo_tf import gin_config
-  from leo_tf.data.source import EmbeddingSource
-  from leo_tf.leo.config import LEOConfig
-  from leo_tf.leo.evaluation import EvalConfig
-  from leo_tf.leo.experiment import test_result
-  from leo_tf.leo.trainer import load_model
   try:
-    gin_config.parse_saved(FLAGS.checkpoint_dir, FLAGS.gin_bindings)
-    source, model_config, eval_config = EmbeddingSource(), LEOConfig(), EvalConfig()
-    data = source.load(eval_config.split)
-    model = load_model(FLAGS.checkpoint_dir, model_config, data.dim, FLAGS.which)
-    result = test_result(model, data, model_config, eval_config, print)
-    print(f"[result] {FLAGS.which} checkpoint, {eval_config.split}: accuracy {result}")
+    if FLAGS.compare:
+      from leo_tf.analysis.compare import run_comparison
+      bindings = list(FLAGS.gin_bindings)
+      if FLAGS.compare_train_steps is not None:
+        bindings.append(f"CompareConfig.ablation_train_steps = {FLAGS.compare_train_steps}")
+      run_comparison(FLAGS.checkpoint_dir, FLAGS.compare_output,
+                     parse_pairs(FLAGS.compare_dirs), FLAGS.which, bindings,
+                     FLAGS.gin_file)
+    else:
+      evaluate_one()
   except common.user_errors() as e:
     common.fail(str(e))
 

@@ -1,0 +1,66 @@
+"""leo-visualize: the paper's Figure 2, a t-SNE of latent codes before/after adaptation.
+
+  leo-visualize --checkpoint_dir=runs/glyphs_1shot --num_tasks=1000 \
+      --output=runs/glyphs_1shot/latents_tsne.png [--split=val] [--perplexity=30]
+
+Tasks are N-way K-shot as the run was trained (the paper shows 5-way 1-shot),
+sampled from the validation split with a fixed seed.
+"""
+
+from absl import app, flags
+
+from leo_tf.cli import common
+
+flags.DEFINE_string("checkpoint_dir", None, "A leo-train output directory.")
+flags.DEFINE_enum("which", "best", ["best", "latest"], "Which checkpoint to load.")
+flags.DEFINE_integer("num_tasks", 1000, "Validation tasks whose codes are embedded.")
+flags.DEFINE_string("output", None, "PNG path (default <checkpoint_dir>/latents_tsne.png).")
+flags.DEFINE_string("split", "val", "Split the tasks come from.")
+flags.DEFINE_float("perplexity", 30.0, "t-SNE perplexity.")
+flags.DEFINE_integer("seed", 0, "Seed of the tasks, of t-SNE and of the highlighted classes.")
+flags.DEFINE_integer("batch_size", 50, "Tasks adapted at once.")
+flags.DEFINE_multi_string("gin_bindings", [], "Overrides on top of the saved config.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    common.fail(f"unexpected arguments: {argv[1:]}")
+  if not FLAGS.checkpoint_dir:
+    common.fail("--checkpoint_dir is required")
+  if FLAGS.num_tasks < 2:
+    common.fail("--num_tasks must be >= 2")
+  import os  # pylint: disable=g-import-not-at-top
+  from leo_tf import gin_config
+  from leo_tf.analysis import tsne
+  from leo_tf.data.episodes import EpisodeSampler
+  from leo_tf.data.source import EmbeddingSource
+  from leo_tf.leo.config import LEOConfig
+  from leo_tf.leo.trainer import load_model
+  output = FLAGS.output or os.path.join(FLAGS.checkpoint_dir, "latents_tsne.png")
+  try:
+    gin_config.parse_saved(FLAGS.checkpoint_dir, FLAGS.gin_bindings)
+    source, config = EmbeddingSource(), LEOConfig()
+    data = source.load(FLAGS.split)
+    model = load_model(FLAGS.checkpoint_dir, config, data.dim, FLAGS.which)
+    if config.initialisation == "maml":
+      common.fail("this run is MAML: it has no latent space to visualise")
+    sampler = EpisodeSampler(data, config.num_classes, config.num_shots, 1)
+    codes = tsne.collect_latents(model, sampler, FLAGS.num_tasks, FLAGS.batch_size,
+                                 FLAGS.seed)
+    print(f"[tsne] embedding {2 * codes.initial.shape[0]} codes of "
+          f"{codes.initial.shape[1]} dimensions (sklearn reports its stages)...", flush=True)
+    points = tsne.embed_tsne(codes, FLAGS.perplexity, FLAGS.seed, verbose=1)
+    tsne.plot_latent_tsne(points, codes, output, seed=FLAGS.seed,
+                          class_names=data.class_names)
+    print(f"[tsne] wrote {output}")
+  except common.user_errors() as e:
+    common.fail(str(e))
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()
