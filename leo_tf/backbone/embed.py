@@ -1,0 +1,82 @@
+"""Embedding extraction: the pre-trained backbone (no head) over each split, written in
+the released layout ``<root>/<dataset>/<crop>/<split>_embeddings.pkl``."""
+
+import os
+import time
+from typing import Callable, Dict, Sequence, Tuple
+
+import gin
+import keras
+import numpy as np
+import tensorflow as tf
+
+from leo_tf.backbone import inputs
+from leo_tf.backbone.pretrain import BACKBONE_FILE
+from leo_tf.data import embeddings as emb_lib
+
+
+def load_backbone(model_dir: str) -> keras.Model:
+  path = os.path.join(model_dir, BACKBONE_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f"no pre-trained backbone at {path}: run leo-pretrain with this model_dir first")
+  return keras.saving.load_model(path, compile=False)
+
+
+def released_key(index: int, class_name: str, key) -> str:
+  """"<id>-<class>-<file>"; the source's own key (a file name) is the file part."""
+  file_name = key.decode("utf-8") if isinstance(key, bytes) else str(key)
+  return emb_lib.make_key(index, class_name, file_name or None)
+
+
+def extract(backbone: keras.Model, source, batch_size: int = 256
+            ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(embeddings [n, d] float32, labels [n], keys [n]) for every example of ``source``."""
+  ds = source.dataset.map(
+      lambda ex: (inputs.preprocess(ex["image"]), ex["label"], ex["key"]),
+      num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+  embed = tf.function(lambda x: backbone(x, training=False))
+  outputs, labels, keys = [], [], []
+  for images, batch_labels, batch_keys in ds:
+    outputs.append(embed(images).numpy())
+    labels.append(batch_labels.numpy())
+    keys.extend(batch_keys.numpy().tolist())
+  labels = np.concatenate(labels).astype(np.int64)
+  names = source.class_names
+  released = np.array([released_key(i, names[l], k)
+                       for i, (l, k) in enumerate(zip(labels, keys))])
+  return np.concatenate(outputs).astype(np.float32), labels, released
+
+
+@gin.configurable(denylist=["backbone", "source", "root", "split"])
+def write_split(backbone: keras.Model, source, root: str, dataset: str, crop: str,
+                split: str, batch_size: int = 256) -> str:
+  """Extracts one split and writes it (atomically) where ``load_split`` looks."""
+  path = emb_lib.embeddings_path(root, dataset, crop, split)
+  embeddings, labels, keys = extract(backbone, source, batch_size)
+  emb_lib.save_embeddings(path, embeddings, labels, keys)
+  return path
+
+
+def embed_splits(model_dir: str, sources: Dict[str, Callable[[], object]], root: str,
+                 dataset: str, crop: str = "center", overwrite: bool = False,
+                 log: Callable[[str], None] = print) -> Dict[str, str]:
+  """Writes every split in ``sources`` (split name -> function returning the source);
+  splits whose file exists are kept unless ``overwrite``."""
+  backbone = None
+  paths = {}
+  for split, make_source in sources.items():
+    path = emb_lib.embeddings_path(root, dataset, crop, split)
+    if os.path.exists(path) and not overwrite:
+      log(f"{split}: {path} exists, kept")
+    else:
+      backbone = backbone or load_backbone(model_dir)
+      tick = time.time()
+      write_split(backbone, make_source(), root, dataset, crop, split)
+      log(f"{split}: wrote {path} in {time.time() - tick:.1f}s")
+    paths[split] = path
+  return paths
+
+
+def all_exist(root: str, dataset: str, crop: str, splits: Sequence[str]) -> bool:
+  return all(os.path.exists(emb_lib.embeddings_path(root, dataset, crop, s)) for s in splits)

@@ -1,0 +1,109 @@
+"""Images -> pre-trained backbone -> embedding files, stage by stage.
+
+Each stage is skipped when its output exists: the image dataset is cached by its
+builder (tfds), pre-training is skipped once ``backbone.keras`` is written (and resumes
+from its latest checkpoint if it was interrupted), extraction skips splits whose file
+exists. A second run therefore costs seconds.
+"""
+
+import contextlib
+import os
+import time
+from typing import Callable, Dict, Optional, Sequence
+
+import gin
+
+from leo_tf.backbone import embed, pretrain as pretrain_lib
+from leo_tf.data import embeddings as emb_lib
+from leo_tf.data import images
+
+# ``image_source(split)`` returns a ``leo_tf.data.images.ImageSplit``; the default is
+# the gin-configurable ``image_source`` whose default kind is the built-in glyphs.
+ImageSource = Callable[[str], "images.ImageSplit"]
+
+
+@contextlib.contextmanager
+def _stage(name: str, log: Callable[[str], None]):
+  log(f"[stage] {name} ...")
+  tick = time.time()
+  yield
+  log(f"[stage] {name} done in {time.time() - tick:.1f}s")
+
+
+def build_embeddings(root: str, dataset: str, crop: str = "center",
+                     image_source: ImageSource = images.image_source,
+                     model_dir: Optional[str] = None,
+                     splits: Sequence[str] = emb_lib.SPLITS, pretrain_split: str = "train",
+                     log: Callable[[str], None] = print) -> Dict[str, str]:
+  """Makes sure ``<root>/<dataset>/<crop>/<split>_embeddings.pkl`` exist for ``splits``.
+
+  ``image_source(split)`` returns an ImageSplit; the backbone is pre-trained
+  on ``pretrain_split`` (under ``model_dir``, by default ``<root>/<dataset>/backbone``)
+  with the gin-bound pre-training settings. Returns split -> embeddings path.
+  """
+  model_dir = model_dir or os.path.join(root, dataset, "backbone")
+  paths = {s: emb_lib.embeddings_path(root, dataset, crop, s) for s in splits}
+  if embed.all_exist(root, dataset, crop, splits):
+    log(f"[stage] embeddings exist under {os.path.join(root, dataset, crop)}: all stages skipped")
+    return paths
+  started = time.time()
+  sources = {}
+
+  def source(split):
+    if split not in sources:
+      sources[split] = image_source(split)
+    return sources[split]
+
+  with _stage(f"images: {dataset} {pretrain_split} split", log):
+    train = source(pretrain_split)
+    log(f"{train.num_examples} examples of {len(train.class_names)} classes, "
+        f"image shape {train.image_shape}")
+
+  backbone_path = os.path.join(model_dir, pretrain_lib.BACKBONE_FILE)
+  if os.path.exists(backbone_path):
+    log(f"[stage] pre-training skipped: {backbone_path} exists")
+  else:
+    with _stage(f"pre-training into {model_dir}", log):
+      result = pretrain_lib.pretrain(train, model_dir, log=log)
+      if result.held_out_accuracy is not None:
+        log(f"held-out accuracy {result.held_out_accuracy:.3f}")
+
+  with _stage(f"embedding extraction into {os.path.join(root, dataset, crop)}", log):
+    embed.embed_splits(model_dir, {s: (lambda s=s: source(s)) for s in splits}, root,
+                       dataset, crop, log=log)
+  log(f"[stage] all stages done in {time.time() - started:.1f}s")
+  return paths
+
+
+@gin.configurable("build_glyph_embeddings")
+def build_glyph_embeddings(root: str, dataset: str = "glyphs", crop: str = "center",
+                           image_source: ImageSource = images.image_source,
+                           model_dir: Optional[str] = None) -> Dict[str, str]:
+  """The entry the main job calls: embeddings of the built-in glyphs (or of any
+  ``image_source``) under ``root``, built only when missing. Where the glyph images
+  are cached is ``image_source.root`` (tfds data_dir; None = ~/tensorflow_datasets)."""
+  return build_embeddings(root, dataset, crop, image_source, model_dir)
+
+
+@gin.configurable(denylist=["log"])
+def run_pretraining(model_dir: str = gin.REQUIRED,
+                    image_source: ImageSource = images.image_source,
+                    split: str = "train",
+                    log: Callable[[str], None] = print) -> pretrain_lib.PretrainResult:
+  """What ``leo-pretrain`` runs: pre-train on one split of ``image_source``."""
+  with _stage(f"images: {split} split", log):
+    source = image_source(split)
+  with _stage(f"pre-training into {model_dir}", log):
+    return pretrain_lib.pretrain(source, model_dir, log=log)
+
+
+@gin.configurable(denylist=["log"])
+def run_extraction(model_dir: str = gin.REQUIRED, root: str = gin.REQUIRED,
+                   dataset: str = gin.REQUIRED, crop: str = "center",
+                   image_source: ImageSource = images.image_source,
+                   splits: Sequence[str] = emb_lib.SPLITS, overwrite: bool = False,
+                   log: Callable[[str], None] = print) -> Dict[str, str]:
+  """What ``leo-embed`` runs: the backbone in ``model_dir`` over every split."""
+  with _stage(f"embedding extraction into {os.path.join(root, dataset, crop)}", log):
+    return embed.embed_splits(model_dir, {s: (lambda s=s: image_source(s)) for s in splits},
+                              root, dataset, crop, overwrite, log=log)

@@ -1,0 +1,222 @@
+"""Supervised pre-training of the backbone on the training classes, under tf.distribute.
+
+The step (forward, loss, gradients, update) is kept apart from the loop that wraps it
+in ``strategy.run``; the loop runs ``steps_per_loop`` steps per ``tf.function`` call,
+checkpoints atomically through ``tf.train.CheckpointManager`` and resumes from the
+latest checkpoint. The finished backbone (no head) is saved as ``backbone.keras``
+beside the operative gin config.
+"""
+
+import dataclasses
+import math
+import os
+import time
+from typing import Callable, List, Optional
+
+import gin
+import keras
+import tensorflow as tf
+
+from leo_tf.backbone import inputs, optim, strategy as strategy_lib, wrn
+
+BACKBONE_FILE = "backbone.keras"
+OPERATIVE_CONFIG_FILE = "operative_config.gin"
+
+
+@gin.configurable
+@dataclasses.dataclass
+class PretrainConfig:
+  """Hyperparameters of the loop; the model, optimizer and augmentation have their own
+  gin configurables (build_wrn, build_optimizer, learning_rate_schedule, augment)."""
+  batch_size: int = 64              # global, summed over replicas
+  epochs: float = 30.0
+  steps: Optional[int] = None       # overrides epochs when set
+  steps_per_loop: int = 10          # steps per tf.function call
+  log_every: int = 50               # steps between progress lines
+  label_smoothing: float = 0.0
+  holdout_fraction: float = 0.1     # of the train examples, for held-out accuracy
+  eval_every: int = 0               # steps; 0 = only at the end
+  checkpoint_every: int = 500       # steps
+  max_checkpoints: int = 2
+  cache: bool = True
+  shuffle_buffer: int = 10000
+  seed: int = 0
+
+
+@dataclasses.dataclass
+class PretrainResult:
+  initial_step: int                 # > 0 when the run resumed from a checkpoint
+  final_step: int
+  losses: List[float]               # mean training loss of each logged interval
+  train_accuracy: float             # over the last logged interval
+  held_out_accuracy: Optional[float]
+  seconds: float
+  backbone_path: str
+
+
+def total_steps(config: PretrainConfig, num_train_examples: int) -> int:
+  if config.steps:
+    return int(config.steps)
+  return max(1, int(math.ceil(config.epochs * num_train_examples / config.batch_size)))
+
+
+def _save_checkpoint(manager: tf.train.CheckpointManager, step: int) -> str:
+  return manager.save(checkpoint_number=step)
+
+
+def _save_keras_atomically(model: keras.Model, path: str) -> None:
+  tmp = path[:-len(".keras")] + ".tmp.keras"
+  model.save(tmp)
+  os.replace(tmp, path)
+
+
+def _write_operative_config(directory: str) -> None:
+  tmp = os.path.join(directory, OPERATIVE_CONFIG_FILE + ".tmp")
+  with open(tmp, "w") as f:
+    f.write(gin.operative_config_str())
+  os.replace(tmp, os.path.join(directory, OPERATIVE_CONFIG_FILE))
+
+
+class _Loop:
+  """The distributed train/eval functions for one model and optimizer."""
+
+  def __init__(self, strategy, model, optimizer, global_batch, label_smoothing):
+    self.strategy = strategy
+    self.model = model
+    self.optimizer = optimizer
+    self.global_batch = global_batch
+    self.label_smoothing = label_smoothing
+
+  def _loss(self, labels, logits):
+    num_classes = tf.shape(logits)[-1]
+    per_example = tf.nn.softmax_cross_entropy_with_logits(
+        tf.one_hot(labels, num_classes) * (1 - self.label_smoothing) +
+        self.label_smoothing / tf.cast(num_classes, tf.float32), logits)
+    # Divide by the global batch: replica gradients are summed by the all-reduce.
+    loss = tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch)
+    if self.model.losses:
+      loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
+    return loss
+
+  def _step(self, images, labels):
+    with tf.GradientTape() as tape:
+      logits = self.model(images, training=True)
+      loss = self._loss(labels, logits)
+    grads = tape.gradient(loss, self.model.trainable_variables)
+    self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+    correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
+                                             labels), tf.float32))
+    return loss, correct
+
+  @tf.function
+  def train(self, iterator, num_steps):
+    """``num_steps`` steps; returns the summed mean loss and the number correct."""
+    loss_sum = tf.constant(0.0)
+    correct = tf.constant(0.0)
+    for _ in tf.range(num_steps):
+      images, labels = next(iterator)
+      loss, hits = self.strategy.run(self._step, args=(images, labels))
+      loss_sum += self.strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
+      correct += self.strategy.reduce(tf.distribute.ReduceOp.SUM, hits, axis=None)
+    return loss_sum, correct
+
+  def _eval_step(self, images, labels):
+    logits = self.model(images, training=False)
+    hits = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32)
+    return tf.reduce_sum(hits), tf.cast(tf.size(labels), tf.float32)
+
+  @tf.function
+  def _eval_batch(self, images, labels):
+    hits, n = self.strategy.run(self._eval_step, args=(images, labels))
+    return (self.strategy.reduce(tf.distribute.ReduceOp.SUM, hits, axis=None),
+            self.strategy.reduce(tf.distribute.ReduceOp.SUM, n, axis=None))
+
+  def evaluate(self, dist_dataset) -> Optional[float]:
+    hits, n = 0.0, 0.0
+    for images, labels in dist_dataset:
+      h, c = self._eval_batch(images, labels)
+      hits, n = hits + float(h), n + float(c)
+    return hits / n if n else None
+
+
+@gin.configurable(denylist=["train_split", "model_dir"])
+def pretrain(train_split, model_dir: str,
+             config: Optional[PretrainConfig] = None,
+             backbone_fn: Callable[..., keras.Model] = wrn.build_wrn,
+             strategy: Optional[tf.distribute.Strategy] = None,
+             log: Callable[[str], None] = print) -> PretrainResult:
+  """Trains ``backbone_fn()`` + a linear head on ``train_split``'s classes.
+
+  Resumes from the latest checkpoint in ``model_dir``; when the run is finished
+  already, it only re-evaluates and returns.
+  """
+  config = config or PretrainConfig()
+  strategy = strategy or strategy_lib.make_strategy()
+  out_dir = strategy_lib.write_dir(model_dir, strategy)
+  os.makedirs(out_dir, exist_ok=True)
+  tag = "" if strategy_lib.is_chief(strategy) else "[%s_%d] " % strategy_lib.task_info(strategy)
+  num_steps = total_steps(config, train_split.num_examples)
+  num_classes = len(train_split.class_names)
+  channels = inputs.image_channels(train_split)
+
+  with strategy.scope():
+    backbone = backbone_fn(input_shape=(None, None, channels))
+    model = wrn.add_classifier_head(backbone, num_classes)
+    optimizer = optim.build_optimizer(num_steps)
+    optimizer.build(model.trainable_variables)
+    train_loss = keras.metrics.Mean("loss")
+    train_acc = keras.metrics.Mean("accuracy")
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+    manager = tf.train.CheckpointManager(checkpoint, os.path.join(out_dir, "checkpoints"),
+                                         max_to_keep=config.max_checkpoints)
+  if manager.latest_checkpoint:
+    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+  initial_step = int(optimizer.iterations.numpy())
+  if initial_step:
+    log(f"{tag}resumed from {manager.latest_checkpoint} at step {initial_step}/{num_steps}")
+  log(f"{tag}pre-training {backbone.name} ({wrn.count_params(backbone):,} parameters) on "
+      f"{num_classes} classes, {strategy.num_replicas_in_sync} replica(s), "
+      f"{num_steps} steps of {config.batch_size}")
+  _write_operative_config(out_dir)
+
+  loop = _Loop(strategy, model, optimizer, config.batch_size, config.label_smoothing)
+  # Reseeding with the step keeps a resumed run from replaying the first epoch's order.
+  train_ds = inputs.train_dataset(train_split, config.batch_size, config.seed + initial_step,
+                                  config.holdout_fraction, config.cache, config.shuffle_buffer)
+  iterator = iter(strategy.experimental_distribute_dataset(train_ds))
+  eval_ds = None
+  if config.holdout_fraction > 0:
+    eval_ds = strategy.experimental_distribute_dataset(
+        inputs.eval_dataset(train_split, config.batch_size, config.holdout_fraction))
+
+  losses, held_out, train_accuracy, start = [], None, float("nan"), time.time()
+  step, tick, seen = initial_step, time.time(), 0
+  while step < num_steps:
+    n = min(config.steps_per_loop, num_steps - step)
+    loss_sum, correct = loop.train(iterator, tf.constant(n))
+    train_loss.update_state(loss_sum / n, sample_weight=n)
+    train_acc.update_state(correct / (n * config.batch_size), sample_weight=n)
+    step, seen = step + n, seen + n * config.batch_size
+    if step % config.log_every < n or step == num_steps:
+      losses.append(float(train_loss.result()))
+      train_accuracy = float(train_acc.result())
+      log(f"{tag}step {step}/{num_steps} loss {losses[-1]:.4f} accuracy "
+          f"{train_accuracy:.3f} lr {float(optimizer.learning_rate):.4g} "
+          f"{seen / (time.time() - tick):.0f} examples/s")
+      train_loss.reset_state()
+      train_acc.reset_state()
+      tick, seen = time.time(), 0
+    if config.eval_every and eval_ds is not None and step % config.eval_every < n:
+      held_out = loop.evaluate(eval_ds)
+      log(f"{tag}step {step} held-out accuracy {held_out:.3f}")
+    if step % config.checkpoint_every < n or step == num_steps:
+      _save_checkpoint(manager, step)
+  if eval_ds is not None:
+    held_out = loop.evaluate(eval_ds)
+    log(f"{tag}held-out accuracy {held_out:.3f} (examples of the training classes "
+        f"kept out of training)")
+  backbone_path = os.path.join(out_dir, BACKBONE_FILE)
+  _save_keras_atomically(backbone, backbone_path)
+  _write_operative_config(out_dir)
+  return PretrainResult(initial_step, step, losses, train_accuracy, held_out,
+                        time.time() - start, backbone_path)
