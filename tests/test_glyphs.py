@@ -119,11 +119,17 @@ def test_near_duplicates_merged_exact_and_under_threshold():
   assert glyph_fonts.distinct_renderings([], 0.03) == []
 
 
-def test_min_examples_filter(tmp_path, font_files):
-  # Every character has exactly 2 distinct renderings in the 3 minimal faces.
+def test_min_examples_filter(tmp_path, font_files, monkeypatch):
+  # Every character has exactly 2 distinct renderings in the 3 minimal faces. Fewer
+  # candidates keep the exhaustive search short.
+  few = glyph_fonts.gb2312_hanzi()[:60]
+  monkeypatch.setattr(glyph_fonts, "gb2312_hanzi", lambda: few)
   with pytest.raises(glyph_fonts.MissingFontsError, match="distinct renderings"):
     glyphs.load_glyph_split("train", data_dir=str(tmp_path), font_files=font_files,
                             num_classes=5, min_examples=3, num_workers=1)
+  ok = glyphs.load_glyph_split("train", data_dir=str(tmp_path), font_files=font_files,
+                               num_classes=5, min_examples=2, num_workers=1)
+  assert ok.num_examples == 2 * len(ok.class_names)
 
 
 def test_missing_glyph_is_not_a_rendering(font_files):
