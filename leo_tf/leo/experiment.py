@@ -9,24 +9,13 @@ import gin
 import tensorflow as tf
 
 from leo_tf import gin_config
+from leo_tf.backbone.strategy import make_strategy
 from leo_tf.data.embeddings import EmbeddingSet
 from leo_tf.data.episodes import EpisodeSampler
 from leo_tf.data.source import EmbeddingSource
 from leo_tf.leo.config import LEOConfig
 from leo_tf.leo.evaluation import EvalConfig, EvalResult, evaluate
 from leo_tf.leo.trainer import MetaTrainer, TrainConfig, load_model
-
-
-@gin.configurable
-def make_strategy(name: str = "default") -> tf.distribute.Strategy:
-  """'default' (one device), 'mirrored' (all local devices) or 'multi_worker' (TF_CONFIG)."""
-  if name == "default":
-    return tf.distribute.get_strategy()
-  if name == "mirrored":
-    return tf.distribute.MirroredStrategy()
-  if name == "multi_worker":
-    return tf.distribute.MultiWorkerMirroredStrategy()
-  raise ValueError(f"unknown strategy {name!r}: use 'default', 'mirrored' or 'multi_worker'")
 
 
 @dataclasses.dataclass
@@ -50,9 +39,13 @@ def test_result(model, data: EmbeddingSet, model_config: LEOConfig, eval_config:
 
 @gin.configurable
 def run_experiment(output_dir: str = gin.REQUIRED, evaluate_test: bool = True,
-                   strategy: str = "default", log: Callable[[str], None] = print
+                   log: Callable[[str], None] = print
                    ) -> ExperimentResult:
-  """Meta-trains LEO on the configured embeddings and evaluates the best checkpoint."""
+  """Meta-trains LEO on the configured embeddings and evaluates the best checkpoint.
+
+  The tf.distribute strategy is ``make_strategy()``'s, bound in gin
+  (``make_strategy.kind = 'mirrored'``), as for backbone pre-training.
+  """
   source, model_config = EmbeddingSource(), LEOConfig()
   train_config, eval_config = TrainConfig(), EvalConfig()
   start = time.time()
@@ -67,7 +60,7 @@ def run_experiment(output_dir: str = gin.REQUIRED, evaluate_test: bool = True,
   os.makedirs(output_dir, exist_ok=True)
   gin_config.save_config(output_dir)
   trainer = MetaTrainer(model_config, train_config, train, val, output_dir,
-                        strategy=make_strategy(strategy), log=log)
+                        strategy=make_strategy(), log=log)
   trainer.train()
   gin_config.save_config(output_dir, operative=True)
   log(f"[train] done in {time.time() - start:.0f} s; checkpoints in {output_dir}")

@@ -1,0 +1,145 @@
+"""Behaviour of the LEO model: evaluation mode, sampling, gradients, regularisers."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from leo_tf.leo import regularizers
+from leo_tf.leo.config import ConfigError, LEOConfig
+from leo_tf.leo.layers import gaussian
+from leo_tf.leo.model import build_leo, task_losses
+
+
+def _episode(b=2, n=5, k=1, q=3, d=16, seed=0):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(b, n, k + q, d)).astype(np.float32)
+  x /= np.linalg.norm(x, axis=-1, keepdims=True)
+  return dict(support=tf.constant(x[:, :, :k]), query=tf.constant(x[:, :, k:]))
+
+
+def test_evaluation_mode_is_deterministic_with_zero_kl():
+  model = build_leo(LEOConfig(num_shots=2, dropout_rate=0.5), dim=16)
+  episode = _episode(k=2)
+  a = model(episode, training=False)
+  b = model(episode, training=False, seed=tf.constant([9, 9]))
+  np.testing.assert_array_equal(a["logits"].numpy(), b["logits"].numpy())
+  np.testing.assert_array_equal(a["kl"].numpy(), [0.0, 0.0])
+  # Means, not samples: one code per class, equal to the posterior mean.
+  assert a["initial_latents"].shape == (2, 5, 1, 64)
+  params = model.encoder(episode["support"], training=False)
+  np.testing.assert_allclose(a["initial_latents"].numpy()[:, :, 0],
+                             gaussian(params, 0.0).loc.numpy(), rtol=1e-6)
+
+
+def test_training_mode_samples_per_shot_and_depends_on_seed():
+  model = build_leo(LEOConfig(num_shots=3), dim=16)
+  episode = _episode(k=3)
+  a = model(episode, training=True, seed=tf.constant([1, 2]))
+  b = model(episode, training=True, seed=tf.constant([1, 2]))
+  c = model(episode, training=True, seed=tf.constant([1, 3]))
+  np.testing.assert_array_equal(a["logits"].numpy(), b["logits"].numpy())
+  assert not np.allclose(a["logits"].numpy(), c["logits"].numpy())
+  z = a["initial_latents"].numpy()
+  assert z.shape == (2, 5, 3, 64) and not np.allclose(z[:, :, 0], z[:, :, 1])
+  assert np.all(a["kl"].numpy() != 0.0)
+
+
+def test_gradients_do_not_flow_into_input_embeddings():
+  model = build_leo(LEOConfig(num_shots=2), dim=16)
+  episode = _episode(k=2)
+  with tf.GradientTape(persistent=True) as tape:
+    tape.watch(episode["support"])
+    tape.watch(episode["query"])
+    loss = tf.reduce_mean(task_losses(model(episode, training=True, seed=[0, 1]),
+                                      model.config))
+  assert tape.gradient(loss, episode["support"]) is None
+  assert tape.gradient(loss, episode["query"]) is None
+  grads = tape.gradient(loss, model.trainable_variables)
+  assert all(g is not None for g in grads)
+  assert {v.name for v in model.trainable_variables} >= {"inner_lr", "finetune_lr"}
+
+
+def test_relation_network_matches_literal_pairwise_form():
+  model = build_leo(LEOConfig(num_shots=3), dim=16)
+  codes = tf.random.normal([2, 15, 64], seed=1)
+  relation = model.encoder.relation
+  np.testing.assert_allclose(relation(codes).numpy(),
+                             relation.pairwise_reference(codes).numpy(), atol=1e-5)
+
+
+def test_fused_weights_equal_averaging_logits_over_weight_samples():
+  """Averaging the K samples' logits (the authors' form) == logits of the mean weights."""
+  model = build_leo(LEOConfig(num_shots=4, dropout_rate=0.0), dim=16)
+  rng = np.random.default_rng(0)
+  x = tf.constant(rng.normal(size=(2, 5, 3, 16)).astype(np.float32))
+  samples = tf.constant(rng.normal(size=(2, 5, 4, 16)).astype(np.float32))
+  per_sample = tf.reduce_mean(tf.einsum("bnmd,bckd->bnmck", x, samples), axis=-1)
+  fused = model.logits(x, tf.reduce_mean(samples, axis=2), training=False, seed=None)
+  np.testing.assert_allclose(fused.numpy(), per_sample.numpy(), atol=1e-5)
+
+
+def test_stddev_parameterisation():
+  params = tf.constant([[0.5, np.log(0.25)], [0.0, 0.0]])          # (mean, u) rows
+  d = gaussian(params, stddev_offset=0.0)
+  # exp(u) - 1 is negative for u < 0: floored at 1e-10.
+  np.testing.assert_allclose(d.scale.numpy().ravel(), [1e-10, 1e-10])
+  d = gaussian(tf.constant([[0.5, np.log(3.0)]]), stddev_offset=0.5)
+  np.testing.assert_allclose(d.scale.numpy().ravel(), [3.0 - 0.5], rtol=1e-6)
+
+
+def test_orthogonality_penalty_by_hand():
+  w = tf.constant([[1.0, 0.0], [1.0, 1.0]])
+  # Row-normalised Gram: off-diagonal 1/sqrt(2); mean((C - I)^2) = 2 * 0.5 / 4.
+  np.testing.assert_allclose(float(regularizers.orthogonality_penalty(w)), 0.25, rtol=1e-6)
+  assert float(regularizers.orthogonality_penalty(tf.eye(3))) == pytest.approx(0.0)
+
+
+def test_paper_regulariser_by_hand():
+  w = tf.constant([[2.0, 0.0]])                   # [1, 2]: Gram on the short side = [[4]]
+  # ||w||^2 = 4, |4 - 1| = 3
+  assert float(regularizers.paper_regularizer([w])) == pytest.approx(7.0)
+
+
+def test_l2_excludes_learning_rates():
+  model = build_leo(LEOConfig(l2_weight=2.0, orthogonality_weight=0.0), dim=8)
+  expected = sum(float(tf.reduce_sum(tf.square(v))) for v in model.network_variables())
+  assert float(model.regularization()["l2"]) == pytest.approx(expected, rel=1e-5)
+  names = {v.name for v in model.network_variables()}
+  assert "inner_lr" not in names and "finetune_lr" not in names
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(initialisation="random_prior"),
+    dict(initialisation="maml", finetune_lr_init=1.0),
+    dict(stochastic=False),
+    dict(use_relation_net=False, encoder_hidden=(32,), decoder_hidden=(32,)),
+    dict(first_order=True),
+])
+def test_variants_run_and_give_finite_meta_gradients(overrides):
+  # 640-d as in real use: at small d the untrained decoder's exp(u) stddevs can overflow.
+  model = build_leo(LEOConfig(num_shots=2, **overrides), dim=640)
+  with tf.GradientTape() as tape:
+    out = model(_episode(k=2, d=640), training=True, seed=[0, 1])
+    loss = tf.reduce_mean(task_losses(out, model.config))
+  grads = tape.gradient(loss, model.trainable_variables)
+  assert np.isfinite(float(loss))
+  assert all(np.all(np.isfinite(g.numpy())) for g in grads if g is not None)
+
+
+def test_random_prior_starts_from_zero_at_evaluation():
+  model = build_leo(LEOConfig(initialisation="random_prior", inner_steps_test=0), dim=16)
+  out = model(_episode(), training=False)
+  assert np.all(out["initial_latents"].numpy() == 0.0)
+  assert model.encoder is None
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(num_classes=1), "num_classes"),
+    (dict(dropout_rate=1.0), "dropout_rate"),
+    (dict(initialisation="vae"), "initialisation"),
+    (dict(inner_steps_test=-1), "inner_steps_test"),
+    (dict(kl_weight=-1.0), "kl_weight"),
+])
+def test_bad_config_values_are_rejected(bad, message):
+  with pytest.raises(ConfigError, match=message):
+    LEOConfig(**bad)

@@ -1,0 +1,120 @@
+"""Meta-training bookkeeping: checkpoints, resume, validation, train + val, the guard."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import synthetic_embeddings
+from leo_tf.data.embeddings import EmbeddingSet
+from leo_tf.leo.config import LEOConfig
+from leo_tf.leo.trainer import MetaTrainer, TrainConfig, TrainingDivergedError, load_model
+
+# Small and few inner steps: these tests are about bookkeeping, and tracing is the cost.
+STEPS = dict(inner_steps_train=1, inner_steps_test=1, finetune_steps_train=1,
+             finetune_steps_test=1)
+MODEL = LEOConfig(num_shots=1, latent_size=8, relation_hidden=(16,), dropout_rate=0.0,
+                  **STEPS)
+
+
+def _train_config(**kw):
+  base = dict(num_steps=20, meta_batch_size=4, num_queries=3, validate_every=10,
+              checkpoint_every=5, num_val_episodes=20, val_batch_size=10, log_every=5,
+              val_num_queries=3, outer_lr=1e-3)
+  base.update(kw)
+  return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def data():
+  return (synthetic_embeddings(10, 8, dim=16, seed=0),
+          synthetic_embeddings(6, 8, dim=16, seed=1, prefix="v"))
+
+
+class _Interrupt(Exception):
+  pass
+
+
+def test_resume_continues_from_the_saved_step(tmp_path, data):
+  train, val = data
+  lines = []
+
+  def interrupt_at_step_15(line):
+    lines.append(line)
+    if "step 15/" in line:
+      raise _Interrupt()
+
+  trainer = MetaTrainer(MODEL, _train_config(), train, val, str(tmp_path),
+                        log=interrupt_at_step_15)
+  with pytest.raises(_Interrupt):
+    trainer.train()
+  assert int(trainer.step.numpy()) == 15
+  # The progress line of step 15 comes before its checkpoint: the newest one is step 10.
+  assert trainer.latest.latest_checkpoint.endswith("ckpt-10")
+  resumed_lines = []
+  resumed = MetaTrainer(MODEL, _train_config(), train, val, str(tmp_path),
+                        log=resumed_lines.append)
+  assert resumed.restore() == 10
+  weights_at_10 = [v.numpy() for v in resumed.model.trainable_variables]
+  resumed.train()
+  assert int(resumed.step.numpy()) == 20
+  assert any("resumed from" in l and "step 10" in l for l in resumed_lines)
+  assert any("step 20/20" in l for l in resumed_lines)
+  assert not any("step 5/20" in l for l in resumed_lines)         # no step ran twice
+  assert any(not np.array_equal(a, v.numpy())
+             for a, v in zip(weights_at_10, resumed.model.trainable_variables))
+  # Finished: a third run does nothing.
+  again = MetaTrainer(MODEL, _train_config(), train, val, str(tmp_path), log=lines.append)
+  again.train()
+  assert "nothing to do" in lines[-1]
+
+
+def test_best_checkpoint_and_its_record(tmp_path, data):
+  train, val = data
+  trainer = MetaTrainer(MODEL, _train_config(), train, val, str(tmp_path), log=lambda _: None)
+  trainer.train()
+  with open(os.path.join(tmp_path, "best", "best.json")) as f:
+    best = json.load(f)
+  assert best["step"] in (10, 20) and 0.0 <= best["accuracy"] <= 1.0
+  assert trainer.best_validation() == best["accuracy"]
+  model = load_model(str(tmp_path), MODEL, train.dim, "best")
+  assert isinstance(model.inner_lr.numpy(), np.ndarray)
+  with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    load_model(str(tmp_path / "missing"), MODEL, train.dim)
+
+
+def test_train_plus_val_concatenation_feeds_training(data):
+  train, val = data
+  joined = EmbeddingSet.concatenate([train, val])
+  assert joined.num_classes == train.num_classes + val.num_classes
+
+
+def test_non_finite_steps_leave_weights_untouched_and_stop_training(tmp_path, data):
+  train, _ = data
+  broken = EmbeddingSet(np.full_like(train.embeddings, np.inf), train.class_ids,
+                        train.class_names, train.keys)
+  model = LEOConfig(num_shots=1, latent_size=8, relation_hidden=(16,), l2_weight=0.0,
+                    **STEPS)
+  lines = []
+  trainer = MetaTrainer(model, _train_config(max_bad_steps=3), broken, None, str(tmp_path),
+                        log=lines.append)
+  before = [v.numpy() for v in trainer.model.trainable_variables]
+  with pytest.raises(TrainingDivergedError, match="3 consecutive"):
+    trainer.train()
+  # With l2_weight = 0 the guard applies zero gradients: Adam leaves every weight as it was.
+  for a, v in zip(before, trainer.model.trainable_variables):
+    np.testing.assert_array_equal(a, v.numpy())
+  assert int(trainer.bad_steps.numpy()) == 3
+
+
+def test_meta_batch_must_split_across_replicas(data):
+  train, _ = data
+
+  class TwoReplicas:
+    num_replicas_in_sync = 2
+
+  with pytest.raises(ValueError, match="divide evenly"):
+    MetaTrainer(MODEL, _train_config(meta_batch_size=5), train, None, "/tmp/x",
+                strategy=TwoReplicas())
