@@ -1,0 +1,176 @@
+"""The keras-tuner HyperModel: a trial is a short LEO meta-training run.
+
+``build(hp)`` declares the gin search space on ``hp`` and returns the trial's LEO model
+(keras-tuner requires a Keras model: it sizes it and, for hyperband, loads the weights of
+the trial being continued into it). ``fit`` runs our own meta-training loop
+(``MetaTrainer``) with the trial's bindings applied on top of the base gin config; every
+validation is reported to the tuner's callbacks as one epoch (``val_accuracy`` in the
+logs, which drives keras-tuner's best-epoch checkpoint), and the best validation accuracy
+is returned as the objective, which is what keras-tuner 1.4.8 hands to the oracle.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import keras
+import keras_tuner as kt
+import tensorflow as tf
+
+from leo_tf import gin_config
+from leo_tf.data.embeddings import EmbeddingSet
+from leo_tf.data.source import EmbeddingSource
+from leo_tf.leo.config import ConfigError, LEOConfig
+from leo_tf.leo.model import build_leo
+from leo_tf.leo.trainer import MetaTrainer, TrainConfig, TrainingDivergedError
+from leo_tf.tuning.space import OBJECTIVE, SearchSpace, SearchSpaceError, TuneConfig
+
+TRIAL_RECORD = "leo_trial.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialSetup:
+  """What every trial shares: the base gin config, the space and the budget."""
+  gin_files: Tuple[str, ...]
+  bindings: Tuple[str, ...]
+  space: SearchSpace
+  tune: TuneConfig
+
+  def trial_bindings(self, values: Dict[str, Any], epochs: Optional[int] = None) -> List[str]:
+    """Base bindings, then the budget, then the trial's values (later ones win)."""
+    return (list(self.bindings) + self.tune.budget_bindings(epochs) +
+            self.space.bindings(values))
+
+  def apply(self, values: Dict[str, Any], epochs: Optional[int] = None
+            ) -> Tuple[LEOConfig, TrainConfig, EmbeddingSource]:
+    """Parses the trial's config into gin and returns the configs it yields."""
+    gin_config.parse(self.gin_files, self.trial_bindings(values, epochs))
+    train_config = TrainConfig()
+    if train_config.train_on_val:
+      raise ConfigError("TrainConfig.train_on_val = True leaves no validation split to "
+                        "score trials on; tune with it False")
+    return LEOConfig(), train_config, EmbeddingSource()
+
+  def check_extremes(self) -> None:
+    """Fails before the search if a range end or choice is invalid for LEO's configs."""
+    for param in self.space.params:
+      ends = param.choices if param.scale == "choice" else (param.low, param.high)
+      for value in ends:
+        try:
+          self.apply({param.binding: value})
+        except ConfigError as e:
+          raise SearchSpaceError(f"search space entry {param.describe()}: value {value!r} "
+                                 f"is invalid: {e}") from None
+
+
+class _ReportingTrainer(MetaTrainer):
+  """A MetaTrainer that also reports each validation to keras callbacks."""
+
+  def __init__(self, *args, on_validation: Callable[[int, float], None], **kwargs):
+    super().__init__(*args, **kwargs)
+    self._on_validation = on_validation
+
+  def _after_validation(self, step, result):
+    super()._after_validation(step, result)
+    self._on_validation(step, result.mean)
+
+
+class LEOHyperModel(kt.HyperModel):
+  """LEO meta-training as a keras-tuner HyperModel (see the module docstring)."""
+
+  def __init__(self, setup: TrialSetup):
+    super().__init__(name="leo")
+    self.setup = setup
+    self._data: Dict[EmbeddingSource, Dict[str, EmbeddingSet]] = {}
+
+  def _splits(self, source: EmbeddingSource) -> Dict[str, EmbeddingSet]:
+    # Loaded once per source: every trial of a search normally shares one.
+    if source not in self._data:
+      self._data[source] = source.load_all(("train", "val"))
+    return self._data[source]
+
+  def build(self, hp):
+    values = self.setup.space.declare(hp)
+    model_config, _, source = self.setup.apply(values)
+    return build_leo(model_config, self._splits(source)["train"].dim)
+
+  def fit(self, hp, model, *args, callbacks=(), epochs: Optional[int] = None,
+          initial_epoch: int = 0, **kwargs):
+    """Meta-trains the trial; returns {'val_accuracy': best validation accuracy}."""
+    trial_dir = _trial_dir(callbacks)
+    values = self.setup.space.values(hp.values)
+    total_epochs = epochs or self.setup.tune.max_epochs
+    model_config, train_config, source = self.setup.apply(
+        values, epochs=total_epochs - initial_epoch)
+    splits = self._splits(source)
+    os.makedirs(trial_dir, exist_ok=True)
+    log_file = open(os.path.join(trial_dir, "train.log"), "a")
+    start = time.time()
+    try:
+      trainer = self._trainer(model_config, train_config, splits, trial_dir, callbacks,
+                              initial_epoch, log_file)
+      if initial_epoch:  # hyperband continues an earlier trial: start from its weights
+        trainer.model.set_weights(model.get_weights())
+      trainer.callbacks.on_train_begin()
+      trainer.train()
+      trainer.callbacks.on_train_end()
+    except (ConfigError, TrainingDivergedError) as e:
+      # Bad values for this trial, not a bug: fail it without a retry.
+      raise kt.errors.FailedTrialError(f"{type(e).__name__}: {e}") from e
+    finally:
+      log_file.close()
+    best = trainer.best_validation()
+    _write_record(trial_dir, values, total_epochs * self.setup.tune.validate_every,
+                  time.time() - start, best)
+    return {OBJECTIVE: best}
+
+  def _trainer(self, model_config, train_config, splits, trial_dir, callbacks,
+               initial_epoch, log_file) -> _ReportingTrainer:
+    every = self.setup.tune.validate_every
+    # The same initial weights for every trial: differences come from the values tried.
+    keras.utils.set_random_seed(train_config.seed)
+
+    def on_validation(step: int, accuracy: float):
+      epoch = initial_epoch + math.ceil(step / every) - 1
+      trainer.callbacks.on_epoch_end(epoch, {OBJECTIVE: accuracy})
+
+    leo_dir = os.path.join(trial_dir, "leo")
+    if not tf.train.latest_checkpoint(os.path.join(leo_dir, "latest")):
+      # Nothing to resume from: drop what an interrupted attempt left (e.g. its best.json).
+      shutil.rmtree(leo_dir, ignore_errors=True)
+    trainer = _ReportingTrainer(
+        model_config, train_config, splits["train"], splits["val"], leo_dir,
+        on_validation=on_validation,
+        log=lambda line: print(line, file=log_file, flush=True))
+    trainer.callbacks = keras.callbacks.CallbackList(list(callbacks), model=trainer.model)
+    return trainer
+
+
+def _trial_dir(callbacks) -> str:
+  """The trial's directory, from the callback keras-tuner adds to every trial."""
+  for callback in callbacks:
+    if hasattr(callback, "tuner") and hasattr(callback, "trial"):
+      return callback.tuner.get_trial_dir(callback.trial.trial_id)
+  raise ValueError("LEOHyperModel.fit runs inside a keras-tuner search: no tuner "
+                   "callback among the callbacks it was given")
+
+
+def _write_record(trial_dir: str, values: Dict[str, Any], steps: int, seconds: float,
+                  best: float) -> None:
+  """What the summary table shows beyond keras-tuner's own trial.json."""
+  path = os.path.join(trial_dir, TRIAL_RECORD)
+  with open(path + ".tmp", "w") as f:
+    json.dump({"values": values, "steps": steps, "seconds": seconds, OBJECTIVE: best}, f)
+  os.replace(path + ".tmp", path)
+
+
+def read_record(trial_dir: str) -> Dict[str, Any]:
+  path = os.path.join(trial_dir, TRIAL_RECORD)
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)

@@ -1,0 +1,350 @@
+"""A leo-tune search: tuner set-up, resumption, the trials table and the best .gin files.
+
+Layout of ``TuneConfig.output_dir``:
+  search.json          what the search was started with (a resume must match it)
+  trials/              keras-tuner's project: oracle state, one trial_<id>/ per trial
+                       (train.log, leo/ checkpoints and TensorBoard logs, leo_trial.json)
+  trials.csv, trials.md  the table of trials
+  best.gin             reproduces the best trial: `leo-train --gin_file=best.gin`
+  best_full.gin        the best trial's values with the base config's own budget
+"""
+
+import csv
+import dataclasses
+import importlib.util
+import io
+import json
+import os
+import shutil
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+import keras_tuner as kt
+
+from leo_tf import gin_config
+from leo_tf.leo.config import ConfigError
+from leo_tf.tuning.hypermodel import LEOHyperModel, TrialSetup, read_record
+from leo_tf.tuning.space import OBJECTIVE, TuneConfig, search_space
+
+DEFAULT_SPACE_FILE = "tuning/default_space.gin"
+PROJECT = "trials"
+SEARCH_FILE = "search.json"
+OUTPUT_FILES = ("trials.csv", "trials.md", "best.gin", "best_full.gin")
+
+
+class TuningError(ConfigError):
+  """The search cannot run or produced nothing usable; the message says why."""
+
+
+# ------------------------------------------------------------------ tuners
+
+
+class _ProgressMixin:
+  """One progress line per finished trial; the error of a failed one in its directory."""
+
+  log: Callable[[str], None] = print
+  short_names: Dict[str, str] = {}
+
+  def on_trial_begin(self, trial):
+    super().on_trial_begin(trial)
+    self._trial_start = time.time()
+
+  def on_trial_end(self, trial):
+    try:
+      super().on_trial_end(trial)  # the oracle scores the trial (or gives up the search)
+    finally:
+      self._report(self.oracle.get_trial(trial.trial_id),
+                   time.time() - getattr(self, "_trial_start", time.time()))
+
+  def _report(self, trial, seconds: float):
+    oracle = self.oracle
+    done = f"{len(oracle.end_order)}/{oracle.max_trials}" if oracle.max_trials else ""
+    values = " ".join(f"{self.short_names.get(k, k)}={_fmt(v)}"
+                      for k, v in trial.hyperparameters.values.items()
+                      if not k.startswith("tuner/"))
+    if trial.status == "COMPLETED":
+      best = oracle.get_best_trials(1)[0]
+      outcome = (f"{OBJECTIVE} {trial.score:.4f} | best {best.score:.4f} "
+                 f"(trial {best.trial_id})")
+    else:
+      outcome = f"{trial.status}: {_last_line(trial.message)}"
+      _write_error(self.get_trial_dir(trial.trial_id), trial.message)
+    self.log(f"[tune] trial {trial.trial_id} ({done}) done in {seconds:.0f} s: {outcome} | "
+             f"{values}")
+
+
+class RandomTuner(_ProgressMixin, kt.RandomSearch):
+  pass
+
+
+class BayesianTuner(_ProgressMixin, kt.BayesianOptimization):
+  pass
+
+
+class HyperbandTuner(_ProgressMixin, kt.Hyperband):
+  pass
+
+
+def make_tuner(setup: TrialSetup, hypermodel: LEOHyperModel, overwrite: bool,
+               log: Callable[[str], None]) -> kt.Tuner:
+  tune = setup.tune
+  common = dict(hypermodel=hypermodel, objective=kt.Objective(OBJECTIVE, "max"),
+                directory=tune.output_dir, project_name=PROJECT, overwrite=overwrite,
+                seed=tune.seed)
+  if tune.tuner == "random":
+    tuner = RandomTuner(max_trials=tune.max_trials, **common)
+  elif tune.tuner == "bayesian":
+    tuner = BayesianTuner(max_trials=tune.max_trials, **common)
+  else:
+    tuner = HyperbandTuner(max_epochs=tune.max_epochs, factor=tune.hyperband_factor,
+                           **common)
+  # Hyperband has no cap of its own; a resumed search may be given more trials.
+  tuner.oracle.max_trials = tune.max_trials
+  tuner.log = log
+  tuner.short_names = _short_names([p.binding for p in setup.space.params])
+  return tuner
+
+
+# ------------------------------------------------------------------ the search
+
+
+@dataclasses.dataclass
+class SearchResult:
+  output_dir: str
+  rows: List[Dict[str, Any]]
+  best_trial: str
+  best_value: float
+  best_gin: str
+  best_full_gin: str
+  table: str
+  seconds: float
+
+
+def load_setup(gin_files: Sequence[str], bindings: Sequence[str] = (),
+               space_files: Sequence[str] = (DEFAULT_SPACE_FILE,),
+               **overrides) -> TrialSetup:
+  """Parses the base config and the search-space files; flag values override TuneConfig."""
+  if not gin_files:
+    raise TuningError("give the base experiment config as --gin_file (see gin/experiments/)")
+  files = tuple(gin_config.resolve_gin_file(f) for f in list(gin_files) + list(space_files))
+  gin_config.parse(files, bindings)
+  tune = dataclasses.replace(TuneConfig(), **{k: v for k, v in overrides.items()
+                                              if v is not None})
+  return TrialSetup(files, tuple(bindings), search_space(), tune)
+
+
+def run_search(setup: TrialSetup, overwrite: bool = False,
+               log: Callable[[str], None] = print) -> SearchResult:
+  """Runs (or resumes) the search, then writes the table and the best .gin files."""
+  _require_tensorboard()
+  setup.check_extremes()
+  out = setup.tune.output_dir
+  _claim_output_dir(out, setup, overwrite)
+  tuner = make_tuner(setup, LEOHyperModel(setup), overwrite, log)
+  _log_start(tuner, setup, log)
+  start = time.time()
+  try:
+    tuner.search(verbose=0)
+  except RuntimeError as e:
+    if "consecutive failures" not in str(e):
+      raise
+    raise TuningError(f"the search stopped after "
+                      f"{tuner.oracle.max_consecutive_failed_trials} failed trials "
+                      f"in a row; the last: {_last_line(str(e))} (full errors: "
+                      f"{tuner.project_dir}/trial_*/error.txt)") from None
+  return _finish(tuner, setup, time.time() - start, log)
+
+
+def _log_start(tuner, setup: TrialSetup, log):
+  tune = setup.tune
+  finished = len(tuner.oracle.end_order)
+  if finished:
+    log(f"[tune] resuming the search in {tune.output_dir}: {finished} trial(s) finished, "
+        f"up to {max(tune.max_trials - finished, 0)} to go")
+  budget = (f"up to {tune.steps_per_trial}" if tune.tuner == "hyperband"
+            else f"{tune.steps_per_trial}")
+  log(f"[tune] {tune.tuner} search, {tune.max_trials} trials of {budget} steps "
+      f"(validation every {tune.validate_every} steps on {tune.num_val_episodes} episodes) "
+      f"over: " + "; ".join(p.describe() for p in setup.space.params))
+
+
+def _finish(tuner, setup: TrialSetup, seconds: float, log) -> SearchResult:
+  out = setup.tune.output_dir
+  rows = trial_rows(tuner, setup)
+  best_trials = tuner.oracle.get_best_trials(1)
+  if not best_trials:
+    raise TuningError(f"no trial completed; see {tuner.project_dir}/trial_*/error.txt")
+  best = best_trials[0]
+  table = markdown_table(rows, setup)
+  _write(os.path.join(out, "trials.md"), table + "\n")
+  _write(os.path.join(out, "trials.csv"), csv_table(rows, setup))
+  paths = [_write(os.path.join(out, name), best_gin_text(setup, best, out, full))
+           for name, full in (("best.gin", False), ("best_full.gin", True))]
+  log(table)
+  log(f"[tune] {len(rows)} trials in {out} ({seconds:.0f} s this run); best: trial "
+      f"{best.trial_id}, {OBJECTIVE} {best.score:.4f}")
+  log(f"[tune] reproduce it: leo-train --gin_file={paths[0]}   "
+      f"(full length: --gin_file={paths[1]})")
+  return SearchResult(out, rows, best.trial_id, float(best.score), paths[0], paths[1],
+                      table, seconds)
+
+
+# ------------------------------------------------------------------ resumption
+
+
+def _search_record(setup: TrialSetup) -> Dict[str, Any]:
+  tune = dataclasses.asdict(setup.tune)
+  for name in ("max_trials", "output_dir"):  # a resumed search may ask for more trials
+    tune.pop(name)
+  return dict(gin_files=list(setup.gin_files), bindings=list(setup.bindings),
+              space=setup.space.as_list(), tune=tune)
+
+
+_RECORD_LABELS = dict(gin_files="gin files", bindings="bindings", space="search space",
+                      tune="TuneConfig settings")
+
+
+def _claim_output_dir(out: str, setup: TrialSetup, overwrite: bool) -> None:
+  """Starts a fresh search or checks that the one found in ``out`` is the same search."""
+  path = os.path.join(out, SEARCH_FILE)
+  record = json.loads(json.dumps(_search_record(setup)))  # tuples -> lists, as on disk
+  if overwrite:
+    for name in (SEARCH_FILE,) + OUTPUT_FILES:
+      if os.path.exists(os.path.join(out, name)):
+        os.remove(os.path.join(out, name))
+    shutil.rmtree(os.path.join(out, PROJECT), ignore_errors=True)
+  elif os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    changed = [label for key, label in _RECORD_LABELS.items()
+               if old.get(key) != record[key]]
+    if changed:
+      raise TuningError(
+          f"{out} holds a search started with other {', '.join(changed)}; resume it with "
+          "the same gin files, bindings, search space and TuneConfig, or pass --overwrite, "
+          "or choose another --output_dir")
+    return
+  elif os.path.isdir(os.path.join(out, PROJECT)):
+    raise TuningError(f"{out}/{PROJECT} exists but {SEARCH_FILE} does not; pass "
+                      "--overwrite or choose another --output_dir")
+  _write(path, json.dumps(record, indent=2) + "\n")
+
+
+# ------------------------------------------------------------------ tables
+
+
+def trial_rows(tuner, setup: TrialSetup) -> List[Dict[str, Any]]:
+  """One row per trial: id, status, objective, steps, seconds and the tuned values."""
+  rows = []
+  for trial_id in sorted(tuner.oracle.trials):
+    trial = tuner.oracle.trials[trial_id]
+    hp = trial.hyperparameters.values
+    record = read_record(tuner.get_trial_dir(trial_id))
+    completed = trial.status == "COMPLETED" and trial.score is not None
+    row = {"trial": trial_id, "status": trial.status,
+           OBJECTIVE: float(trial.score) if completed else None,
+           "steps": _trial_epochs(hp, setup) * setup.tune.validate_every,
+           "seconds": round(record["seconds"], 1) if "seconds" in record else None}
+    if setup.tune.tuner == "hyperband":
+      row["continues"] = hp.get("tuner/trial_id", "")
+    row.update(setup.space.values(hp))
+    rows.append(row)
+  return rows
+
+
+def _columns(rows: List[Dict[str, Any]], setup: TrialSetup) -> List[str]:
+  fixed = ["trial", "status", OBJECTIVE, "steps", "seconds"]
+  if setup.tune.tuner == "hyperband":
+    fixed.append("continues")
+  return fixed + [p.binding for p in setup.space.params]
+
+
+def markdown_table(rows: List[Dict[str, Any]], setup: TrialSetup) -> str:
+  columns = _columns(rows, setup)
+  lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+  for row in rows:
+    lines.append("| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |")
+  return "\n".join(lines)
+
+
+def csv_table(rows: List[Dict[str, Any]], setup: TrialSetup) -> str:
+  buffer = io.StringIO()
+  writer = csv.DictWriter(buffer, fieldnames=_columns(rows, setup), extrasaction="ignore",
+                          lineterminator="\n")
+  writer.writeheader()
+  writer.writerows(rows)
+  return buffer.getvalue()
+
+
+# ------------------------------------------------------------------ the best trial
+
+
+def best_gin_text(setup: TrialSetup, trial, out: str, full: bool) -> str:
+  """A .gin file leo-train accepts as is: base files and bindings, budget, trial values."""
+  hp = trial.hyperparameters.values
+  values = setup.space.values(hp)
+  run_dir = os.path.join(os.path.abspath(out), "best_full_run" if full else "best_run")
+  lines = [f"# leo-tune: trial {trial.trial_id} of the search in {os.path.abspath(out)}, "
+           f"{OBJECTIVE} {trial.score:.4f}.",
+           "# leo-train --gin_file=<this file> " +
+           ("meta-trains with these values for the base config's full budget."
+            if full else "reproduces the trial (its budget included).")]
+  if "tuner/trial_id" in hp and not full:
+    lines.append(f"# (The search continued trial {hp['tuner/trial_id']}'s weights; "
+                 "this file trains from scratch for the same total steps.)")
+  lines += ["", "# The search's base config:"]
+  lines += [f"include {f!r}" for f in setup.gin_files]
+  if setup.bindings:
+    lines += ["", "# The search's command-line bindings:"] + list(setup.bindings)
+  if not full:
+    lines += ["", "# The trial's budget:"]
+    lines += setup.tune.budget_bindings(_trial_epochs(hp, setup))
+  lines += ["", "# The trial's values:"] + setup.space.bindings(values)
+  lines += ["", f"run_experiment.output_dir = {run_dir!r}", ""]
+  return "\n".join(lines)
+
+
+def _trial_epochs(hp: Dict[str, Any], setup: TrialSetup) -> int:
+  return int(hp.get("tuner/epochs", setup.tune.max_epochs))
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _require_tensorboard():
+  # keras-tuner imports it inside every trial and turns the ImportError into a failed
+  # trial, so a missing tensorboard would fail every trial without saying why.
+  if importlib.util.find_spec("tensorboard") is None:
+    raise TuningError("keras-tuner needs the tensorboard package: pip install tensorboard")
+
+
+def _short_names(bindings: Sequence[str]) -> Dict[str, str]:
+  """'LEOConfig.kl_weight' -> 'kl_weight' unless two bindings share the parameter name."""
+  last = [b.rsplit(".", 1)[-1] for b in bindings]
+  return {b: (s if last.count(s) == 1 else b) for b, s in zip(bindings, last)}
+
+
+def _fmt(value) -> str:
+  if value is None:
+    return ""
+  if isinstance(value, float):
+    return f"{value:.4g}"
+  return str(value)
+
+
+def _last_line(message: Optional[str]) -> str:
+  lines = [l.strip() for l in (message or "").strip().splitlines() if l.strip()]
+  return lines[-1] if lines else "(no message)"
+
+
+def _write_error(trial_dir: str, message: Optional[str]) -> None:
+  os.makedirs(trial_dir, exist_ok=True)
+  _write(os.path.join(trial_dir, "error.txt"), message or "")
+
+
+def _write(path: str, text: str) -> str:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path + ".tmp", "w") as f:
+    f.write(text)
+  os.replace(path + ".tmp", path)
+  return path
