@@ -7,6 +7,8 @@ include building blocks as ``include 'models/leo_final.gin'``.
 
 import importlib
 import os
+import re
+import tokenize
 from typing import Iterable, Optional, Sequence
 
 import gin
@@ -37,6 +39,31 @@ OPERATIVE_CONFIG_FILE = "operative_config.gin"
 
 class GinConfigError(ValueError):
   """A gin file or binding could not be parsed; the message names which and why."""
+
+
+_LOCATION = re.compile(r'\s*In file "(?P<file>[^"]*)", line (?P<line>\d+)\n\s*(?P<text>.*)')
+
+
+def _one_line(error: Exception, source: str) -> str:
+  """Gin's multi-line message as one line naming the file, the line and the binding.
+
+  The innermost file is named (an ``include``d file's typo is reported in that file).
+  """
+  text = str(error)
+  if isinstance(error, SyntaxError) and error.lineno:
+    return f"{error.filename or source}, line {error.lineno}: syntax error: {error.msg}"
+  if isinstance(error, tokenize.TokenError) and len(error.args) == 2:
+    return f"{source}, line {error.args[1][0]}: syntax error: {error.args[0]}"
+  match = _LOCATION.search(text)
+  text = re.split(r"\n\s*In bindings string", text)[0]
+  head = " ".join(text[:match.start()].split()) if match else " ".join(text.split())
+  if not match:
+    return f"{source}: {head}"
+  where = match.group("file") or source
+  if os.path.basename(where) != os.path.basename(source):
+    where += f" (included from {source})"
+  return (f"{where}, line {match.group('line')}: {head} "
+          f"(in `{match.group('text').strip()}`)")
 
 
 def register_configurables(extra_modules: Iterable[str] = ()) -> None:
@@ -72,12 +99,13 @@ def parse(gin_files: Sequence[str] = (), bindings: Sequence[str] = (),
     try:
       gin.parse_config_file(path)
     except Exception as e:  # gin raises ValueError/SyntaxError/KeyError/...
-      raise GinConfigError(f"{path}: {e}") from e
+      raise GinConfigError(_one_line(e, path)) from e
   for binding in bindings:
     try:
       gin.parse_config(binding)
     except Exception as e:
-      raise GinConfigError(f"command-line binding {binding!r}: {e}") from e
+      message = _one_line(e, "<binding>").split(": ", 1)[-1]
+      raise GinConfigError(f"command-line binding {binding!r}: {message}") from e
   if finalize:
     gin.finalize()
 

@@ -16,17 +16,59 @@ def define_gin_flags():
                             "Gin bindings, e.g. --gin_bindings='TrainConfig.num_steps=10'.")
 
 
+def one_line(message: str) -> str:
+  return " ".join(str(message).split())
+
+
 def fail(message: str, code: int = 2):
   """Prints a one-line error (no traceback) and exits."""
-  print(f"error: {message}", file=sys.stderr)
+  print(f"error: {one_line(message)}", file=sys.stderr)
   sys.exit(code)
+
+
+def _optional(module: str, names):
+  """Error classes of a module that may not be installed or written yet."""
+  try:
+    mod = __import__(module, fromlist=list(names))
+  except ImportError:
+    return ()
+  return tuple(getattr(mod, n) for n in names if hasattr(mod, n))
 
 
 # Errors that are the user's input, not our bugs: shown without a traceback.
 def user_errors():
+  from leo_tf.checkpoints import CheckpointMismatchError, CorruptCheckpointError
   from leo_tf.data.embeddings import EmbeddingDataError
   from leo_tf.gin_config import GinConfigError
   from leo_tf.leo.config import ConfigError
   from leo_tf.leo.trainer import TrainingDivergedError
   return (EmbeddingDataError, GinConfigError, ConfigError, TrainingDivergedError,
-          FileNotFoundError)
+          CheckpointMismatchError, CorruptCheckpointError, FileNotFoundError,
+          *_optional("leo_tf.data.images", ("ImageDecodeError", "ImageSourceError")))
+
+
+def bad_binding(error: Exception) -> bool:
+  """A TypeError/ValueError gin raised while calling a configurable: a wrongly typed
+  binding (e.g. latent_size = 'abc'), reported in one line rather than a traceback."""
+  return (isinstance(error, (TypeError, ValueError)) and
+          "In call to configurable" in str(error))
+
+
+def describe_bad_binding(error: Exception) -> str:
+  lines = [l.strip() for l in str(error).splitlines() if l.strip()]
+  where = [l.split("'")[1] for l in lines if l.startswith("In call to configurable '")]
+  what = " ".join(l for l in lines if not l.startswith("In call to configurable"))
+  return (f"{where[0] if where else 'a configurable'}: {type(error).__name__}: {what} "
+          "(check the types of its gin bindings)")
+
+
+def run_guarded(fn):
+  """Runs ``fn()``; user errors and bad bindings exit with one `error:` line, code 2."""
+  try:
+    return fn()
+  except user_errors() as e:
+    fail(str(e))
+  except (TypeError, ValueError) as e:
+    if not bad_binding(e):
+      raise
+    fail(describe_bad_binding(e))

@@ -25,11 +25,17 @@ def main(argv):
   bindings = list(FLAGS.gin_bindings)
   if FLAGS.output_dir:
     bindings.append(f"run_experiment.output_dir = {FLAGS.output_dir!r}")
+  common.run_guarded(lambda: _train(gin_config, run_experiment, bindings))
+
+
+def _train(gin_config, run_experiment, bindings):
+  import gin
+  gin_config.parse(FLAGS.gin_file, bindings)
   try:
-    gin_config.parse(FLAGS.gin_file, bindings)
-    run_experiment()
-  except common.user_errors() as e:
-    common.fail(str(e))
+    gin.query_parameter("run_experiment.output_dir")
+  except ValueError:
+    common.fail("no output directory: pass --output_dir or bind run_experiment.output_dir")
+  run_experiment()
 
 
 def run():

@@ -4,7 +4,14 @@ The outer step is one ``tf.function``: each replica runs the vectorised model on
 share of the meta-batch (the inner-loop ``tf.GradientTape`` nests inside the outer one),
 gradients are summed across replicas, clipped per tensor (by value, then by norm), and
 applied with Adam. A non-finite loss or gradient applies only the L2 gradient (the
-authors' guard); too many such steps in a row stop training with an error.
+authors' guard); such steps are counted (in a row and in total, both checkpointed) and
+too many in a row stop training with an error.
+
+Crash safety (docs/reliability.md): ``restore`` falls back to the previous checkpoint
+when the newest is unreadable; a new best-on-validation checkpoint is committed in two
+phases so ``best/best.json`` always describes the checkpoint in ``best/``. Episodes and
+dropout seeds are functions of (seed, step), so a resumed run repeats the losses of an
+uninterrupted one exactly.
 """
 
 import dataclasses
@@ -18,6 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from leo_tf import checkpoints
 from leo_tf.data.embeddings import EmbeddingSet
 from leo_tf.data.episodes import EpisodeSampler, fold_seed
 from leo_tf.leo.config import ConfigError, LEOConfig
@@ -50,6 +58,9 @@ class TrainConfig:
   train_on_val: bool = False
   max_bad_steps: int = 50
   jit_compile: bool = False
+  # Process-wide tf.config.experimental.enable_op_determinism(): needed for bit-identical
+  # runs on GPU; on CPU our ops are deterministic already (docs/reliability.md has the cost).
+  deterministic_ops: bool = False
 
   def __post_init__(self):
     for name in ("meta_batch_size", "num_queries", "num_steps", "validate_every",
@@ -80,8 +91,13 @@ class MetaTrainer:
   def __init__(self, model_config: LEOConfig, config: TrainConfig, train_data: EmbeddingSet,
                val_data: Optional[EmbeddingSet], output_dir: str,
                strategy: Optional[tf.distribute.Strategy] = None,
-               log: Callable[[str], None] = print):
+               log: Callable[[str], None] = print,
+               on_step: Optional[Callable[[int, Dict[str, float]], None]] = None):
+    """``on_step(step, metrics)`` is called after every outer step (exact float values)."""
+    if config.deterministic_ops:
+      tf.config.experimental.enable_op_determinism()
     self.model_config = model_config
+    self.on_step = on_step
     self.config = config
     self.output_dir = output_dir
     self.log = log
@@ -95,14 +111,21 @@ class MetaTrainer:
     self.val_sampler = (EpisodeSampler(val_data, model_config.num_classes,
                                        model_config.num_shots, config.val_num_queries)
                         if val_data is not None else None)
+    # Keras draws unseeded initializers from Python's RNG: seed it, or two runs with
+    # the same TrainConfig.seed start from different weights.
+    keras.utils.set_random_seed(config.seed)
     with self.strategy.scope():
       self.model = build_leo(model_config, train_data.dim)
       self.optimizer = keras.optimizers.Adam(config.outer_lr)
       self.optimizer.build(self.model.trainable_variables)
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
       self.bad_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="bad_steps")
-      self.checkpoint = tf.train.Checkpoint(model=self.model, optimizer=self.optimizer,
-                                            step=self.step, bad_steps=self.bad_steps)
+      self.guarded_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                       name="guarded_steps")
+      self.checkpoint = tf.train.Checkpoint(
+          model=self.model, optimizer=self.optimizer, step=self.step,
+          bad_steps=self.bad_steps, guarded_steps=self.guarded_steps,
+          **{checkpoints.MODEL_VARIABLES: checkpoints.named_variables(self.model)})
     self.latest = tf.train.CheckpointManager(
         self.checkpoint, os.path.join(output_dir, "latest"), max_to_keep=2)
     self.best = tf.train.CheckpointManager(
@@ -155,18 +178,45 @@ class MetaTrainer:
     self.optimizer.apply(grads, self.model.trainable_variables)
     self.step.assign_add(1)
     self.bad_steps.assign(tf.where(finite, tf.constant(0, tf.int64), self.bad_steps + 1))
+    self.guarded_steps.assign_add(tf.cast(tf.logical_not(finite), tf.int64))
     metrics["finite"] = tf.cast(finite, tf.float32)
     return metrics
 
   # ------------------------------------------------------------------ the loop
 
   def restore(self) -> int:
-    """Restores the latest checkpoint if any; returns the step to continue from."""
-    path = self.latest.latest_checkpoint
+    """Restores the newest readable checkpoint if any; returns the step to continue from.
+
+    Raises CheckpointMismatchError when the checkpoint belongs to another model
+    configuration, CorruptCheckpointError when none of the checkpoints can be read.
+    """
+    self._recover_best()
+    variables = checkpoints.named_variables(self.model)
+    path = checkpoints.restore_latest(
+        self.checkpoint, self.latest.directory, self.latest,
+        verify=lambda p: checkpoints.check_compatible(p, variables, _dim_hint(self.model.dim)),
+        log=self.log)
     if path:
-      self.checkpoint.restore(path).assert_existing_objects_matched()
-      self.log(f"[train] resumed from {path} at step {int(self.step.numpy())}")
+      self.log(f"[train] resumed from {path} at step {int(self.step.numpy())}"
+               + (f" ({int(self.guarded_steps.numpy())} non-finite steps guarded so far)"
+                  if int(self.guarded_steps.numpy()) else ""))
     return int(self.step.numpy())
+
+  def _recover_best(self):
+    """Finishes or rolls back a new-best commit that a crash interrupted."""
+    pending = self._best_file + ".pending"
+    if not os.path.exists(pending):
+      return
+    try:
+      with open(pending) as f:
+        step = int(json.load(f)["step"])
+    except (ValueError, KeyError, OSError):
+      step = None
+    saved = self.best.latest_checkpoint
+    if step is not None and saved and saved.endswith(f"-{step}"):
+      os.replace(pending, self._best_file)
+    else:
+      os.remove(pending)
 
   def best_validation(self) -> float:
     if os.path.exists(self._best_file):
@@ -206,10 +256,16 @@ class MetaTrainer:
     best = self.best_validation()
     marker = ""
     if result.mean > best:
-      self.best.save(checkpoint_number=step)
-      with open(self._best_file + ".tmp", "w") as f:
+      # Two phases: best.json.pending, the checkpoint, then the rename. A crash in
+      # between is finished or undone by _recover_best, never a mismatched pair.
+      pending = self._best_file + ".pending"
+      os.makedirs(os.path.dirname(pending), exist_ok=True)
+      with open(pending, "w") as f:
         json.dump({"step": step, "accuracy": result.mean, "ci95": result.ci95}, f)
-      os.replace(self._best_file + ".tmp", self._best_file)
+        f.flush()
+        os.fsync(f.fileno())
+      self.best.save(checkpoint_number=step)
+      os.replace(pending, self._best_file)
       marker = " (new best)"
     self.log(f"[validate] step {step}: accuracy {result}{marker}")
 
@@ -225,6 +281,8 @@ class MetaTrainer:
     while step < cfg.num_steps:
       metrics = {k: float(v) for k, v in self._train_step(next(batches)).items()}
       step += 1
+      if self.on_step is not None:
+        self.on_step(step, metrics)
       window += 1
       # Guarded (non-finite) steps are counted, not averaged into the losses.
       for k, v in metrics.items() if metrics["finite"] else [("finite", 0.0)]:
@@ -235,7 +293,8 @@ class MetaTrainer:
         self.latest.save(checkpoint_number=step)
         raise TrainingDivergedError(
             f"{bad} consecutive meta-training steps had a non-finite loss or gradient "
-            f"(last at step {step}); the weights were protected by the L2-only guard. "
+            f"(last at step {step}, {int(self.guarded_steps.numpy())} in total); the "
+            "weights were protected by the L2-only guard. "
             "Lower TrainConfig.outer_lr or check the embeddings for extreme values.")
       if step % cfg.log_every == 0 or step == cfg.num_steps:
         finite_steps = max(sums.pop("steps"), 1.0)
@@ -255,6 +314,9 @@ class MetaTrainer:
   def _log_progress(self, step: int, means: Dict[str, float], steps_per_s: float):
     nan = float("nan")
     self._summaries(step, means)
+    total = int(self.guarded_steps.numpy())
+    with self._writer.as_default(step=step):
+      tf.summary.scalar("train/guarded_steps_total", total)
     skipped = (1.0 - means.get("finite", 1.0))
     self.log(
         f"[train] step {step}/{self.config.num_steps} loss {means.get('loss', nan):.4f} "
@@ -262,16 +324,49 @@ class MetaTrainer:
         f"enc-pen {means.get('encoder_penalty', nan):.2e} l2 {means.get('l2', nan):.2e} "
         f"orth {means.get('orthogonality', nan):.2e}) acc {means.get('accuracy', nan):.3f} | "
         f"{steps_per_s:.1f} steps/s, {steps_per_s * self.config.meta_batch_size:.0f} "
-        f"episodes/s" + (f" | {100 * skipped:.0f}% non-finite steps guarded" if skipped else ""))
+        f"episodes/s" + (f" | {100 * skipped:.0f}% non-finite steps guarded ({total} in total)"
+                         if skipped else ""))
+
+
+def _dim_hint(dim: int):
+  """Names the embedding size when the checkpoint's finetune_lr [dim] says it differs."""
+  def hint(stored):
+    shape = stored.get("finetune_lr")
+    if shape and shape[0] != dim:
+      return (f"The checkpoint was trained on {shape[0]}-dimensional embeddings; these "
+              f"have {dim} dimensions")
+    return "Check the LEOConfig bindings (latent_size, num_classes, hidden sizes)"
+  return hint
 
 
 def load_model(checkpoint_dir: str, model_config: LEOConfig, dim: int,
-               which: str = "best") -> LEO:
-  """A model restored from ``<checkpoint_dir>/<best|latest>``."""
+               which: str = "best", log: Callable[[str], None] = print) -> LEO:
+  """A model restored from ``<checkpoint_dir>/<best|latest>`` (its newest readable one).
+
+  Every weight is restored or the call fails: CheckpointMismatchError names the shapes
+  that differ from ``model_config`` / ``dim``.
+  """
   model = build_leo(model_config, dim)
   directory = os.path.join(checkpoint_dir, which)
-  path = tf.train.latest_checkpoint(directory)
+  variables = checkpoints.named_variables(model)
+  # Only the weights: the optimizer and counters in the file are left unread.
+  reader = tf.train.Checkpoint(**{checkpoints.MODEL_VARIABLES: variables})
+  path = checkpoints.restore_latest(
+      _Partial(reader), directory,
+      verify=lambda p: checkpoints.check_compatible(p, variables, _dim_hint(dim)),
+      log=log)
   if path is None:
     raise FileNotFoundError(f"no checkpoint in {directory}")
-  tf.train.Checkpoint(model=model).restore(path).expect_partial()
   return model
+
+
+class _Partial:
+  """A checkpoint whose restore reads only the objects it tracks, and checks them all."""
+
+  def __init__(self, checkpoint: tf.train.Checkpoint):
+    self._checkpoint = checkpoint
+
+  def restore(self, path):
+    status = self._checkpoint.restore(path)
+    status.assert_existing_objects_matched()
+    return status.expect_partial()

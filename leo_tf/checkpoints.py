@@ -1,0 +1,134 @@
+"""Crash-safe restoring of tf.train checkpoints, with clear errors for the wrong model.
+
+``tf.train.CheckpointManager`` writes a checkpoint's files first and its state file
+(``checkpoint``, through an atomic rename) last, so the state never names a
+half-written checkpoint. A checkpoint can still be unreadable (a disk filled up, a
+copy was cut short, the state file was damaged, which TF silently treats as "no
+checkpoint"), so :func:`restore_latest` tries every checkpoint in the directory, newest
+first, and falls back with a warning instead of restarting from scratch.
+"""
+
+import os
+import re
+from typing import Callable, Dict, List, Optional
+
+import tensorflow as tf
+from tensorflow.core.protobuf import trackable_object_graph_pb2
+
+# Checkpoints track the model's weights under this name: Keras 3 does not expose
+# weights kept in plain Python lists (our MLP kernels) to tf.train.Checkpoint.
+MODEL_VARIABLES = "model_variables"
+
+
+class CheckpointMismatchError(ValueError):
+  """A checkpoint was written by a model of another configuration or input size."""
+
+
+class CorruptCheckpointError(RuntimeError):
+  """No checkpoint in a directory that has some could be read."""
+
+
+def named_variables(model) -> Dict[str, tf.Variable]:
+  """Every weight of ``model`` by its path without the model's own (uniquified) name."""
+  out = {}
+  for v in model.weights:
+    name = v.path.split("/", 1)[-1].replace("/", ".")
+    out[name] = v
+  return out
+
+
+def stored_shapes(path: str) -> Dict[str, tuple]:
+  """Shapes of the weights tracked under MODEL_VARIABLES in checkpoint ``path``, by name.
+
+  Read through the object graph: a variable reachable by several paths is stored once,
+  under whichever path TF met first, so its key alone does not give our name.
+  """
+  reader = tf.train.load_checkpoint(path)
+  shapes = reader.get_variable_to_shape_map()
+  graph = trackable_object_graph_pb2.TrackableObjectGraph()
+  graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+  holders = [c.node_id for c in graph.nodes[0].children if c.local_name == MODEL_VARIABLES]
+  out = {}
+  for ref in graph.nodes[holders[0]].children if holders else []:
+    keys = [a.checkpoint_key for a in graph.nodes[ref.node_id].attributes
+            if a.name == "VARIABLE_VALUE"]
+    if keys and keys[0] in shapes:
+      out[ref.local_name] = tuple(shapes[keys[0]])
+  return out
+
+
+def check_compatible(path: str, variables: Dict[str, tf.Variable],
+                     hint: Optional[Callable[[Dict[str, tuple]], str]] = None) -> None:
+  """Raises CheckpointMismatchError naming every weight whose shape differs (or is absent)."""
+  stored = stored_shapes(path)
+  problems = []
+  for name, v in sorted(variables.items()):
+    shape = tuple(v.shape)
+    if name not in stored:
+      problems.append(f"{name} {shape} is not in the checkpoint")
+    elif stored[name] != shape:
+      problems.append(f"{name} has shape {stored[name]} in the checkpoint but {shape} "
+                      "in this model")
+  extra = sorted(set(stored) - set(variables))
+  if extra:
+    problems.append(f"the checkpoint has weights this model lacks: {', '.join(extra[:4])}"
+                    + (" ..." if len(extra) > 4 else ""))
+  if problems:
+    extra_hint = hint(stored) if hint else ""
+    raise CheckpointMismatchError(
+        f"checkpoint {path} does not fit this model configuration: "
+        + "; ".join(problems[:4]) + (f" (and {len(problems) - 4} more)" if len(problems) > 4
+                                     else "") + (f". {extra_hint}" if extra_hint else ""))
+
+
+def candidates(directory: str, manager: Optional[tf.train.CheckpointManager] = None
+               ) -> List[str]:
+  """Checkpoint prefixes in ``directory``, newest (highest number) first.
+
+  Those on disk but not in the state file count too: a complete checkpoint whose state
+  update was lost is still a good checkpoint, and a damaged state file hides them all.
+  """
+  found = set(manager.checkpoints) if manager is not None else set()
+  if os.path.isdir(directory):
+    for name in os.listdir(directory):
+      match = re.fullmatch(r"(.+-\d+)\.index", name)
+      if match:
+        found.add(os.path.join(directory, match.group(1)))
+  number = lambda p: int(re.search(r"-(\d+)$", p).group(1)) if re.search(r"-(\d+)$", p) else -1
+  return sorted(found, key=number, reverse=True)
+
+
+def _first_line(error: Exception) -> str:
+  text = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+def restore_latest(checkpoint: tf.train.Checkpoint, directory: str,
+                   manager: Optional[tf.train.CheckpointManager] = None,
+                   verify: Optional[Callable[[str], None]] = None,
+                   log: Callable[[str], None] = print) -> Optional[str]:
+  """Restores the newest readable checkpoint of ``directory``; None if there is none.
+
+  ``verify(path)`` may raise CheckpointMismatchError, which is not corruption and
+  propagates. Any other failure to read a checkpoint moves on to the previous one.
+  """
+  paths = candidates(directory, manager)
+  failures = []
+  for path in paths:
+    try:
+      if verify is not None:
+        verify(path)
+      checkpoint.restore(path).assert_existing_objects_matched()
+    except (CheckpointMismatchError, TypeError, AttributeError, NameError):
+      raise  # the wrong model or our own bug: falling back would hide it
+    except Exception as e:  # TF and protobuf report damaged files with many types
+      failures.append(path)
+      log(f"warning: checkpoint {path} is unreadable ({_first_line(e)}); "
+          "falling back to the previous one")
+      continue
+    return path
+  if failures:
+    raise CorruptCheckpointError(
+        f"no readable checkpoint in {directory} (tried {', '.join(failures)}); move the "
+        "directory away to start over")
+  return None
