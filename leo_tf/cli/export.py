@@ -1,0 +1,44 @@
+"""leo-export: a leo-train output directory -> a versioned SavedModel for TF Serving.
+
+  leo-export --checkpoint_dir=runs/mini1 --export_base=/models/leo [--version=N]
+      [--which=best|latest] [--backbone=runs/wrn/backbone.keras]
+      [--gin_bindings="LEOConfig.finetune_steps_test=10"]
+
+Writes <export_base>/<version>/ (default version: one more than the largest there).
+See docs/serving.md for the signatures and a REST request.
+"""
+
+from absl import app, flags
+
+from leo_tf.cli import common
+
+flags.DEFINE_string("checkpoint_dir", None, "A leo-train output directory.")
+flags.DEFINE_string("export_base", None, "TF Serving model base path; versions go below.")
+flags.DEFINE_integer("version", None, "Version number (default: next integer).")
+flags.DEFINE_enum("which", "best", ["best", "latest"], "Which checkpoint to export.")
+flags.DEFINE_string("backbone", None, "A saved backbone (.keras file or leo-pretrain "
+                    "directory): adds the classify_images signature.")
+flags.DEFINE_multi_string("gin_bindings", [], "Overrides on top of the saved config.")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    common.fail(f"unexpected arguments: {argv[1:]}")
+  for name in ("checkpoint_dir", "export_base"):
+    if not getattr(FLAGS, name):
+      common.fail(f"--{name} is required")
+  from leo_tf.serving.export import ExportError, export_checkpoint
+  try:
+    export_checkpoint(FLAGS.checkpoint_dir, FLAGS.export_base, FLAGS.version, FLAGS.which,
+                      FLAGS.backbone, FLAGS.gin_bindings)
+  except common.user_errors() + (ExportError,) as e:
+    common.fail(str(e))
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

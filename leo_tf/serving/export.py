@@ -1,0 +1,204 @@
+"""SavedModel export of a meta-trained LEO for TF Serving, adaptation inside the graph.
+
+Layout: ``<export_base>/<version>/`` (TF Serving loads the largest integer version) with
+  saved_model.pb, variables/          the graph and the model's (and backbone's) weights
+  assets.extra/tf_serving_warmup_requests   PredictionLogs replayed at load
+  assets.extra/leo_export.json, config.gin  what was exported, from where, with which config
+
+Signatures (see docs/serving.md):
+  serving_default   support_embeddings [N*K, d] float32, support_labels [N*K] int64,
+                    query_embeddings [M, d] float32 -> probabilities [M, N], labels [M]
+  classify_images   the same with support_images / query_images uint8 [n, H, W, C]
+                    (only when a pre-trained backbone is exported with the model)
+
+Export goes through ``keras.export.ExportArchive``, which saves the raw tf.Variables, so
+the result also loads on the TF1 Session path (TF Serving, ``saved_model_cli run``).
+No jit_compile: TF Serving runs XLA:CPU only with --xla_cpu_compilation_enabled.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+from typing import Callable, Dict, List, Optional, Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from leo_tf.serving import graph, warmup
+
+SERVING_DEFAULT = "serving_default"
+IMAGES_SIGNATURE = "classify_images"
+METADATA_FILE = "leo_export.json"
+ASSETS_EXTRA = "assets.extra"
+
+
+class ExportError(ValueError):
+  """The export cannot be written as asked (bad version, mismatched backbone, ...)."""
+
+
+# ------------------------------------------------------------------ versions
+
+
+def existing_versions(export_base: str) -> List[int]:
+  if not os.path.isdir(export_base):
+    return []
+  return sorted(int(d) for d in os.listdir(export_base)
+                if d.isdigit() and os.path.isdir(os.path.join(export_base, d)))
+
+
+def next_version(export_base: str) -> int:
+  versions = existing_versions(export_base)
+  return versions[-1] + 1 if versions else 1
+
+
+# ------------------------------------------------------------------ the archive
+
+
+def _embedding_specs(dim: int):
+  return [tf.TensorSpec([None, dim], tf.float32, name="support_embeddings"),
+          tf.TensorSpec([None], tf.int64, name="support_labels"),
+          tf.TensorSpec([None, dim], tf.float32, name="query_embeddings")]
+
+
+def _image_specs(backbone: keras.Model):
+  shape = [None] + list(backbone.input_shape[1:])
+  return [tf.TensorSpec(shape, tf.uint8, name="support_images"),
+          tf.TensorSpec([None], tf.int64, name="support_labels"),
+          tf.TensorSpec(shape, tf.uint8, name="query_images")]
+
+
+def build_archive(model, normalize: bool, backbone: Optional[keras.Model] = None,
+                  preprocess: Optional[Callable] = None) -> keras.export.ExportArchive:
+  """An ExportArchive with the embedding signature (and the image one with a backbone)."""
+  archive = keras.export.ExportArchive()
+  archive.track(model)
+  archive.add_endpoint(SERVING_DEFAULT, graph.embedding_endpoint(model, normalize),
+                       input_signature=_embedding_specs(model.dim))
+  if backbone is not None:
+    out_dim = backbone.output_shape[-1]
+    if out_dim != model.dim:
+      raise ExportError(f"the backbone outputs {out_dim}-d embeddings but the LEO model "
+                        f"was meta-trained on {model.dim}-d ones")
+    archive.track(backbone)
+    archive.add_endpoint(IMAGES_SIGNATURE,
+                         graph.image_endpoint(model, backbone, preprocess, normalize),
+                         input_signature=_image_specs(backbone))
+  return archive
+
+
+def warmup_requests(dim: int, backbone: Optional[keras.Model] = None, seed: int = 0
+                    ) -> List[Tuple[str, Dict[str, np.ndarray]]]:
+  """Typical requests: 5-way 1-shot and 5-shot with 75 queries (and one image task)."""
+  rng = np.random.default_rng(seed)
+  requests = []
+  for shots in (1, 5):
+    requests.append((SERVING_DEFAULT, dict(
+        support_embeddings=rng.normal(size=(5 * shots, dim)).astype(np.float32),
+        support_labels=np.repeat(np.arange(5, dtype=np.int64), shots),
+        query_embeddings=rng.normal(size=(75, dim)).astype(np.float32))))
+  if backbone is not None:
+    h, w, c = [s or 32 for s in backbone.input_shape[1:]]  # 32: any size works
+    requests.append((IMAGES_SIGNATURE, dict(
+        support_images=rng.integers(0, 256, size=(5, h, w, c), dtype=np.uint8),
+        support_labels=np.arange(5, dtype=np.int64),
+        query_images=rng.integers(0, 256, size=(5, h, w, c), dtype=np.uint8))))
+  return requests
+
+
+def write_export(model, directory: str, normalize: bool,
+                 backbone: Optional[keras.Model] = None,
+                 preprocess: Optional[Callable] = None,
+                 metadata: Optional[dict] = None,
+                 extra_files: Optional[Dict[str, str]] = None) -> str:
+  """Writes the SavedModel into ``directory`` (which must not exist), atomically.
+
+  It is built in a sibling temporary directory and renamed at the end: TF Serving
+  polls the export base and must never see a half-written version.
+  """
+  if os.path.exists(directory):
+    raise ExportError(f"{directory} already exists; choose another --version")
+  parent = os.path.dirname(os.path.abspath(directory))
+  os.makedirs(parent, exist_ok=True)
+  tmp = os.path.join(parent, f".tmp-{os.path.basename(directory)}-{os.getpid()}")
+  shutil.rmtree(tmp, ignore_errors=True)
+  try:
+    archive = build_archive(model, normalize, backbone, preprocess)
+    archive.write_out(tmp, verbose=False)
+    extra = os.path.join(tmp, ASSETS_EXTRA)
+    os.makedirs(extra, exist_ok=True)
+    warmup.write(os.path.join(extra, warmup.WARMUP_FILE),
+                 warmup_requests(model.dim, backbone))
+    signatures = [SERVING_DEFAULT] + ([IMAGES_SIGNATURE] if backbone is not None else [])
+    info = dict(dim=model.dim, l2_normalize=normalize, signatures=signatures,
+                leo_config=dataclasses.asdict(model.config), **(metadata or {}))
+    with open(os.path.join(extra, METADATA_FILE), "w") as f:
+      json.dump(info, f, indent=2, sort_keys=True)
+    for name, source in (extra_files or {}).items():
+      shutil.copyfile(source, os.path.join(extra, name))
+    os.rename(tmp, directory)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  return directory
+
+
+# ------------------------------------------------------------------ from a training run
+
+
+def checkpoint_dim(checkpoint_dir: str, which: str) -> int:
+  """The embedding size d, read from the checkpoint's [d] fine-tuning learning rate."""
+  directory = os.path.join(checkpoint_dir, which)
+  path = tf.train.latest_checkpoint(directory)
+  if path is None:
+    raise FileNotFoundError(f"no checkpoint in {directory}")
+  for name, shape in tf.train.list_variables(path):
+    if name.endswith("finetune_lr/.ATTRIBUTES/VARIABLE_VALUE") and len(shape) == 1:
+      return int(shape[0])
+  raise ExportError(f"{path} is not a LEO checkpoint (it has no finetune_lr weight)")
+
+
+def load_backbone(path: str) -> keras.Model:
+  """A saved Keras backbone: a .keras file, or a leo-pretrain directory holding one."""
+  if os.path.isdir(path):
+    from leo_tf.backbone.pretrain import BACKBONE_FILE  # pylint: disable=import-outside-toplevel
+    path = os.path.join(path, BACKBONE_FILE)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"no saved backbone at {path}")
+  return keras.saving.load_model(path, compile=False)
+
+
+def export_checkpoint(checkpoint_dir: str, export_base: str, version: Optional[int] = None,
+                      which: str = "best", backbone_path: Optional[str] = None,
+                      bindings=(), log: Callable[[str], None] = print) -> str:
+  """leo-export: the run's checkpoint and saved gin config -> ``<export_base>/<version>``.
+
+  The saved config (plus ``bindings``) gives the test-time values: inner_steps_test,
+  finetune_steps_test, and EmbeddingSource.l2_normalize for the in-graph normalisation.
+  """
+  # Imported here: parsing gin registers every configurable of the package.
+  from leo_tf import gin_config  # pylint: disable=import-outside-toplevel
+  from leo_tf.data.source import EmbeddingSource  # pylint: disable=import-outside-toplevel
+  from leo_tf.leo.config import LEOConfig  # pylint: disable=import-outside-toplevel
+  from leo_tf.leo.trainer import load_model  # pylint: disable=import-outside-toplevel
+  if version is None:
+    version = next_version(export_base)
+  elif version < 1:
+    raise ExportError(f"--version must be a positive integer, got {version}")
+  gin_config.parse_saved(checkpoint_dir, bindings)
+  config, normalize = LEOConfig(), EmbeddingSource().l2_normalize
+  dim = checkpoint_dim(checkpoint_dir, which)
+  model = load_model(checkpoint_dir, config, dim, which)
+  backbone, preprocess = None, None
+  if backbone_path:
+    from leo_tf.backbone import inputs  # pylint: disable=import-outside-toplevel
+    backbone, preprocess = load_backbone(backbone_path), inputs.preprocess
+  directory = os.path.join(export_base, str(version))
+  metadata = dict(checkpoint=tf.train.latest_checkpoint(os.path.join(checkpoint_dir, which)),
+                  which=which, backbone=backbone_path, version=version)
+  write_export(model, directory, normalize, backbone, preprocess, metadata,
+               {gin_config.CONFIG_FILE: gin_config.saved_config(checkpoint_dir)})
+  log(f"[export] {config.num_classes}-way-trained LEO ({dim}-d, "
+      f"{config.inner_steps_test} latent + {config.finetune_steps_test} fine-tuning steps, "
+      f"l2_normalize={normalize}) -> {directory}")
+  return directory

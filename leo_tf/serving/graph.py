@@ -1,0 +1,143 @@
+"""The served computation: check a request, group its support set by label, adapt, classify.
+
+Everything here runs inside the exported graph. A request is one task of any N-way
+K-shot shape: support embeddings [N*K, d] with labels [N*K] in any order, and queries
+[M, d]. N is the largest label + 1; every class 0..N-1 needs the same number K of
+support examples (LEO's encoder and relation network average over a class's shots and
+its inner-loop step sizes are scaled by 1/K, so unequal K has no faithful meaning).
+Adaptation is the model's own evaluation mode (means, no dropout): ``LEO.adapt`` on a
+[1, N, K, d] task whose N and K come from the request.
+
+Bad requests fail with ``tf.debugging.Assert`` messages that say what is wrong; each
+stage of checks gates the next through control dependencies, so a later op (e.g.
+bincount of a negative label) never fails first with a less helpful message.
+"""
+
+from typing import Callable, Dict, Optional
+
+import tensorflow as tf
+
+# Norm floor of the embedding files' L2 normalisation (EmbeddingSet.l2_normalized).
+_NORM_FLOOR = 1e-12
+_SUMMARIZE = 64  # label counts shown in an error message
+
+
+def _require(condition, *parts):
+  """An assert op whose message is ``parts`` (strings and tensors) joined.
+
+  Keep tensors int32: with other dtypes tf.Assert wraps itself in a cond (slower).
+  """
+  return tf.debugging.Assert(condition, list(parts), summarize=_SUMMARIZE)
+
+
+def _gate(asserts, *tensors):
+  """``tensors`` that may only be computed after ``asserts`` passed."""
+  with tf.control_dependencies(asserts):
+    out = tuple(tf.identity(t) for t in tensors)
+  return out if len(out) > 1 else out[0]
+
+
+def l2_normalize(x: tf.Tensor) -> tf.Tensor:
+  """Rows divided by max(norm, 1e-12): what the data provider does to embedding files."""
+  return x / tf.maximum(tf.norm(x, axis=-1, keepdims=True), _NORM_FLOOR)
+
+
+def check_features(x: tf.Tensor, dim: int, name: str) -> tf.Tensor:
+  """``x`` [rows, dim] with a static feature size, after checking it at run time."""
+  ok = _require(tf.equal(tf.shape(x)[1], dim),
+                f"{name} must have {dim} features per example (the embedding size the "
+                "model was meta-trained on); got", tf.shape(x)[1])
+  return tf.ensure_shape(_gate([ok], x), [None, dim])
+
+
+def group_support(embeddings: tf.Tensor, labels: tf.Tensor, dim: int,
+                  num_classes: Optional[int] = None) -> tf.Tensor:
+  """Support rows [N*K, d] with labels in any order -> the task tensor [1, N, K, d].
+
+  ``num_classes`` fixes N (MAML has a per-class learned initialisation).
+  """
+  embeddings = check_features(embeddings, dim, "support_embeddings")
+  labels = tf.cast(labels, tf.int32)
+  size = tf.shape(labels)[0]
+  stage1 = [
+      _require(tf.equal(size, tf.shape(embeddings)[0]),
+               "support_labels must have one label per row of support_embeddings; got",
+               size, "labels for", tf.shape(embeddings)[0], "rows"),
+      _require(size > 0, "the support set is empty: send at least one labelled "
+               "example of every class"),
+  ]
+  labels = _gate(stage1, labels)
+  top = tf.reduce_max(labels)
+  stage2 = [
+      _require(tf.reduce_all(labels >= 0),
+               "support_labels must be class indices 0..N-1; got negative labels:",
+               tf.boolean_mask(labels, labels < 0)),
+      # Cheap guard before bincount: more classes than examples means missing classes.
+      _require(top < size, "support_labels must be 0..N-1 (N = largest label + 1) with "
+               "every class present, but the largest label is", top, "and there are only",
+               size, "support examples"),
+  ]
+  if num_classes is not None:
+    stage2.append(_require(tf.equal(top + 1, num_classes),
+                           f"this model serves {num_classes}-way tasks only (labels "
+                           f"0..{num_classes - 1}); the largest support label is", top))
+  labels = _gate(stage2, labels)
+  n = top + 1
+  counts = tf.math.bincount(labels, minlength=n, dtype=tf.int32)
+  stage3 = [
+      _require(n >= 2, "a task needs at least 2 classes; every support label is 0"),
+      _require(tf.reduce_all(counts > 0),
+               "every class 0..N-1 (N = largest support label + 1) needs a support "
+               "example; classes without one:",
+               tf.cast(tf.where(tf.equal(counts, 0))[:, 0], tf.int32)),
+  ]
+  counts = _gate(stage3, counts)
+  stage4 = [_require(tf.reduce_all(tf.equal(counts, counts[0])),
+                     "every class needs the same number of support examples (K); "
+                     "support examples per class 0..N-1:", counts)]
+  labels, embeddings = _gate(stage4, labels, embeddings)
+  order = tf.argsort(labels, stable=True)
+  return tf.reshape(tf.gather(embeddings, order), [1, n, counts[0], dim])
+
+
+def classify(model, support: tf.Tensor, query: tf.Tensor) -> Dict[str, tf.Tensor]:
+  """Evaluation-mode adaptation on support [1, N, K, d]; query [M, d] -> probabilities."""
+  weights = model.adapt(support, training=False)["weights"]            # [1, N, d]
+  logits = model.logits(query[None, None], weights, False, None)[0, 0]  # [M, N]
+  return dict(probabilities=tf.nn.softmax(logits),
+              labels=tf.argmax(logits, axis=-1, output_type=tf.int64))
+
+
+def embedding_endpoint(model, normalize: bool) -> Callable:
+  """The ``serving_default`` function on embeddings."""
+  dim = model.dim
+  num_classes = model.config.num_classes if model.config.initialisation == "maml" else None
+
+  def serve(support_embeddings, support_labels, query_embeddings):
+    support = support_embeddings
+    query = check_features(query_embeddings, dim, "query_embeddings")
+    if normalize:
+      support, query = l2_normalize(support), l2_normalize(query)
+    task = group_support(support, support_labels, dim, num_classes)
+    return classify(model, task, query)
+
+  return serve
+
+
+def image_endpoint(model, backbone, preprocess: Callable, normalize: bool) -> Callable:
+  """The same on raw images: one backbone pass over support and query images together."""
+  embed_fn = embedding_endpoint(model, normalize)
+
+  def serve_images(support_images, support_labels, query_images):
+    same = _require(tf.reduce_all(tf.equal(tf.shape(support_images)[1:],
+                                           tf.shape(query_images)[1:])),
+                    "support_images and query_images must have the same height, width "
+                    "and channels; got", tf.shape(support_images)[1:], "and",
+                    tf.shape(query_images)[1:])
+    support_images, query_images = _gate([same], support_images, query_images)
+    count = tf.shape(support_images)[0]
+    images = preprocess(tf.concat([support_images, query_images], axis=0))
+    features = backbone(images, training=False)
+    return embed_fn(features[:count], support_labels, features[count:])
+
+  return serve_images

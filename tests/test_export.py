@@ -1,0 +1,269 @@
+"""leo-export: a SavedModel that adapts inside the graph, checked on every load path.
+
+One module fixture meta-trains nothing: it builds the trainer's model, perturbs its
+weights (so adaptation is far from the initialisation), writes a checkpoint and config
+the way leo-train does, and runs the leo-export CLI with a small image backbone. Served
+answers are compared with the in-process model in evaluation mode.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import gin
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import synthetic_embeddings
+from leo_tf import gin_config
+from leo_tf.leo.config import LEOConfig
+from leo_tf.leo.trainer import MetaTrainer, TrainConfig
+from leo_tf.serving import export, warmup
+
+DIM = 16
+TESTS = os.path.dirname(os.path.abspath(__file__))
+BINDINGS = [
+    # Trained as 3-way 2-shot; served for any N and K.
+    "LEOConfig.num_classes = 3", "LEOConfig.num_shots = 2", "LEOConfig.latent_size = 8",
+    "LEOConfig.relation_hidden = [12]", "LEOConfig.inner_steps_test = 3",
+    "LEOConfig.finetune_steps_test = 2", "LEOConfig.finetune_lr_init = 0.3",
+    "LEOConfig.dropout_rate = 0.4",
+]
+
+
+def _run(args, **kwargs):
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+  return subprocess.run(args, capture_output=True, text=True, env=env, timeout=300,
+                        **kwargs)
+
+
+def _tiny_backbone(path):
+  images = keras.Input((8, 8, 1))
+  x = keras.layers.Conv2D(6, 3, activation="relu")(images)
+  x = keras.layers.BatchNormalization()(x)
+  x = keras.layers.GlobalAveragePooling2D()(x)
+  backbone = keras.Model(images, keras.layers.Dense(DIM)(x))
+  backbone.save(path)
+  return backbone
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+  root = tmp_path_factory.mktemp("export")
+  run_dir, base = str(root / "run"), str(root / "models")
+  gin_config.parse([], BINDINGS)
+  gin_config.save_config(run_dir)
+  config = LEOConfig()
+  gin.clear_config()
+  data = synthetic_embeddings(6, 20, dim=DIM)
+  trainer = MetaTrainer(config, TrainConfig(num_steps=1), data, None, run_dir,
+                        log=lambda _: None)
+  rng = np.random.default_rng(3)
+  for v in trainer.model.variables:
+    v.assign(v * rng.uniform(0.5, 1.5, size=v.shape).astype(np.float32))
+  trainer.best.save(checkpoint_number=1)
+  backbone = _tiny_backbone(str(root / "backbone.keras"))
+  result = _run([sys.executable, "-m", "leo_tf.cli.export", f"--checkpoint_dir={run_dir}",
+                 f"--export_base={base}", f"--backbone={root / 'backbone.keras'}"])
+  assert result.returncode == 0, result.stderr[-3000:]
+  return dict(dir=os.path.join(base, "1"), base=base, model=trainer.model,
+              backbone=backbone, root=root, run_dir=run_dir)
+
+
+@pytest.fixture(scope="module")
+def loaded(exported):
+  return tf.saved_model.load(exported["dir"])
+
+
+def _request(n, k, m, seed=0, scale=1.0):
+  """Shuffled support rows with labels, queries, and the grouped [1, N, K, d] task."""
+  rng = np.random.default_rng(seed)
+  task = rng.normal(size=(1, n, k, DIM)).astype(np.float32) * scale
+  queries = rng.normal(size=(m, DIM)).astype(np.float32) * scale
+  order = rng.permutation(n * k)
+  rows = task[0].reshape(n * k, DIM)[order]
+  labels = np.repeat(np.arange(n), k)[order].astype(np.int64)
+  return dict(support_embeddings=rows, support_labels=labels, query_embeddings=queries), task
+
+
+def _normalize(x):
+  return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def _expected(model, task, queries):
+  """The in-process model in evaluation mode on the normalised task."""
+  out = model(dict(support=tf.constant(_normalize(task)),
+                   query=tf.constant(_normalize(queries))[None, None]), training=False)
+  return tf.nn.softmax(out["logits"][0, 0]).numpy()
+
+
+CASES = [(5, 1, 75), (2, 3, 4), (3, 2, 1)]
+
+
+def test_layout_versions_and_metadata(exported):
+  d = exported["dir"]
+  assert os.path.isfile(os.path.join(d, "saved_model.pb"))
+  extra = os.path.join(d, export.ASSETS_EXTRA)
+  assert sorted(os.listdir(extra)) == sorted(
+      ["config.gin", export.METADATA_FILE, warmup.WARMUP_FILE])
+  with open(os.path.join(extra, export.METADATA_FILE)) as f:
+    meta = json.load(f)
+  assert meta["dim"] == DIM and meta["l2_normalize"] is True and meta["version"] == 1
+  assert meta["signatures"] == [export.SERVING_DEFAULT, export.IMAGES_SIGNATURE]
+  assert meta["leo_config"]["inner_steps_test"] == 3
+  assert meta["checkpoint"].endswith("ckpt-1")
+  assert os.listdir(exported["base"]) == ["1"]  # no temporary directory left behind
+  assert export.next_version(exported["base"]) == 2
+  with pytest.raises(export.ExportError, match="already exists"):
+    export.write_export(exported["model"], d, True)
+
+
+def test_tf2_load_matches_model_for_any_n_and_k(exported, loaded):
+  """Trained 3-way 2-shot; requests of other N, K, M in shuffled label order."""
+  serve = loaded.signatures["serving_default"]
+  for i, (n, k, m) in enumerate(CASES):
+    request, task = _request(n, k, m, seed=i, scale=1.0 + i)  # unnormalised on purpose
+    out = serve(**{key: tf.constant(v) for key, v in request.items()})
+    expected = _expected(exported["model"], task, request["query_embeddings"])
+    assert out["probabilities"].shape == (m, n)
+    np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=2e-6)
+    np.testing.assert_array_equal(out["labels"].numpy(), expected.argmax(-1))
+
+
+def test_adaptation_changes_the_answer(loaded):
+  """Same queries, support labels swapped between two classes -> probabilities swap."""
+  serve = loaded.signatures["serving_default"]
+  request, _ = _request(3, 2, 6, seed=7)
+  a = serve(**{key: tf.constant(v) for key, v in request.items()})["probabilities"].numpy()
+  swapped = dict(request, support_labels=np.array([[1, 0, 2][l] for l in
+                                                   request["support_labels"]]))
+  b = serve(**{key: tf.constant(v) for key, v in swapped.items()})["probabilities"].numpy()
+  np.testing.assert_allclose(b, a[:, [1, 0, 2]], atol=2e-6)
+  assert np.abs(a[:, 0] - a[:, 1]).max() > 1e-3
+
+
+def test_image_signature_runs_the_backbone_first(exported, loaded):
+  from leo_tf.backbone import inputs
+  serve = loaded.signatures["classify_images"]
+  rng = np.random.default_rng(5)
+  support = rng.integers(0, 256, size=(4, 2, 8, 8, 1), dtype=np.uint8)
+  query = rng.integers(0, 256, size=(3, 8, 8, 1), dtype=np.uint8)
+  order = rng.permutation(8)
+  labels = np.repeat(np.arange(4), 2)[order]
+  out = serve(support_images=tf.constant(support.reshape(8, 8, 8, 1)[order]),
+              support_labels=tf.constant(labels, tf.int64),
+              query_images=tf.constant(query))
+  embed = lambda x: exported["backbone"](inputs.preprocess(tf.constant(x)),
+                                         training=False).numpy()
+  task = embed(support.reshape(8, 8, 8, 1)).reshape(1, 4, 2, DIM)
+  expected = _expected(exported["model"], task, embed(query))
+  np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=2e-6)
+
+
+BAD = {
+    "lengths": (dict(support_labels=[0, 1, 2]), "one label per row"),
+    "negative": (dict(support_labels=[0, 1, -1, 2]), "negative labels"),
+    "too_large": (dict(support_labels=[0, 1, 9, 2]), "largest label is.*9"),
+    "missing_class": (dict(support_labels=[0, 0, 2, 2]), r"classes without one:\] \[1\]"),
+    "unequal_k": (dict(support_labels=[0, 0, 1, 2]), r"same number .*\[2 1 1\]"),
+    "one_class": (dict(support_labels=[0, 0, 0, 0]), "at least 2 classes"),
+    "empty": (dict(support_embeddings=np.zeros((0, DIM), np.float32),
+                   support_labels=np.zeros((0,), np.int64)), "support set is empty"),
+}
+
+
+def _bad_request(change):
+  request = dict(support_embeddings=np.ones((4, DIM), np.float32),
+                 support_labels=[0, 1, 0, 1], query_embeddings=np.ones((2, DIM), np.float32))
+  request.update(change)
+  request["support_labels"] = np.asarray(request["support_labels"], np.int64)
+  return request
+
+
+def test_bad_requests_fail_with_clear_messages(loaded):
+  serve = loaded.signatures["serving_default"]
+  for name, (change, message) in BAD.items():
+    request = _bad_request(change)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+      serve(**{key: tf.constant(v) for key, v in request.items()})
+  # The restored signature does not check shapes itself: the graph does.
+  for name in ("support_embeddings", "query_embeddings"):
+    wrong = dict(_bad_request({}), **{name: np.ones((4, DIM + 1), np.float32)})
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=rf"{name} must have {DIM} features .* got\] \[{DIM + 1}\]"):
+      serve(**{key: tf.constant(v) for key, v in wrong.items()})
+
+
+def test_fresh_process_without_leo_tf_and_session_path(exported, tmp_path):
+  """tf.saved_model.load and the TF1 Session loader (TF Serving's path), no leo_tf."""
+  requests, expected = {}, {}
+  for i, (n, k, m) in enumerate(CASES):
+    request, task = _request(n, k, m, seed=10 + i)
+    requests.update({f"ok{i}/{key}": v for key, v in request.items()})
+    requests[f"ok{i}/_signature"] = np.array("serving_default")
+    expected[f"ok{i}"] = _expected(exported["model"], task, request["query_embeddings"])
+  for name in ("missing_class", "unequal_k"):
+    change, _ = BAD[name]
+    requests.update({f"{name}/{key}": v for key, v in _bad_request(change).items()})
+    requests[f"{name}/_signature"] = np.array("serving_default")
+  np.savez(tmp_path / "requests.npz", **requests)
+  result = _run([sys.executable, os.path.join(TESTS, "_serving_client.py"), exported["dir"],
+                 str(tmp_path / "requests.npz"), str(tmp_path / "out.npz")],
+                cwd=str(tmp_path))
+  assert result.returncode == 0, result.stderr[-3000:]
+  out = np.load(tmp_path / "out.npz")
+  assert not out["leo_tf_imported"]
+  for name, probabilities in expected.items():
+    for path in ("tf2", "session"):
+      np.testing.assert_allclose(out[f"{name}/{path}/probabilities"], probabilities,
+                                 atol=2e-6, err_msg=f"{name} on the {path} path")
+      np.testing.assert_array_equal(out[f"{name}/{path}/labels"], probabilities.argmax(-1))
+  for name in ("missing_class", "unequal_k"):
+    assert re.search(BAD[name][1], str(out[f"{name}/session/error"]))
+
+
+def test_saved_model_cli_run(exported, tmp_path):
+  request, task = _request(5, 1, 75, seed=20)
+  np.savez(tmp_path / "req.npz", **request)
+  inputs = ";".join(f"{k}={tmp_path / 'req.npz'}[{k}]" for k in request)
+  result = _run(["saved_model_cli", "run", "--dir", exported["dir"], "--tag_set", "serve",
+                 "--signature_def", "serving_default", "--inputs", inputs,
+                 "--outdir", str(tmp_path / "out")])
+  assert result.returncode == 0, result.stderr[-3000:]
+  expected = _expected(exported["model"], task, request["query_embeddings"])
+  np.testing.assert_allclose(np.load(tmp_path / "out" / "probabilities.npy"), expected,
+                             atol=2e-6)
+
+
+def test_warmup_requests_replay(exported, loaded):
+  records = warmup.read(os.path.join(exported["dir"], export.ASSETS_EXTRA,
+                                     warmup.WARMUP_FILE))
+  assert [name for name, _ in records] == ["serving_default"] * 2 + ["classify_images"]
+  for name, inputs in records:
+    out = loaded.signatures[name](**{k: tf.constant(v) for k, v in inputs.items()})
+    assert out["probabilities"].shape[1] == 5
+  try:
+    from tensorflow_serving.apis import prediction_log_pb2  # optional, not a dependency
+  except ImportError:
+    return
+  path = os.path.join(exported["dir"], export.ASSETS_EXTRA, warmup.WARMUP_FILE)
+  for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+    log = prediction_log_pb2.PredictionLog.FromString(record)
+    assert set(log.predict_log.request.inputs) >= {"support_labels"}
+
+
+def test_bad_arguments(exported, tmp_path):
+  result = _run([sys.executable, "-m", "leo_tf.cli.export", "--export_base=x"])
+  assert result.returncode == 2 and "--checkpoint_dir is required" in result.stderr
+  try:
+    with pytest.raises(FileNotFoundError, match="no checkpoint in .*latest"):
+      export.export_checkpoint(exported["run_dir"], str(tmp_path), which="latest")
+    with pytest.raises(export.ExportError, match="positive integer"):
+      export.export_checkpoint(exported["run_dir"], str(tmp_path), version=0)
+  finally:
+    gin.clear_config()
+  assert os.listdir(tmp_path) == []
