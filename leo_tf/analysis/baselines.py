@@ -36,10 +36,12 @@ def _flatten_support(support: tf.Tensor):
   return x, y
 
 
+@tf.function(reduce_retracing=True)  # the solver loop is far too slow run eagerly
 def fit_logistic_regression(support: tf.Tensor, c: float = 1.0,
                             steps: int = 300) -> tf.Tensor:
   """Weights [B, N, d+1] (last column the bias) of per-episode multinomial LR."""
   x, y = _flatten_support(tf.convert_to_tensor(support, tf.float32))
+  c = tf.cast(c, tf.float32)
   n_examples = tf.cast(tf.shape(x)[1], tf.float32)
   l2 = 1.0 / (c * n_examples)
   penalised = tf.concat([tf.ones([tf.shape(x)[2] - 1]), [0.0]], axis=0)  # not the bias

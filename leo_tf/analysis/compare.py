@@ -177,15 +177,11 @@ def ncm_predict(temperature: float) -> Predict:
   return predict
 
 
-# One traced solver for every C (a tensor argument), per number of steps.
-_logreg_logits = tf.function(baselines.logistic_regression_logits)
-
-
 def logreg_predict(c: float, steps: int) -> Predict:
   def predict(batch, index):
     del index
-    return _logreg_logits(batch["support"], batch["query"], tf.constant(c, tf.float32),
-                          steps)
+    return baselines.logistic_regression_logits(batch["support"], batch["query"],
+                                                tf.constant(c, tf.float32), steps)
   return predict
 
 

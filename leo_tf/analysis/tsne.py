@@ -50,13 +50,13 @@ def collect_latents(model, sampler: EpisodeSampler, num_tasks: int, batch_size: 
 
 
 def embed_tsne(codes: LatentCodes, perplexity: float = 30.0, seed: int = 0,
-               verbose: int = 1) -> np.ndarray:
+               verbose: int = 1, max_iter: int = 1000) -> np.ndarray:
   """2-D t-SNE of [initial; final] codes jointly: [2 * T*N, 2]."""
   from sklearn.manifold import TSNE  # pylint: disable=g-import-not-at-top
   points = np.concatenate([codes.initial, codes.final]).astype(np.float64)
   perplexity = min(perplexity, (points.shape[0] - 1) / 3.0)  # sklearn needs < n
   tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
-              verbose=verbose)
+              verbose=verbose, max_iter=max_iter)
   return tsne.fit_transform(points)
 
 

@@ -1,0 +1,261 @@
+"""Baselines, confidence intervals, ensembles, the comparison table and the t-SNE figure."""
+
+import csv
+import math
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import synthetic_embeddings
+from leo_tf import gin_config
+from leo_tf.analysis import baselines, compare, ensemble, tsne
+from leo_tf.data.embeddings import embeddings_path, save_embeddings
+from leo_tf.data.episodes import EpisodeSampler
+from leo_tf.leo.config import LEOConfig
+from leo_tf.leo.evaluation import EvalResult, evaluate
+from leo_tf.leo.model import SeedStream, build_leo
+
+# ------------------------------------------------------------------ metrics by hand
+
+
+def test_ci95_by_hand():
+  result = EvalResult(np.array([0.0, 1.0, 0.0, 1.0]))
+  # sample std (ddof 1) of 0,1,0,1 = sqrt(1/3); half-width 1.96 * std / sqrt(4).
+  assert result.mean == 0.5
+  assert result.ci95 == pytest.approx(1.96 * math.sqrt(1 / 3) / 2)
+
+
+def test_paired_difference_uses_per_episode_differences():
+  a = EvalResult(np.array([0.8, 0.6, 0.9]))
+  b = EvalResult(np.array([0.7, 0.5, 0.8]))
+  mean, ci = compare.paired_difference(a, b)
+  assert mean == pytest.approx(0.1)
+  assert ci == pytest.approx(0.0, abs=1e-12)  # a constant gap is certain, however noisy a is
+
+
+def test_ncm_logits_on_a_constructed_episode():
+  # 2-way 2-shot in 2-d: class means (1, 0) and (0, 3).
+  support = tf.constant([[[[0.0, 0.0], [2.0, 0.0]], [[0.0, 2.0], [0.0, 4.0]]]])
+  # Query (1, 1): squared distances 1 and 5. Query (0.2, 1.6) is nearer the
+  # shot (0, 2) of class 1 but nearer the MEAN of class 0 (0.64+2.56=3.2 vs 0.04+1.96=2.0).
+  query = tf.constant([[[[1.0, 1.0]], [[0.2, 1.6]]]])
+  logits = baselines.ncm_logits(support, query, temperature=0.5).numpy()
+  np.testing.assert_allclose(logits[0, 0, 0], [-1 / 0.5, -5 / 0.5], rtol=1e-6)
+  np.testing.assert_allclose(logits[0, 1, 0], [-(0.64 + 2.56) / 0.5, -(0.04 + 1.96) / 0.5],
+                             rtol=1e-5)
+  mask = np.ones((1, 2, 1))
+  assert compare.episode_accuracy(logits, mask)[0] == 1.0
+
+
+def _separable_episode():
+  rng = np.random.default_rng(3)
+  centers = np.eye(3, 4) * 3.0
+  support = centers[:, None, :] + 0.3 * rng.normal(size=(3, 2, 4))     # [N, K, d]
+  query = centers[:, None, :] + 0.3 * rng.normal(size=(3, 5, 4))
+  return support.astype(np.float32)[None], query.astype(np.float32)[None]
+
+
+def test_logistic_regression_separable_episode_matches_sklearn():
+  from sklearn.linear_model import LogisticRegression
+  support, query = _separable_episode()
+  logits = baselines.logistic_regression_logits(support, query, c=1.0, steps=500).numpy()
+  assert compare.episode_accuracy(logits, np.ones((1, 3, 5)))[0] == 1.0
+  x = support[0].reshape(-1, 4)
+  y = np.repeat(np.arange(3), 2)
+  reference = LogisticRegression(C=1.0, tol=1e-10, max_iter=10000).fit(x, y)
+  expected = reference.predict_proba(query[0].reshape(-1, 4)).reshape(3, 5, 3)
+  np.testing.assert_allclose(compare.softmax(logits)[0], expected, atol=2e-4)
+
+
+def test_logistic_regression_is_batched_per_episode():
+  support, query = _separable_episode()
+  swapped = support[:, ::-1]  # the same points with class labels reversed
+  both = baselines.logistic_regression_logits(
+      np.concatenate([support, swapped]), np.concatenate([query, query]), 1.0, 300).numpy()
+  one = baselines.logistic_regression_logits(swapped, query, 1.0, 300).numpy()
+  np.testing.assert_allclose(both[1], one[0], rtol=1e-4, atol=1e-5)
+  # Reversed labels: classes 0 and 2 swap, class 1 (a third of the queries) keeps its own.
+  np.testing.assert_allclose(compare.episode_accuracy(both, np.ones((2, 3, 5))), [1.0, 1 / 3])
+
+
+def test_fit_temperature_recovers_the_calibrated_scale():
+  # 2 classes, every query has margin ln 3 for class 0; 3 of 4 are right. The NLL-optimal
+  # probability of the predicted class is 3/4 = sigmoid(ln 3 / T), i.e. T = 1.
+  logits = np.zeros((1, 2, 2, 2))
+  logits[..., 0] = math.log(3.0)
+  mask = np.array([[[1.0, 1.0], [1.0, 1.0]]])
+  logits[0, 1, 1] = [0.0, math.log(3.0)]  # class 1 query: right
+  logits[0, 1, 0] = [math.log(3.0), 0.0]  # class 1 query: wrong
+  # queries of class 0 (both right) and class 1 (one right, one wrong): 3 of 4 right.
+  assert baselines.fit_temperature([logits], [mask]) == pytest.approx(1.0)
+
+
+# ------------------------------------------------------------------ ensembles
+
+
+def _tiny_model(stochastic=True, initialisation="encoder"):
+  config = LEOConfig(num_classes=3, num_shots=2, latent_size=4, relation_hidden=(6,),
+                     inner_steps_test=2, finetune_steps_test=1, stochastic=stochastic,
+                     initialisation=initialisation, dropout_rate=0.0)
+  return build_leo(config, dim=8)
+
+
+def _episode(b=2, n=3, k=2, q=4, d=8, seed=0):
+  rng = np.random.default_rng(seed)
+  return (tf.constant(rng.normal(size=(b, n, k, d)), tf.float32),
+          tf.constant(rng.normal(size=(b, n, q, d)), tf.float32))
+
+
+def test_ensemble_equals_the_mean_of_separately_adapted_samples():
+  model = _tiny_model()
+  support, query = _episode()
+  seed = tf.constant([1, 2], tf.int64)
+  got = tf.exp(ensemble.ensemble_logits(model, support, query, 3, seed)).numpy()
+  latents = ensemble.sample_initial_latents(model, support, 3, seed)    # [S, B, N, z]
+  probs = []
+  for s in range(3):  # adapt each sample on its own, as a plain evaluation pass would
+    _, w = model.adapt_latents(support, latents[s][:, :, None], False, SeedStream(None))
+    w = model.finetune(support, w, False, SeedStream(None))
+    probs.append(tf.nn.softmax(model.logits(query, w, False, None)).numpy())
+  np.testing.assert_allclose(got, np.mean(probs, axis=0), rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(got.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_ensemble_with_a_collapsed_posterior_is_the_mean_prediction():
+  model = _tiny_model()
+  support, query = _episode()
+  kernel = model.encoder.relation.kernels[-1] if hasattr(model.encoder, "relation") else None
+  del kernel
+  # Push u = -inf-ish: stddev = exp(u) - 1 + offset floors at 1e-10 with offset 0.
+  samples = ensemble.sample_initial_latents(model, support, 4, tf.constant([0, 1], tf.int64))
+  mean = model.adapt(support, training=False)["initial_latents"][:, :, 0]
+  spread = float(tf.reduce_max(tf.abs(samples - mean[None])))
+  plain = tf.nn.softmax(model(dict(support=support, query=query))["logits"]).numpy()
+  got = tf.exp(ensemble.ensemble_logits(model, support, query, 4,
+                                        tf.constant([0, 1], tf.int64))).numpy()
+  if spread < 1e-6:  # the untrained encoder already has (near) zero stddev
+    np.testing.assert_allclose(got, plain, rtol=1e-4, atol=1e-6)
+  else:
+    assert not np.allclose(got, plain, atol=1e-6)
+
+
+def test_ensemble_falls_back_without_a_latent_distribution():
+  for model in (_tiny_model(stochastic=False), _tiny_model(initialisation="maml")):
+    support, query = _episode()
+    assert not ensemble.can_ensemble(model)
+    np.testing.assert_allclose(
+        ensemble.ensemble_logits(model, support, query, 5, tf.constant([0, 1], tf.int64)),
+        model(dict(support=support, query=query))["logits"], rtol=1e-6)
+
+
+def test_random_prior_ensemble_samples_standard_normal_codes():
+  model = _tiny_model(initialisation="random_prior")
+  support, _ = _episode(b=50)
+  z = ensemble.sample_initial_latents(model, support, 20, tf.constant([3, 4], tf.int64))
+  assert z.shape == (20, 50, 3, 4)
+  assert abs(float(tf.reduce_mean(z))) < 0.05
+  assert float(tf.math.reduce_std(z)) == pytest.approx(1.0, abs=0.05)
+
+
+# ------------------------------------------------------------------ a tiny trained run
+
+
+def test_ablation_dirs_given_missing_and_unknown():
+  from leo_tf.leo.config import ConfigError
+  logs = []
+  cfg = compare.CompareConfig(ablations=("deterministic", "maml"), ablation_train_steps=0)
+  dirs = compare.resolve_ablation_dirs("base", cfg, {"maml": "runs/maml"}, "out", [], [],
+                                       logs.append)
+  assert dirs == {"maml": "runs/maml"}
+  assert len(logs) == 1 and "LEO (deterministic) left out" in logs[0]
+  with pytest.raises(ConfigError, match="unknown ablation"):
+    compare.resolve_ablation_dirs("base", cfg, {"mamll": "x"}, "out", [], [], logs.append)
+  with pytest.raises(ConfigError, match="unknown methods"):
+    compare.CompareConfig(baselines=("knn",))
+
+
+BASE_BINDINGS = [
+    "EmbeddingSource.dataset = 'synth'",
+    "LEOConfig.num_classes = 3", "LEOConfig.num_shots = 1", "LEOConfig.latent_size = 4",
+    "LEOConfig.relation_hidden = [8]", "LEOConfig.inner_steps_train = 2",
+    "LEOConfig.inner_steps_test = 2", "LEOConfig.finetune_steps_train = 1",
+    "LEOConfig.finetune_steps_test = 1", "TrainConfig.outer_lr = 0.01",
+    "TrainConfig.meta_batch_size = 4", "TrainConfig.num_queries = 3",
+    "TrainConfig.num_steps = 24", "TrainConfig.validate_every = 24",
+    "TrainConfig.num_val_episodes = 20", "TrainConfig.val_batch_size = 20",
+    "TrainConfig.val_num_queries = 5", "TrainConfig.log_every = 24",
+    "EvalConfig.num_episodes = 30", "EvalConfig.num_queries = 5", "EvalConfig.batch_size = 20",
+]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+  from leo_tf.leo.experiment import run_experiment
+  tmp = tmp_path_factory.mktemp("analysis")
+  root = str(tmp / "embeddings")
+  for i, split in enumerate(("train", "val", "test")):
+    s = synthetic_embeddings(10, 12, dim=16, seed=10 + i, prefix=f"{split}x")
+    save_embeddings(embeddings_path(root, "synth", "center", split), s.embeddings,
+                    s.class_ids, s.keys)
+  gin_config.parse([], BASE_BINDINGS + [f"EmbeddingSource.root = {root!r}"])
+  run_dir = str(tmp / "base")
+  run_experiment(output_dir=run_dir, evaluate_test=False, log=lambda _: None)
+  return run_dir, root
+
+
+def test_compare_table_on_a_tiny_trained_model(trained_run, tmp_path):
+  run_dir, root = trained_run
+  logs = []
+  result = compare.run_comparison(
+      run_dir, str(tmp_path / "cmp"), bindings=[
+          "CompareConfig.ablations = ['maml']", "CompareConfig.ablation_train_steps = 8",
+          "CompareConfig.ensemble_samples = 3", "CompareConfig.fit_episodes = 20",
+          "CompareConfig.logreg_c_grid = [1.0, 10.0]"],
+      log=logs.append, progress=False)
+  names = [r["method"] for r in result.rows]
+  assert names == ["LEO", "LEO, ensemble of 3", "MAML (same features)",
+                   "Nearest class mean", "Logistic regression"]
+  # The LEO row is the standard evaluation of the checkpoint on the same episodes.
+  from leo_tf.data.source import EmbeddingSource
+  from leo_tf.leo.trainer import load_model
+  gin_config.parse_saved(run_dir)
+  config, test = LEOConfig(), EmbeddingSource().load("test")
+  reference = evaluate(load_model(run_dir, config, 16, "best"),
+                       EpisodeSampler(test, 3, 1, 5), 30, 20, seed=20260)
+  np.testing.assert_allclose(result.results[0].accuracy.accuracies, reference.accuracies)
+  for r, row in zip(result.results, result.rows):
+    assert r.accuracy.accuracies.shape == (30,)
+    assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["ece"] <= 1.0 and row["nll"] > 0
+    if row["method"] != "LEO":  # paired difference on identical episodes
+      assert row["delta_vs_leo"] == pytest.approx(
+          row["accuracy"] - result.rows[0]["accuracy"], abs=1e-6)
+  assert os.path.isdir(tmp_path / "cmp" / "ablations" / "maml" / "best")
+  assert any("temperature" in line for line in logs)
+  with open(result.paths["csv"]) as f:
+    table = list(csv.DictReader(f))
+  assert [t["method"] for t in table] == names
+  assert float(table[3]["accuracy"]) == pytest.approx(result.rows[3]["accuracy"])
+  with open(result.paths["markdown"]) as f:
+    assert "| Nearest class mean |" in f.read()
+  assert os.path.getsize(result.paths["reliability"]) > 5000
+
+
+def test_latent_tsne_png(trained_run, tmp_path):
+  run_dir, _ = trained_run
+  from leo_tf.data.source import EmbeddingSource
+  from leo_tf.leo.trainer import load_model
+  gin_config.parse_saved(run_dir)
+  config, val = LEOConfig(), EmbeddingSource().load("val")
+  model = load_model(run_dir, config, 16, "best")
+  codes = tsne.collect_latents(model, EpisodeSampler(val, 3, 1, 1), 12, 6, seed=0,
+                               progress=False)
+  assert codes.initial.shape == (36, 4) and codes.final.shape == (36, 4)
+  assert codes.classes.shape == (36,) and codes.classes.max() < 10
+  assert not np.allclose(codes.initial, codes.final)  # adaptation moved the codes
+  points = tsne.embed_tsne(codes, perplexity=5, verbose=0, max_iter=250)
+  assert points.shape == (72, 2)
+  path = tsne.plot_latent_tsne(points, codes, str(tmp_path / "tsne.png"),
+                               class_names=val.class_names)
+  assert os.path.getsize(path) > 5000
