@@ -95,6 +95,10 @@ def parse(gin_files: Sequence[str] = (), bindings: Sequence[str] = (),
   if GIN_DIR not in prefixes:
     prefixes.insert(0, GIN_DIR)
   files = [resolve_gin_file(f) for f in gin_files]
+  # An include resolves next to the including file too (not only against the cwd).
+  for directory in dict.fromkeys(os.path.dirname(f) for f in files):
+    if directory not in prefixes:
+      prefixes.append(directory)
   for path in files:
     try:
       gin.parse_config_file(path)

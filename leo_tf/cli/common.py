@@ -1,6 +1,7 @@
 """Flags and error handling shared by the leo-* entry points (the only place with flags)."""
 
 import os
+import re
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
@@ -62,8 +63,20 @@ def describe_bad_binding(error: Exception) -> str:
           "(check the types of its gin bindings)")
 
 
+def wrapped_user_error(error: Exception):
+  """The message of a user error raised inside a tf.data/py_function op, else None.
+
+  TF re-raises those as InvalidArgumentError etc. with the original
+  ``ImageDecodeError: cannot decode image file ...`` inside a long message.
+  """
+  names = "|".join(cls.__name__ for cls in user_errors())
+  match = re.search(rf"\b({names}): (.+)", str(error))
+  return match.group(2).strip() if match else None
+
+
 def run_guarded(fn):
   """Runs ``fn()``; user errors and bad bindings exit with one `error:` line, code 2."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
   try:
     return fn()
   except user_errors() as e:
@@ -72,3 +85,8 @@ def run_guarded(fn):
     if not bad_binding(e):
       raise
     fail(describe_bad_binding(e))
+  except tf.errors.OpError as e:
+    message = wrapped_user_error(e)
+    if message is None:
+      raise
+    fail(message)
