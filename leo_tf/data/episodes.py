@@ -53,22 +53,43 @@ class EpisodeSampler:
     order = np.argsort(data.class_ids, kind="stable")
     counts = data.class_counts()
     # Only classes that can fill an episode take part (require_examples checked all do).
-    self._embeddings = tf.constant(data.embeddings[order])
+    self._sorted = data.embeddings[order]
+    self._embeddings = tf.constant(self._sorted)
+    self._class_table = None
     self._offsets = tf.constant(np.concatenate([[0], np.cumsum(counts)[:-1]]), tf.int32)
     self._counts = tf.constant(counts, tf.int32)
     self._num_dataset_classes = int(counts.size)
     self._max_count = int(counts.max())
+    self.all_queries = num_queries is None
     self.num_queries = (num_queries if num_queries is not None
                         else self._max_count - num_shots)
+
+  @property
+  def class_counts(self) -> tf.Tensor:
+    """Examples per dataset class [C] (class ids as in ``classes``)."""
+    return self._counts
+
+  @property
+  def class_table(self) -> tf.Tensor:
+    """Every class's examples [C, max count, d], zero-padded, in sampling order."""
+    if self._class_table is None:
+      counts = self._counts.numpy()
+      table = np.zeros((counts.size, self._max_count, self.dim), np.float32)
+      start = 0
+      for c, count in enumerate(counts):
+        table[c, :count] = self._sorted[start:start + count]
+        start += count
+      self._class_table = tf.constant(table)
+    return self._class_table
 
   @property
   def episode_shapes(self):
     return dict(support=(self.num_classes, self.num_shots, self.dim),
                 query=(self.num_classes, self.num_queries, self.dim))
 
-  def sample(self, batch_size: int, seed) -> Episode:
-    """One meta-batch of ``batch_size`` episodes, a pure function of ``seed``."""
-    n, k, q = self.num_classes, self.num_shots, self.num_queries
+  def _episode_keys(self, batch_size: int, seed):
+    """Classes [B, N] of each task and random sort keys of their examples [B, N, max]."""
+    n = self.num_classes
     class_seed, example_seed = tf.unstack(
         tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2))
     # N distinct classes per task: the top-N of random keys is a uniform random subset.
@@ -79,7 +100,12 @@ class EpisodeSampler:
     # Random order of each class's examples; padding positions get key -1 so they sort last.
     keys = tf.random.stateless_uniform([batch_size, n, self._max_count], example_seed)
     valid = tf.range(self._max_count)[None, None, :] < counts[..., None]
-    keys = tf.where(valid, keys, -1.0)
+    return classes, tf.where(valid, keys, -1.0)
+
+  def sample(self, batch_size: int, seed) -> Episode:
+    """One meta-batch of ``batch_size`` episodes, a pure function of ``seed``."""
+    k, q = self.num_shots, self.num_queries
+    classes, keys = self._episode_keys(batch_size, seed)
     top = tf.math.top_k(keys, k + q)
     positions, in_class = top.indices, top.values >= 0.0                  # [B, N, K+Q]
     positions = tf.where(in_class, positions, 0)
@@ -88,12 +114,33 @@ class EpisodeSampler:
     return dict(support=examples[:, :, :k], query=examples[:, :, k:],
                 query_mask=tf.cast(in_class[:, :, k:], tf.float32), classes=classes)
 
+  def sample_support(self, batch_size: int, seed) -> Episode:
+    """The episodes of ``sample(batch_size, seed)`` without their query tensors.
+
+    Returns support [B, N, K, d], classes [B, N] and shots [B, N, K] (the shots'
+    positions in ``class_table``); the queries are every other example of the class.
+    The top-K of the keys are the first K of their top-(K+Q): the same shots.
+    """
+    classes, keys = self._episode_keys(batch_size, seed)
+    shots = tf.math.top_k(keys, self.num_shots).indices                   # [B, N, K]
+    index = tf.gather(self._offsets, classes)[..., None] + shots
+    return dict(support=tf.gather(self._embeddings, index), classes=classes, shots=shots)
+
   def dataset(self, batch_size: int, seed: int, start: int = 0,
               count: Optional[int] = None) -> tf.data.Dataset:
     """Meta-batch ``i`` (for i = start, start+1, ...) is ``sample(B, fold_seed(seed, i))``."""
+    return self._stream(self.sample, batch_size, seed, start, count)
+
+  def support_dataset(self, batch_size: int, seed: int, start: int = 0,
+                      count: Optional[int] = None) -> tf.data.Dataset:
+    """``dataset`` of ``sample_support`` batches: the same episodes, no query copies."""
+    return self._stream(self.sample_support, batch_size, seed, start, count)
+
+  @staticmethod
+  def _stream(sample_fn, batch_size, seed, start, count):
     indices = tf.data.Dataset.counter(start, dtype=tf.int64)
     if count is not None:
       indices = indices.take(count)
-    return indices.map(lambda i: self.sample(batch_size, fold_seed(seed, i)),
+    return indices.map(lambda i: sample_fn(batch_size, fold_seed(seed, i)),
                        num_parallel_calls=tf.data.AUTOTUNE,
                        deterministic=True).prefetch(tf.data.AUTOTUNE)

@@ -45,11 +45,15 @@ class EvalResult:
 
 def episode_accuracies(predict: Callable, sampler: EpisodeSampler, num_episodes: int,
                        batch_size: int, seed: int, log: Optional[Callable] = None,
-                       label: str = "eval") -> np.ndarray:
-  """Runs ``predict(batch) -> per-task accuracy [B]`` over a seeded stream of episodes."""
+                       label: str = "eval", support_only: bool = False) -> np.ndarray:
+  """Runs ``predict(batch) -> per-task accuracy [B]`` over a seeded stream of episodes.
+
+  ``support_only`` streams ``sampler.support_dataset`` (the same episodes, no queries).
+  """
   batches = math.ceil(num_episodes / batch_size)
+  stream = sampler.support_dataset if support_only else sampler.dataset
   accuracies, start, last_log = [], time.time(), time.time()
-  for i, batch in enumerate(sampler.dataset(batch_size, seed, count=batches)):
+  for i, batch in enumerate(stream(batch_size, seed, count=batches)):
     accuracies.append(predict(batch).numpy())
     if log and time.time() - last_log > 10:
       done = (i + 1) * batch_size
@@ -59,13 +63,83 @@ def episode_accuracies(predict: Callable, sampler: EpisodeSampler, num_episodes:
   return np.concatenate(accuracies)[:num_episodes]
 
 
-def evaluate(model, sampler: EpisodeSampler, num_episodes: int, batch_size: int,
-             seed: int, log: Optional[Callable] = None, label: str = "eval") -> EvalResult:
-  """Evaluation mode (means, no dropout, zero KL) accuracy of ``model``."""
+def class_block_accuracy(weights: tf.Tensor, classes: tf.Tensor, shots: tf.Tensor,
+                         table: tf.Tensor, counts: tf.Tensor) -> tf.Tensor:
+  """Per-task accuracy [B] on every non-shot example of each episode class.
+
+  Instead of gathering [B, N, Q, d] query copies (the memory traffic that dominated
+  evaluation), the (task, class) pairs of the batch are grouped by dataset class: pair
+  g of class c gets slot (c, g), and one batched product of each class's examples
+  ``table[c]`` [P, d] with the weights of all its pairs [G * N, d] gives every query's
+  logits. Shots and padding are masked out, so the counts are those of the simple path.
+
+  weights [B, N, d]; classes [B, N] dataset class ids; shots [B, N, K] positions in
+  ``table`` [C, P, d]; counts [C] examples per class.
+  """
+  b, n, k = tf.shape(shots)[0], tf.shape(shots)[1], tf.shape(shots)[2]
+  c, p, d = tf.shape(table)[0], tf.shape(table)[1], tf.shape(table)[2]
+  flat = tf.reshape(classes, [-1])                                        # [B*N]
+  onehot = tf.one_hot(flat, c, dtype=tf.int32)
+  rank = tf.reduce_sum(tf.cumsum(onehot, axis=0, exclusive=True) * onehot, axis=1)
+  groups = tf.reduce_max(rank) + 1
+  slot = tf.stack([flat, rank], axis=1)                                   # [B*N, 2]
+  task_weights = tf.gather(weights, tf.repeat(tf.range(b), n))           # [B*N, N, d]
+  grouped = tf.scatter_nd(slot, task_weights, tf.stack([c, groups, n, d]))
+  logits = tf.matmul(table, tf.reshape(grouped, [c, groups * n, d]), transpose_b=True)
+  predicted = tf.argmax(tf.reshape(logits, [c, p, groups, n]), axis=-1,
+                        output_type=tf.int32)                             # [C, P, G]
+  label = tf.scatter_nd(slot, tf.tile(tf.range(n), [b]), tf.stack([c, groups]))
+  shot_slots = tf.concat([tf.repeat(slot, k, axis=0), tf.reshape(shots, [-1, 1])], axis=1)
+  is_shot = tf.scatter_nd(shot_slots, tf.ones([b * n * k], tf.bool), tf.stack([c, groups, p]))
+  real = tf.range(p)[None, :, None] < counts[:, None, None]
+  hit = (tf.equal(predicted, label[:, None, :]) & real &
+         tf.logical_not(tf.transpose(is_shot, [0, 2, 1])))
+  hits = tf.gather_nd(tf.reduce_sum(tf.cast(hit, tf.float32), axis=1), slot)   # [B*N]
+  queries = tf.cast(tf.gather(counts, classes) - k, tf.float32)         # [B, N]
+  return tf.reduce_sum(tf.reshape(hits, [b, n]), axis=1) / tf.reduce_sum(queries, axis=1)
+
+
+def class_block_predictor(model, sampler: EpisodeSampler) -> Callable:
+  """predict(support batch) -> accuracy [B] with every remaining example as a query."""
+  table, counts = sampler.class_table, sampler.class_counts
+
+  @tf.function
+  def predict(batch):
+    weights = model.adapt(batch["support"], training=False)["weights"]
+    return class_block_accuracy(weights, batch["classes"], batch["shots"], table, counts)
+
+  return predict
+
+
+def simple_predictor(model) -> Callable:
+  """predict(episode batch) -> accuracy [B] through model.call (gathered queries)."""
 
   @tf.function
   def predict(batch):
     return model(batch, training=False)["accuracy"]
 
+  return predict
+
+
+def predict_graph(model, sampler: EpisodeSampler, batch_size: int):
+  """The traced graph of one evaluation batch (for FLOP counts in tools/bench)."""
+  if sampler.all_queries:
+    spec = sampler.support_dataset(batch_size, 0).element_spec
+    return class_block_predictor(model, sampler).get_concrete_function(spec).graph
+  spec = sampler.dataset(batch_size, 0).element_spec
+  return simple_predictor(model).get_concrete_function(spec).graph
+
+
+def evaluate(model, sampler: EpisodeSampler, num_episodes: int, batch_size: int,
+             seed: int, log: Optional[Callable] = None, label: str = "eval") -> EvalResult:
+  """Evaluation mode (means, no dropout, zero KL) accuracy of ``model``.
+
+  With every remaining example as a query (``num_queries=None``) the class-block path
+  runs; it gives the accuracies of the simple path (tests pin the two together).
+  """
+  if sampler.all_queries:
+    predict = class_block_predictor(model, sampler)
+  else:
+    predict = simple_predictor(model)
   return EvalResult(episode_accuracies(predict, sampler, num_episodes, batch_size, seed,
-                                       log, label))
+                                       log, label, support_only=sampler.all_queries))

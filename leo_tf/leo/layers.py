@@ -39,7 +39,16 @@ def dropout(x: tf.Tensor, rate: float, training: bool, seed) -> tf.Tensor:
   """Stateless dropout: the mask is a pure function of ``seed``."""
   if not training or rate == 0.0:
     return x
-  return tf.nn.experimental.stateless_dropout(x, rate=rate, seed=seed)
+  # Philox explicitly: "auto_select" is Philox in TF's CPU kernels (same numbers) but
+  # ThreeFry under XLA, which is both different and ~100x slower on CPU.
+  return tf.nn.experimental.stateless_dropout(x, rate=rate, seed=seed, rng_alg="philox")
+
+
+def sample_normal(dist: tfd.Normal, seed) -> tf.Tensor:
+  """dist.sample(seed=seed) with the Philox generator (same numbers as TFP on CPU)."""
+  noise = tf.random.stateless_normal(tf.shape(dist.loc), seed=tf.cast(seed, tf.int32),
+                                     alg="philox")
+  return dist.loc + dist.scale * noise
 
 
 class MLP(keras.layers.Layer):
@@ -72,19 +81,24 @@ class RelationNetwork(MLP):
   """g over all ordered pairs (i, j) of a task's codes, averaged over j.
 
   The first layer is linear in concat(c_i, c_j) = c_i A + c_j B, so it is computed per
-  code and broadcast over pairs instead of materialising [NK, NK, 2h] concatenations.
+  code and broadcast over pairs instead of materialising [NK, NK, 2h] concatenations;
+  the last layer is linear too, so it is applied after the mean over j (once per code).
   ``pairwise_reference`` is the literal form, kept to pin the two together in tests.
   """
 
   def call(self, codes):
     """codes [B, M, h] -> [B, M, out], M = N*K."""
     half = int(codes.shape[-1])
-    first = self.kernels[0]
-    x = (tf.tensordot(codes, first[:half], axes=1)[:, :, None, :] +
-         tf.tensordot(codes, first[half:], axes=1)[:, None, :, :])    # [B, M(i), M(j), u]
-    for kernel in self.kernels[1:]:
+    first, last = self.kernels[0], self.kernels[-1]
+    left = tf.tensordot(codes, first[:half], axes=1)                   # [B, M(i), u]
+    right = tf.tensordot(codes, first[half:], axes=1)                  # [B, M(j), u]
+    if len(self.kernels) == 1:
+      return left + tf.reduce_mean(right, axis=1, keepdims=True)
+    x = left[:, :, None, :] + right[:, None, :, :]                     # [B, M, M, u]
+    for kernel in self.kernels[1:-1]:
       x = tf.tensordot(tf.nn.relu(x), kernel, axes=1)
-    return tf.reduce_mean(x, axis=2)
+    # The last layer is linear: averaging over j before it saves a pairwise matmul.
+    return tf.tensordot(tf.reduce_mean(tf.nn.relu(x), axis=2), last, axes=1)
 
   def build(self, input_shape):
     super().build(tuple(input_shape[:-1]) + (2 * int(input_shape[-1]),))

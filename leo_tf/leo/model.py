@@ -19,8 +19,8 @@ import tensorflow as tf
 
 from leo_tf.leo import regularizers
 from leo_tf.leo.config import LEOConfig
-from leo_tf.leo.layers import (LatentEncoder, WeightDecoder, dropout, gaussian,
-                               kl_to_standard_normal, tfd)
+from leo_tf.leo.layers import (MIN_STDDEV, LatentEncoder, WeightDecoder, dropout,
+                               gaussian, kl_to_standard_normal, sample_normal, tfd)
 
 
 class SeedStream:
@@ -101,7 +101,7 @@ class LEO(keras.Model):
     zero_kl = tf.zeros([b])
     if c.initialisation == "random_prior":
       if sample:
-        return tfd.Normal(tf.zeros(shape), 1.0).sample(seed=seeds()), zero_kl
+        return sample_normal(tfd.Normal(tf.zeros(shape), 1.0), seeds()), zero_kl
       return tf.zeros(shape), zero_kl
     posterior = gaussian(self.encoder(support, training=training, seed=seeds()),
                          c.latent_stddev_offset)                         # [B, N, latent]
@@ -109,11 +109,40 @@ class LEO(keras.Model):
       return posterior.loc[:, :, None, :], zero_kl
     per_shot = tfd.Normal(tf.broadcast_to(posterior.loc[:, :, None, :], shape),
                           tf.broadcast_to(posterior.scale[:, :, None, :], shape))
-    latents = per_shot.sample(seed=seeds())
+    latents = sample_normal(per_shot, seeds())
     return latents, kl_to_standard_normal(per_shot, latents, event_axes=(1, 2, 3))
 
   def decode(self, latents, training, seed):
     """Latents [B, N, S, latent] -> mean over S of sampled weights [B, N, d]."""
+    sample = training and self.config.stochastic
+    if latents.shape[2] != 1 and not self.config.decoder_hidden:
+      return self._decode_linear(latents, sample, seed)
+    weights = gaussian(self.decoder(latents), self._weight_offset)
+    if sample:
+      return tf.reduce_mean(sample_normal(weights, seed), axis=2)
+    return tf.reduce_mean(weights.loc, axis=2)
+
+  def _decode_linear(self, latents, sample, seed):
+    """decode() for a linear decoder and S > 1 samples, without [B, N, S, 2d] outputs.
+
+    The mean half is linear in z, so the mean of the S decoded means is the decoding of
+    the mean code: one [B, N, latent] x [latent, d] product instead of S of them. Only
+    the stddev half (through exp) needs every sample. Same noise as the general path.
+    """
+    if not self.decoder.built:
+      self.decoder(latents[:, :, :1])
+    kernel = tf.convert_to_tensor(self.decoder.kernels()[0])
+    loc = tf.tensordot(tf.reduce_mean(latents, axis=2), kernel[:, :self.dim], axes=1)
+    if not sample:
+      return loc
+    raw = tf.tensordot(latents, kernel[:, self.dim:], axes=1)          # [B, N, S, d]
+    scale = tf.maximum(tf.exp(raw) - (1.0 - self._weight_offset), MIN_STDDEV)
+    noise = tf.random.stateless_normal(tf.shape(raw), seed=tf.cast(seed, tf.int32),
+                                       alg="philox")
+    return loc + tf.reduce_mean(scale * noise, axis=2)
+
+  def decode_reference(self, latents, training, seed):
+    """The literal decode: every sample's full Gaussian, sampled, then averaged (tests)."""
     weights = gaussian(self.decoder(latents), self._weight_offset)
     if training and self.config.stochastic:
       return tf.reduce_mean(weights.sample(seed=seed), axis=2)
