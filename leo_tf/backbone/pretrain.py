@@ -17,10 +17,10 @@ import gin
 import keras
 import tensorflow as tf
 
+from leo_tf import gin_config
 from leo_tf.backbone import inputs, optim, strategy as strategy_lib, wrn
 
 BACKBONE_FILE = "backbone.keras"
-OPERATIVE_CONFIG_FILE = "operative_config.gin"
 
 
 @gin.configurable
@@ -71,10 +71,9 @@ def _save_keras_atomically(model: keras.Model, path: str) -> None:
 
 
 def _write_operative_config(directory: str) -> None:
-  tmp = os.path.join(directory, OPERATIVE_CONFIG_FILE + ".tmp")
-  with open(tmp, "w") as f:
-    f.write(gin.operative_config_str())
-  os.replace(tmp, os.path.join(directory, OPERATIVE_CONFIG_FILE))
+  # The operative config lists only what was used; the full one lets a resume re-parse.
+  gin_config.save_config(directory, operative=True)
+  gin_config.save_config(directory)
 
 
 class _Loop:
@@ -208,13 +207,18 @@ def pretrain(train_split, model_dir: str,
       tick, seen = time.time(), 0
     if config.eval_every and eval_ds is not None and step % config.eval_every < n:
       held_out = loop.evaluate(eval_ds)
-      log(f"{tag}step {step} held-out accuracy {held_out:.3f}")
+      if held_out is not None:
+        log(f"{tag}step {step} held-out accuracy {held_out:.3f}")
     if step % config.checkpoint_every < n or step == num_steps:
       _save_checkpoint(manager, step)
   if eval_ds is not None:
     held_out = loop.evaluate(eval_ds)
-    log(f"{tag}held-out accuracy {held_out:.3f} (examples of the training classes "
-        f"kept out of training)")
+    if held_out is None:
+      log(f"{tag}no held-out examples: holdout_fraction {config.holdout_fraction} of "
+          f"{train_split.num_examples} examples selected none")
+    else:
+      log(f"{tag}held-out accuracy {held_out:.3f} (examples of the training classes "
+          "kept out of training)")
   backbone_path = os.path.join(out_dir, BACKBONE_FILE)
   _save_keras_atomically(backbone, backbone_path)
   _write_operative_config(out_dir)
