@@ -17,7 +17,7 @@ import gin
 import keras
 import tensorflow as tf
 
-from leo_tf import gin_config
+from leo_tf import checkpoints, gin_config
 from leo_tf.backbone import inputs, optim, strategy as strategy_lib, wrn
 
 BACKBONE_FILE = "backbone.keras"
@@ -168,11 +168,11 @@ def pretrain(train_split, model_dir: str,
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(out_dir, "checkpoints"),
                                          max_to_keep=config.max_checkpoints)
-  if manager.latest_checkpoint:
-    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+  # Newest readable checkpoint; a damaged one falls back with a warning (reliability.md).
+  restored = checkpoints.restore_latest(checkpoint, manager.directory, manager, log=log)
   initial_step = int(optimizer.iterations.numpy())
   if initial_step:
-    log(f"{tag}resumed from {manager.latest_checkpoint} at step {initial_step}/{num_steps}")
+    log(f"{tag}resumed from {restored} at step {initial_step}/{num_steps}")
   log(f"{tag}pre-training {backbone.name} ({wrn.count_params(backbone):,} parameters) on "
       f"{num_classes} classes, {strategy.num_replicas_in_sync} replica(s), "
       f"{num_steps} steps of {config.batch_size}")
