@@ -88,8 +88,8 @@ def resolve_gin_file(path: str) -> str:
 def parse(gin_files: Sequence[str] = (), bindings: Sequence[str] = (),
           finalize: bool = True) -> None:
   """Parses files then bindings (later ones override earlier), after a clear()."""
+  gin.clear_config()          # unlocks a finalized config, so new modules can register
   register_configurables()
-  gin.clear_config()
   # Look in gin/ first: gin logs an error for every prefix it tries that misses.
   prefixes = gin.config._LOCATION_PREFIXES  # pylint: disable=protected-access
   if GIN_DIR not in prefixes:

@@ -196,6 +196,11 @@ def test_bad_requests_fail_with_clear_messages(loaded):
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match=rf"{name} must have {DIM} features .* got\] \[{DIM + 1}\]"):
       serve(**{key: tf.constant(v) for key, v in wrong.items()})
+    request = _bad_request({})
+    poisoned = np.array(request[name], np.float32)
+    poisoned[0, 0] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"{name} contains NaN or Inf"):
+      serve(**{key: tf.constant(v) for key, v in dict(request, **{name: poisoned}).items()})
 
 
 def test_fresh_process_without_leo_tf_and_session_path(exported, tmp_path):

@@ -77,6 +77,9 @@ def wrapped_user_error(error: Exception):
 def run_guarded(fn):
   """Runs ``fn()``; user errors and bad bindings exit with one `error:` line, code 2."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from absl import logging  # pylint: disable=import-outside-toplevel
+  # Library INFO lines (tfds, checkpoint sharding) drown the progress output.
+  logging.set_verbosity(logging.WARNING)
   try:
     return fn()
   except user_errors() as e:

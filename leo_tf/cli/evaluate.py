@@ -78,19 +78,16 @@ def main(argv):
     common.fail(f"unexpected arguments: {argv[1:]}")
   if not FLAGS.checkpoint_dir:
     common.fail("--checkpoint_dir is required")
-  try:
-    if FLAGS.compare:
-      from leo_tf.analysis.compare import run_comparison
-      bindings = list(FLAGS.gin_bindings)
-      if FLAGS.compare_train_steps is not None:
-        bindings.append(f"CompareConfig.ablation_train_steps = {FLAGS.compare_train_steps}")
-      run_comparison(FLAGS.checkpoint_dir, FLAGS.compare_output,
-                     parse_pairs(FLAGS.compare_dirs), FLAGS.which, bindings,
-                     FLAGS.gin_file)
-    else:
-      evaluate_one()
-  except common.user_errors() as e:
-    common.fail(str(e))
+  common.run_guarded(compare_all if FLAGS.compare else evaluate_one)
+
+
+def compare_all():
+  from leo_tf.analysis.compare import run_comparison
+  bindings = list(FLAGS.gin_bindings)
+  if FLAGS.compare_train_steps is not None:
+    bindings.append(f"CompareConfig.ablation_train_steps = {FLAGS.compare_train_steps}")
+  run_comparison(FLAGS.checkpoint_dir, FLAGS.compare_output,
+                 parse_pairs(FLAGS.compare_dirs), FLAGS.which, bindings, FLAGS.gin_file)
 
 
 def run():

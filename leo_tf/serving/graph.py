@@ -47,7 +47,11 @@ def check_features(x: tf.Tensor, dim: int, name: str) -> tf.Tensor:
   ok = _require(tf.equal(tf.shape(x)[1], dim),
                 f"{name} must have {dim} features per example (the embedding size the "
                 "model was meta-trained on); got", tf.shape(x)[1])
-  return tf.ensure_shape(_gate([ok], x), [None, dim])
+  x = tf.ensure_shape(_gate([ok], x), [None, dim])
+  # NaN/Inf inputs would come back as NaN probabilities: refuse them instead.
+  finite = _require(tf.reduce_all(tf.math.is_finite(x)),
+                    f"{name} contains NaN or Inf values")
+  return _gate([finite], x)
 
 
 def group_support(embeddings: tf.Tensor, labels: tf.Tensor, dim: int,
