@@ -53,8 +53,7 @@ class EpisodeSampler:
     order = np.argsort(data.class_ids, kind="stable")
     counts = data.class_counts()
     # Only classes that can fill an episode take part (require_examples checked all do).
-    self._sorted = data.embeddings[order]
-    self._embeddings = tf.constant(self._sorted)
+    self._embeddings = tf.constant(data.embeddings[order])
     self._class_table = None
     self._offsets = tf.constant(np.concatenate([[0], np.cumsum(counts)[:-1]]), tf.int32)
     self._counts = tf.constant(counts, tf.int32)
@@ -73,11 +72,11 @@ class EpisodeSampler:
   def class_table(self) -> tf.Tensor:
     """Every class's examples [C, max count, d], zero-padded, in sampling order."""
     if self._class_table is None:
-      counts = self._counts.numpy()
+      counts, rows = self._counts.numpy(), self._embeddings.numpy()
       table = np.zeros((counts.size, self._max_count, self.dim), np.float32)
       start = 0
       for c, count in enumerate(counts):
-        table[c, :count] = self._sorted[start:start + count]
+        table[c, :count] = rows[start:start + count]
         start += count
       self._class_table = tf.constant(table)
     return self._class_table
