@@ -17,6 +17,14 @@ def define_gin_flags():
                             "Gin bindings, e.g. --gin_bindings='TrainConfig.num_steps=10'.")
 
 
+def check_arguments(argv, gin_hint: str = None):
+  """No positional arguments; with ``gin_hint``, at least one --gin_file as well."""
+  if len(argv) > 1:
+    fail(f"unexpected arguments: {argv[1:]}")
+  if gin_hint is not None and not FLAGS.gin_file:
+    fail(f"give at least one --gin_file ({gin_hint})")
+
+
 def one_line(message: str) -> str:
   return " ".join(str(message).split())
 

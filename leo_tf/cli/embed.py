@@ -17,10 +17,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  if len(argv) > 1:
-    common.fail(f"unexpected arguments: {argv[1:]}")
-  if not FLAGS.gin_file:
-    common.fail("give at least one --gin_file (e.g. backbone/embed_glyphs.gin)")
+  common.check_arguments(argv, 'e.g. backbone/embed_glyphs.gin')
   common.run_guarded(_embed)
 
 

@@ -74,8 +74,7 @@ def evaluate_one():
 
 
 def main(argv):
-  if len(argv) > 1:
-    common.fail(f"unexpected arguments: {argv[1:]}")
+  common.check_arguments(argv)
   if not FLAGS.checkpoint_dir:
     common.fail("--checkpoint_dir is required")
   common.run_guarded(compare_all if FLAGS.compare else evaluate_one)

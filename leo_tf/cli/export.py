@@ -23,8 +23,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  if len(argv) > 1:
-    common.fail(f"unexpected arguments: {argv[1:]}")
+  common.check_arguments(argv)
   for name in ("checkpoint_dir", "export_base"):
     if not getattr(FLAGS, name):
       common.fail(f"--{name} is required")

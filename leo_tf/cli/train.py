@@ -16,10 +16,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  if len(argv) > 1:
-    common.fail(f"unexpected arguments: {argv[1:]}")
-  if not FLAGS.gin_file:
-    common.fail("give at least one --gin_file (see gin/experiments/)")
+  common.check_arguments(argv, 'see gin/experiments/')
   from leo_tf import gin_config
   from leo_tf.leo.experiment import run_experiment
   bindings = list(FLAGS.gin_bindings)

@@ -24,8 +24,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  if len(argv) > 1:
-    common.fail(f"unexpected arguments: {argv[1:]}")
+  common.check_arguments(argv)
   if not FLAGS.checkpoint_dir:
     common.fail("--checkpoint_dir is required")
   if FLAGS.num_tasks < 2:

@@ -130,16 +130,25 @@ def predict_graph(model, sampler: EpisodeSampler, batch_size: int):
   return simple_predictor(model).get_concrete_function(spec).graph
 
 
-def evaluate(model, sampler: EpisodeSampler, num_episodes: int, batch_size: int,
-             seed: int, log: Optional[Callable] = None, label: str = "eval") -> EvalResult:
-  """Evaluation mode (means, no dropout, zero KL) accuracy of ``model``.
+def predictor(model, sampler: EpisodeSampler) -> Callable:
+  """The traced evaluation function for ``sampler``'s episodes.
 
   With every remaining example as a query (``num_queries=None``) the class-block path
   runs; it gives the accuracies of the simple path (tests pin the two together).
   """
   if sampler.all_queries:
-    predict = class_block_predictor(model, sampler)
-  else:
-    predict = simple_predictor(model)
+    return class_block_predictor(model, sampler)
+  return simple_predictor(model)
+
+
+def evaluate(model, sampler: EpisodeSampler, num_episodes: int, batch_size: int,
+             seed: int, log: Optional[Callable] = None, label: str = "eval",
+             predict: Optional[Callable] = None) -> EvalResult:
+  """Evaluation mode (means, no dropout, zero KL) accuracy of ``model``.
+
+  Pass ``predict`` (from :func:`predictor`) to reuse one traced function across calls,
+  as periodic validation does; otherwise each call traces anew.
+  """
+  predict = predict or predictor(model, sampler)
   return EvalResult(episode_accuracies(predict, sampler, num_episodes, batch_size, seed,
                                        log, label, support_only=sampler.all_queries))

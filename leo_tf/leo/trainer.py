@@ -29,7 +29,7 @@ from leo_tf import checkpoints
 from leo_tf.data.embeddings import EmbeddingSet
 from leo_tf.data.episodes import EpisodeSampler, fold_seed
 from leo_tf.leo.config import ConfigError, LEOConfig
-from leo_tf.leo.evaluation import EvalResult, evaluate
+from leo_tf.leo.evaluation import EvalResult, evaluate, predictor
 from leo_tf.leo.model import LEO, build_leo, task_losses
 from leo_tf.leo import regularizers
 
@@ -132,6 +132,7 @@ class MetaTrainer:
         self.checkpoint, os.path.join(output_dir, "best"), max_to_keep=1)
     self._best_file = os.path.join(output_dir, "best", "best.json")
     self._train_step = tf.function(self._outer_step, jit_compile=config.jit_compile)
+    self._val_predict = None
     self._writer = tf.summary.create_file_writer(os.path.join(output_dir, "tensorboard"))
 
   # ------------------------------------------------------------------ the outer step
@@ -237,8 +238,11 @@ class MetaTrainer:
   def validate(self) -> Optional[EvalResult]:
     if self.val_sampler is None:
       return None
+    if self._val_predict is None:  # traced once, reused by every validation
+      self._val_predict = predictor(self.model, self.val_sampler)
     return evaluate(self.model, self.val_sampler, self.config.num_val_episodes,
-                    self.config.val_batch_size, seed=self.config.seed + 2)
+                    self.config.val_batch_size, seed=self.config.seed + 2,
+                    predict=self._val_predict)
 
   def _summaries(self, step: int, metrics: Dict[str, float]):
     with self._writer.as_default(step=step):
