@@ -20,6 +20,7 @@ _CONFIGURABLE_MODULES = (
     "leo_tf.leo.evaluation",
     "leo_tf.leo.experiment",
     "leo_tf.data.source",
+    "leo_tf.threads",
 )
 _OPTIONAL_MODULES = (
     "leo_tf.data.glyphs",

@@ -15,7 +15,7 @@ from leo_tf.data.embeddings import embeddings_path, save_embeddings
 from leo_tf.data.episodes import EpisodeSampler
 from leo_tf.leo.config import LEOConfig
 from leo_tf.leo.evaluation import EvalResult, evaluate
-from leo_tf.leo.model import SeedStream, build_leo
+from leo_tf.leo.model import build_leo
 
 # ------------------------------------------------------------------ metrics by hand
 
@@ -116,9 +116,9 @@ def test_ensemble_equals_the_mean_of_separately_adapted_samples():
   latents = ensemble.sample_initial_latents(model, support, 3, seed)    # [S, B, N, z]
   probs = []
   for s in range(3):  # adapt each sample on its own, as a plain evaluation pass would
-    _, w = model.adapt_latents(support, latents[s][:, :, None], False, SeedStream(None))
-    w = model.finetune(support, w, False, SeedStream(None))
-    probs.append(tf.nn.softmax(model.logits(query, w, False, None)).numpy())
+    _, w = model.adapt_latents(support, latents[s][:, :, None], False)
+    w = model.finetune(support, w, False)
+    probs.append(tf.nn.softmax(model.logits(query, w)).numpy())
   np.testing.assert_allclose(got, np.mean(probs, axis=0), rtol=1e-4, atol=1e-6)
   np.testing.assert_allclose(got.sum(-1), 1.0, rtol=1e-5)
 

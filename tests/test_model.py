@@ -74,7 +74,7 @@ def test_fused_weights_equal_averaging_logits_over_weight_samples():
   x = tf.constant(rng.normal(size=(2, 5, 3, 16)).astype(np.float32))
   samples = tf.constant(rng.normal(size=(2, 5, 4, 16)).astype(np.float32))
   per_sample = tf.reduce_mean(tf.einsum("bnmd,bckd->bnmck", x, samples), axis=-1)
-  fused = model.logits(x, tf.reduce_mean(samples, axis=2), training=False, seed=None)
+  fused = model.logits(x, tf.reduce_mean(samples, axis=2))
   np.testing.assert_allclose(fused.numpy(), per_sample.numpy(), atol=1e-5)
 
 

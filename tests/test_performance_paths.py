@@ -43,19 +43,19 @@ def test_fused_decode_equals_per_sample_weights_averaged_in_logits():
   model = _model(shots=4)
   latents = tf.random.stateless_normal([2, 3, 4, 4], seed=[3, 4])
   x = tf.random.stateless_normal([2, 3, 5, DIM], seed=[5, 6])
-  seed = tf.constant([7, 8], tf.int32)
+  noise = tf.random.stateless_normal([2, 3, 4, DIM], seed=[7, 8])
   kernel = model.decoder.kernels()[0]
   with tf.GradientTape(persistent=True) as tape:
     tape.watch(latents)
-    fused = tf.einsum("bnmd,bcd->bnmc", x, model.decode(latents, True, seed))
+    fused = tf.einsum("bnmd,bcd->bnmc", x, model.decode(latents, noise))
     # Literal: a full Gaussian per sample s, weights sampled, one logit tensor per s.
-    weights = gaussian(model.decoder(latents), model._weight_offset).sample(seed=seed)
-    per_sample = tf.einsum("bnmd,bcsd->bnmcs", x, weights)
+    weights = gaussian(model.decoder(latents), model._weight_offset)
+    per_sample = tf.einsum("bnmd,bcsd->bnmcs", x, weights.loc + weights.scale * noise)
     literal = tf.reduce_mean(per_sample, axis=-1)
   _close(fused, literal)
   for source in (latents, kernel):
     _close(tape.gradient(fused, source), tape.gradient(literal, source))
-  _close(model.decode(latents, False, seed), model.decode_reference(latents, False, seed))
+  _close(model.decode(latents), model.decode_reference(latents))
 
 
 def _episode(shots, queries=4, tasks=2, seed=0):

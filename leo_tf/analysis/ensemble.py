@@ -14,7 +14,7 @@ ablation whose stddev was never trained) reduce to the ordinary single predictio
 import tensorflow as tf
 
 from leo_tf.leo.layers import gaussian, tfd
-from leo_tf.leo.model import LEO, SeedStream
+from leo_tf.leo.model import LEO
 
 
 def can_ensemble(model: LEO) -> bool:
@@ -51,9 +51,8 @@ def ensemble_logits(model: LEO, support: tf.Tensor, query: tf.Tensor, num_sample
   shape = tf.shape(latents)
   folded = tf.reshape(latents, [shape[0] * shape[1], shape[2], 1, shape[3]])
   tiled = tf.tile(support, [s, 1, 1, 1])                               # sample-major
-  seeds = SeedStream(None)  # evaluation mode draws nothing at random
-  _, weights = model.adapt_latents(tiled, folded, False, seeds)
-  weights = model.finetune(tiled, weights, False, seeds)               # [S*B, N, d]
+  _, weights = model.adapt_latents(tiled, folded, False)
+  weights = model.finetune(tiled, weights, False)               # [S*B, N, d]
   weights = tf.reshape(weights, [s, shape[1], shape[2], -1])
   logits = tf.einsum("bnqd,sbcd->sbnqc", query, weights)
   log_probs = tf.nn.log_softmax(logits, axis=-1)

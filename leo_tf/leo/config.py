@@ -11,6 +11,7 @@ from typing import Optional, Tuple
 import gin
 
 INITIALISATIONS = ("encoder", "random_prior", "maml")
+INNER_GRADIENTS = ("closed_form", "tape")
 
 
 class ConfigError(ValueError):
@@ -50,6 +51,10 @@ class LEOConfig:
     paper_regularizer_weight: lambda of the paper's R = ||enc||^2 + ||dec||^2 +
       ||enc^T enc - I||_1 + ||dec dec^T - I||_1 (layer-wise for MLPs).
     ensemble_samples: test-time ensemble over this many latent samples (1 = means only).
+    inner_gradients: how the inner loops get their gradients: "closed_form" (the
+      formulas of leo_tf/leo/closed_form.py, ~3x fewer graph ops; the latent loop needs a
+      linear decoder and uses the tape otherwise) or "tape" (tf.GradientTape, the
+      reference). Same numbers to float tolerance; the outer tape differentiates both.
   """
   num_classes: int = 5
   num_shots: int = 1
@@ -78,6 +83,7 @@ class LEOConfig:
   orthogonality_weight: float = 1e-3
   paper_regularizer_weight: float = 0.0
   ensemble_samples: int = 1
+  inner_gradients: str = "closed_form"
 
   def __post_init__(self):
     # gin passes lists for tuple bindings; keep the dataclass hashable and uniform.
@@ -101,6 +107,9 @@ class LEOConfig:
     if self.initialisation not in INITIALISATIONS:
       raise ConfigError(f"LEOConfig.initialisation must be one of {INITIALISATIONS}, "
                         f"got {self.initialisation!r}")
+    if self.inner_gradients not in INNER_GRADIENTS:
+      raise ConfigError(f"LEOConfig.inner_gradients must be one of {INNER_GRADIENTS}, "
+                        f"got {self.inner_gradients!r}")
     for name in ("kl_weight", "encoder_penalty_weight", "l2_weight",
                  "orthogonality_weight", "paper_regularizer_weight"):
       if getattr(self, name) < 0:

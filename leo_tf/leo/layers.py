@@ -35,22 +35,6 @@ def kl_to_standard_normal(posterior: tfd.Normal, sample: tf.Tensor,
                         axis=list(event_axes))
 
 
-def dropout(x: tf.Tensor, rate: float, training: bool, seed) -> tf.Tensor:
-  """Stateless dropout: the mask is a pure function of ``seed``."""
-  if not training or rate == 0.0:
-    return x
-  # Philox explicitly: "auto_select" is Philox in TF's CPU kernels (same numbers) but
-  # ThreeFry under XLA, which is both different and ~100x slower on CPU.
-  return tf.nn.experimental.stateless_dropout(x, rate=rate, seed=seed, rng_alg="philox")
-
-
-def sample_normal(dist: tfd.Normal, seed) -> tf.Tensor:
-  """dist.sample(seed=seed) with the Philox generator (same numbers as TFP on CPU)."""
-  noise = tf.random.stateless_normal(tf.shape(dist.loc), seed=tf.cast(seed, tf.int32),
-                                     alg="philox")
-  return dist.loc + dist.scale * noise
-
-
 class MLP(keras.layers.Layer):
   """Bias-free MLP over the last axis, ReLU between layers and none after the last."""
 
@@ -125,9 +109,10 @@ class LatentEncoder(keras.layers.Layer):
     self.relation = (RelationNetwork(tuple(relation_hidden) + (2 * latent_size,),
                                      name="relation_network") if with_relation else None)
 
-  def call(self, support, training=False, seed=None):
+  def call(self, support, training=False, keep=None):
+    """``keep``: dropout multipliers for the support set (leo_tf.leo.noise), or None."""
     b, n, k = tf.shape(support)[0], tf.shape(support)[1], tf.shape(support)[2]
-    x = dropout(support, self.dropout_rate, training, seed)
+    x = support * keep if training and keep is not None else support
     codes = self.per_example(x)                                           # [B, N, K, h]
     if self.relation is not None:
       flat = tf.reshape(codes, [b, n * k, codes.shape[-1]])

@@ -17,24 +17,11 @@ from typing import Dict, Optional
 import keras
 import tensorflow as tf
 
-from leo_tf.leo import regularizers
+from leo_tf.leo import closed_form, regularizers
 from leo_tf.leo.config import LEOConfig
-from leo_tf.leo.layers import (MIN_STDDEV, LatentEncoder, WeightDecoder, dropout,
-                               gaussian, kl_to_standard_normal, sample_normal, tfd)
-
-
-class SeedStream:
-  """Hands out a fresh stateless seed for every random op of one forward pass."""
-
-  def __init__(self, seed):
-    self._seed = None if seed is None else tf.cast(seed, tf.int64)
-    self._count = 0
-
-  def __call__(self):
-    if self._seed is None:
-      return None
-    self._count += 1
-    return tf.random.experimental.stateless_fold_in(self._seed, self._count)
+from leo_tf.leo.layers import (MIN_STDDEV, LatentEncoder, WeightDecoder, gaussian,
+                               kl_to_standard_normal, tfd)
+from leo_tf.leo.noise import Noise, apply_keep
 
 
 def num_shots(support):
@@ -75,10 +62,9 @@ class LEO(keras.Model):
 
   # ------------------------------------------------------------------ building blocks
 
-  def logits(self, x, weights, training, seed):
-    """x [B, N, M, d] (dropout redrawn per call), weights [B, N, d] -> [B, N, M, N]."""
-    x = dropout(x, self.config.dropout_rate, training, seed)
-    return tf.einsum("bnmd,bcd->bnmc", x, weights)
+  def logits(self, x, weights, keep=None):
+    """x [B, N, M, d] (times dropout multipliers ``keep``), weights [B, N, d] -> [B, N, M, N]."""
+    return tf.einsum("bnmd,bcd->bnmc", apply_keep(x, keep), weights)
 
   @staticmethod
   def cross_entropy(logits):
@@ -87,66 +73,70 @@ class LEO(keras.Model):
                              tf.shape(logits)[:3])
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
 
-  def support_loss(self, support, weights, training, seed):
+  def support_loss(self, support, weights, keep):
     """Sum of support cross-entropies (the inner-loop objective), summed over tasks too."""
-    return tf.reduce_sum(self.cross_entropy(self.logits(support, weights, training, seed)))
+    return tf.reduce_sum(self.cross_entropy(self.logits(support, weights, keep)))
 
-  def initial_latents(self, support, training, seeds):
+  def latent_samples(self, training: bool) -> int:
+    """S, codes per class: one per shot when sampling in training, else the mean only."""
+    c = self.config
+    return c.num_shots if training and c.stochastic else 1
+
+  def initial_latents(self, support, training, noise: Optional[Noise]):
     """z0 [B, N, S, latent] and the KL of q(z | D_train) to N(0, I) per task [B]."""
     c = self.config
     b, n = tf.shape(support)[0], tf.shape(support)[1]
-    sample = training and c.stochastic
-    s = c.num_shots if sample else 1
-    shape = [b, n, s, c.latent_size]
+    sample = noise is not None and noise.latent is not None
+    shape = [b, n, self.latent_samples(training) if sample else 1, c.latent_size]
     zero_kl = tf.zeros([b])
     if c.initialisation == "random_prior":
-      if sample:
-        return sample_normal(tfd.Normal(tf.zeros(shape), 1.0), seeds()), zero_kl
-      return tf.zeros(shape), zero_kl
-    posterior = gaussian(self.encoder(support, training=training, seed=seeds()),
+      return (noise.latent if sample else tf.zeros(shape)), zero_kl
+    keep = noise.encoder_keep if noise is not None else None
+    posterior = gaussian(self.encoder(support, training=training, keep=keep),
                          c.latent_stddev_offset)                         # [B, N, latent]
     if not sample:
       return posterior.loc[:, :, None, :], zero_kl
     per_shot = tfd.Normal(tf.broadcast_to(posterior.loc[:, :, None, :], shape),
                           tf.broadcast_to(posterior.scale[:, :, None, :], shape))
-    latents = sample_normal(per_shot, seeds())
+    latents = per_shot.loc + per_shot.scale * noise.latent
     return latents, kl_to_standard_normal(per_shot, latents, event_axes=(1, 2, 3))
 
-  def decode(self, latents, training, seed):
-    """Latents [B, N, S, latent] -> mean over S of sampled weights [B, N, d]."""
-    sample = training and self.config.stochastic
+  def decode(self, latents, noise=None):
+    """Latents [B, N, S, latent] -> mean over S of the weights [B, N, d], sampled with the
+    standard normal ``noise`` [B, N, S, d] (None: the means)."""
     if latents.shape[2] != 1 and not self.config.decoder_hidden:
-      return self._decode_linear(latents, sample, seed)
+      return self._decode_linear(latents, noise)
     weights = gaussian(self.decoder(latents), self._weight_offset)
-    if sample:
-      return tf.reduce_mean(sample_normal(weights, seed), axis=2)
-    return tf.reduce_mean(weights.loc, axis=2)
+    if noise is None:
+      return tf.reduce_mean(weights.loc, axis=2)
+    return tf.reduce_mean(weights.loc + weights.scale * noise, axis=2)
 
-  def _decode_linear(self, latents, sample, seed):
+  def _decoder_kernel(self, latents):
+    if not self.decoder.built:
+      self.decoder(latents[:, :, :1])
+    return tf.convert_to_tensor(self.decoder.kernels()[0])
+
+  def _decode_linear(self, latents, noise):
     """decode() for a linear decoder and S > 1 samples, without [B, N, S, 2d] outputs.
 
     The mean half is linear in z, so the mean of the S decoded means is the decoding of
     the mean code: one [B, N, latent] x [latent, d] product instead of S of them. Only
-    the stddev half (through exp) needs every sample. Same noise as the general path.
+    the stddev half (through exp) needs every sample.
     """
-    if not self.decoder.built:
-      self.decoder(latents[:, :, :1])
-    kernel = tf.convert_to_tensor(self.decoder.kernels()[0])
-    loc = tf.tensordot(tf.reduce_mean(latents, axis=2), kernel[:, :self.dim], axes=1)
-    if not sample:
+    mean_kernel, scale_kernel = tf.split(self._decoder_kernel(latents), 2, axis=1)
+    loc = tf.tensordot(tf.reduce_mean(latents, axis=2), mean_kernel, axes=1)
+    if noise is None:
       return loc
-    raw = tf.tensordot(latents, kernel[:, self.dim:], axes=1)          # [B, N, S, d]
+    raw = tf.tensordot(latents, scale_kernel, axes=1)                  # [B, N, S, d]
     scale = tf.maximum(tf.exp(raw) - (1.0 - self._weight_offset), MIN_STDDEV)
-    noise = tf.random.stateless_normal(tf.shape(raw), seed=tf.cast(seed, tf.int32),
-                                       alg="philox")
     return loc + tf.reduce_mean(scale * noise, axis=2)
 
-  def decode_reference(self, latents, training, seed):
+  def decode_reference(self, latents, noise=None):
     """The literal decode: every sample's full Gaussian, sampled, then averaged (tests)."""
     weights = gaussian(self.decoder(latents), self._weight_offset)
-    if training and self.config.stochastic:
-      return tf.reduce_mean(weights.sample(seed=seed), axis=2)
-    return tf.reduce_mean(weights.loc, axis=2)
+    if noise is None:
+      return tf.reduce_mean(weights.loc, axis=2)
+    return tf.reduce_mean(weights.loc + weights.scale * noise, axis=2)
 
   def _gradient_step(self, objective, point, step_size):
     """point - step_size * d objective(point) / d point; second order unless configured."""
@@ -158,34 +148,50 @@ class LEO(keras.Model):
       grad = tf.stop_gradient(grad)
     return point - step_size * grad
 
-  def adapt_latents(self, support, latents, training, seeds):
-    """Gradient descent on the codes; returns the final codes and their decoded weights."""
-    step_size = self.inner_lr * (latents.shape[2] / num_shots(support))
-    for _ in range(self.config.inner_steps(training)):
-      decode_seed, dropout_seed = seeds(), seeds()
-      latents = self._gradient_step(
-          lambda z: self.support_loss(
-              support, self.decode(z, training, decode_seed), training, dropout_seed),
-          latents, step_size)
-    return latents, self.decode(latents, training, seeds())
+  def _closed_form(self, latent_space: bool) -> bool:
+    """Whether a loop runs in closed form (the latent loop needs a linear decoder)."""
+    c = self.config
+    return c.inner_gradients == "closed_form" and not (latent_space and c.decoder_hidden)
 
-  def finetune(self, support, weights, training, seeds):
+  def adapt_latents(self, support, latents, training, noise: Optional[Noise] = None):
+    """Gradient descent on the codes; returns the final codes and their decoded weights."""
+    steps = self.config.inner_steps(training)
+    keeps = noise.latent_keep if noise is not None else [None] * steps
+    decode_noise = noise.decode if noise is not None else [None] * (steps + 1)
+    if self._closed_form(latent_space=True):
+      return closed_form.adapt_latents(
+          latents, support, self._decoder_kernel(latents), self.dim, self._weight_offset,
+          self.inner_lr / num_shots(support), self.config.first_order, keeps,
+          decode_noise)
+    step_size = self.inner_lr * (latents.shape[2] / num_shots(support))
+    for keep, weight_noise in zip(keeps, decode_noise):
+      latents = self._gradient_step(
+          lambda z: self.support_loss(support, self.decode(z, weight_noise), keep),
+          latents, step_size)
+    return latents, self.decode(latents, decode_noise[-1])
+
+  def finetune(self, support, weights, training, noise: Optional[Noise] = None):
     """Gradient descent on the (fused) classifier weights [B, N, d]."""
+    steps = self.config.finetune_steps(training)
+    keeps = noise.finetune_keep if noise is not None else [None] * steps
     scale = 1.0 if self.config.initialisation == "maml" else 1.0 / num_shots(support)
     step_size = self.finetune_lr * scale
-    for _ in range(self.config.finetune_steps(training)):
-      seed = seeds()
+    if self._closed_form(latent_space=False):
+      return closed_form.finetune(weights, support, step_size, self.config.first_order,
+                                  keeps)
+    for keep in keeps:
       weights = self._gradient_step(
-          lambda w: self.support_loss(support, w, training, seed), weights, step_size)
+          lambda w: self.support_loss(support, w, keep), weights, step_size)
     return weights
 
   # ------------------------------------------------------------------ the forward pass
 
   def adapt(self, support, training=False, seed=None) -> Dict[str, tf.Tensor]:
-    """The whole adaptation of a meta-batch: returns weights, codes and the KL."""
-    seeds = SeedStream(seed)
+    """The whole adaptation of a meta-batch: returns weights, codes, the KL and, in
+    training, the forward pass's :class:`Noise` (the query's dropout comes from it)."""
     # Embeddings are fixed features: meta-learning never changes them.
     support = tf.stop_gradient(tf.convert_to_tensor(support))
+    noise = Noise(self.config, support, seed, self.latent_samples(True)) if training else None
     if self.config.initialisation == "maml":
       b = tf.shape(support)[0]
       weights = tf.tile(tf.convert_to_tensor(self.initial_weights)[None], [b, 1, 1])
@@ -193,11 +199,11 @@ class LEO(keras.Model):
       initial = final = empty
       kl = tf.zeros([b])
     else:
-      initial, kl = self.initial_latents(support, training, seeds)
-      final, weights = self.adapt_latents(support, initial, training, seeds)
-    weights = self.finetune(support, weights, training, seeds)
+      initial, kl = self.initial_latents(support, training, noise)
+      final, weights = self.adapt_latents(support, initial, training, noise)
+    weights = self.finetune(support, weights, training, noise)
     return dict(weights=weights, initial_latents=initial, final_latents=final, kl=kl,
-                seed=seeds() if seed is not None else None)
+                noise=noise)
 
   def call(self, episode, training=False, seed=None):
     """Adapts on ``episode['support']`` and classifies ``episode['query']``.
@@ -207,7 +213,9 @@ class LEO(keras.Model):
     """
     adapted = self.adapt(episode["support"], training, seed)
     query = tf.stop_gradient(tf.convert_to_tensor(episode["query"]))
-    logits = self.logits(query, adapted["weights"], training, adapted["seed"])
+    noise = adapted["noise"]
+    logits = self.logits(query, adapted["weights"],
+                         noise.query_keep(query) if noise is not None else None)
     mask = episode.get("query_mask")
     if mask is None:
       mask = tf.ones(tf.shape(logits)[:3])

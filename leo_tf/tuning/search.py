@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import keras_tuner as kt
 
-from leo_tf import gin_config
+from leo_tf import gin_config, threads
 from leo_tf.leo.config import ConfigError
 from leo_tf.tuning.hypermodel import LEOHyperModel, TrialSetup, read_record
 from leo_tf.tuning.space import OBJECTIVE, TuneConfig, search_space
@@ -138,6 +138,7 @@ def run_search(setup: TrialSetup, overwrite: bool = False,
   """Runs (or resumes) the search, then writes the table and the best .gin files."""
   _require_tensorboard()
   setup.check_extremes()
+  threads.configure(log=log)  # before keras-tuner's first op, as leo-train does
   out = setup.tune.output_dir
   _claim_output_dir(out, setup, overwrite)
   tuner = make_tuner(setup, LEOHyperModel(setup), overwrite, log)
