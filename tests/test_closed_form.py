@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from leo_tf.leo.config import ConfigError, LEOConfig
 from leo_tf.leo.model import build_leo, task_losses
-from leo_tf.leo.noise import keep_masks, standard_normal
+from leo_tf.leo.noise import dropout, keep_masks, standard_normal
 
 DIM = 16
 
@@ -108,14 +108,19 @@ def test_unknown_inner_gradients_is_a_config_error():
 # ------------------------------------------------------------------ the bulk noise
 
 
-def test_keep_masks_drop_at_the_rate_and_rescale():
-  masks = keep_masks([7, 11, 13, 17], 0.3, tf.constant([1, 2])).numpy()  # odd count
-  assert masks.shape == (7, 11, 13, 17)
-  np.testing.assert_allclose(np.unique(masks), [0.0, 1 / 0.7], rtol=1e-6)
-  dropped = np.mean(masks == 0)
-  sigma = np.sqrt(0.3 * 0.7 / masks.size)
-  assert abs(dropped - 0.3) < 5 * sigma
-  assert np.all(keep_masks([100], 0.0, tf.constant([1, 2])).numpy() == 1.0)
+def test_keep_masks_drop_at_the_rate():
+  keep = keep_masks([7, 11, 13, 17], 0.3, tf.constant([1, 2])).numpy()  # odd count
+  assert keep.shape == (7, 11, 13, 17) and keep.dtype == bool
+  sigma = np.sqrt(0.3 * 0.7 / keep.size)
+  assert abs(np.mean(~keep) - 0.3) < 5 * sigma
+  assert np.all(keep_masks([100], 0.0, tf.constant([1, 2])).numpy())
+
+
+def test_dropout_zeroes_and_rescales():
+  x = tf.constant([[1.0, -2.0, 3.0, 4.0]])
+  keep = tf.constant([[True, False, True, False]])
+  np.testing.assert_allclose(dropout(x, keep, 0.5), [[2.0, 0.0, 6.0, 0.0]])
+  np.testing.assert_array_equal(dropout(x, None, 0.5), x)
 
 
 def test_standard_normal_moments_and_shape():

@@ -27,7 +27,6 @@ from typing import Optional, Sequence
 import tensorflow as tf
 
 from leo_tf.leo.layers import MIN_STDDEV
-from leo_tf.leo.noise import apply_keep
 
 
 def class_targets(num_classes, num_shots) -> tf.Tensor:
@@ -98,23 +97,22 @@ class LinearDecoding:
 
 def adapt_latents(latents: tf.Tensor, support: tf.Tensor, kernel: tf.Tensor, dim: int,
                   offset: float, step_size: tf.Tensor, first_order: bool,
-                  keeps: Sequence[Optional[tf.Tensor]],
+                  keeps: Sequence[Optional[tf.Tensor]], dropout_rate: float,
                   decode_noise: Sequence[Optional[tf.Tensor]]):
   """Latent gradient steps; returns the final codes [B, N, S, latent] and weights [B, N, d].
 
   ``step_size`` is the per-dimension step for one code's gradient times S (lr / K);
-  ``keeps[t]`` the dropout multipliers and ``decode_noise[t]`` the weight noise of step t
+  ``keeps[t]`` the dropout decisions and ``decode_noise[t]`` the weight noise of step t
   (``decode_noise[-1]`` for the final decode).
   """
   batch, classes = tf.shape(latents)[0], tf.shape(latents)[1]
   samples, latent_size = latents.shape[2], latents.shape[3]
   decoding = LinearDecoding(kernel, dim, offset, batch, classes, samples)
-  x, targets = _flat_support(support)
+  inputs, targets = _SupportInputs(support, dropout_rate), _targets(support)
   codes = tf.reshape(latents, [-1, latent_size])
   for keep, noise in zip(keeps, decode_noise):
     weights = decoding(codes, noise)
-    grad = decoding.latent_gradient(weight_gradient(_dropped(x, support, keep), weights,
-                                                    targets))
+    grad = decoding.latent_gradient(weight_gradient(inputs(keep), weights, targets))
     if first_order:
       grad = tf.stop_gradient(grad)
     codes = codes - step_size * grad
@@ -123,24 +121,40 @@ def adapt_latents(latents: tf.Tensor, support: tf.Tensor, kernel: tf.Tensor, dim
 
 
 def finetune(weights: tf.Tensor, support: tf.Tensor, step_size: tf.Tensor,
-             first_order: bool, keeps: Sequence[Optional[tf.Tensor]]) -> tf.Tensor:
+             first_order: bool, keeps: Sequence[Optional[tf.Tensor]],
+             dropout_rate: float) -> tf.Tensor:
   """Gradient steps on the classifier weights [B, N, d]; ``keeps[t]`` as above."""
-  x, targets = _flat_support(support)
+  inputs, targets = _SupportInputs(support, dropout_rate), _targets(support)
   for keep in keeps:
-    grad = weight_gradient(_dropped(x, support, keep), weights, targets)
+    grad = weight_gradient(inputs(keep), weights, targets)
     if first_order:
       grad = tf.stop_gradient(grad)
     weights = weights - step_size * grad
   return weights
 
 
-def _dropped(x: tf.Tensor, support: tf.Tensor, keep: Optional[tf.Tensor]) -> tf.Tensor:
-  """x [B, N*K, d] with dropout multipliers ``keep`` [B, N, K, d] applied."""
-  return x if keep is None else tf.reshape(apply_keep(support, keep), tf.shape(x))
+class _SupportInputs:
+  """The support set as x [B, N*K, d], with each step's dropout decisions applied.
+
+  The scaled copy and the zeros are made once per loop, so a step's dropout is a
+  single select.
+  """
+
+  def __init__(self, support: tf.Tensor, rate: float):
+    shape = tf.shape(support)
+    self.x = tf.reshape(support, [shape[0], shape[1] * shape[2], support.shape[-1]])
+    self.rate = rate
+    self._scaled = self._zeros = None
+
+  def __call__(self, keep: Optional[tf.Tensor]) -> tf.Tensor:
+    if keep is None:
+      return self.x
+    if self._scaled is None:
+      self._scaled = self.x * (1.0 / (1.0 - self.rate))
+      self._zeros = tf.zeros_like(self.x)
+    return tf.where(tf.reshape(keep, tf.shape(self.x)), self._scaled, self._zeros)
 
 
-def _flat_support(support: tf.Tensor):
-  """[B, N, K, d] -> x [B, N*K, d] and its class-major one-hot targets [N*K, N]."""
+def _targets(support: tf.Tensor) -> tf.Tensor:
   shape = tf.shape(support)
-  x = tf.reshape(support, [shape[0], shape[1] * shape[2], support.shape[-1]])
-  return x, class_targets(shape[1], shape[2])
+  return class_targets(shape[1], shape[2])

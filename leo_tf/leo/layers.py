@@ -15,6 +15,8 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from leo_tf.leo.noise import dropout
+
 tfd = tfp.distributions
 
 MIN_STDDEV = 1e-10
@@ -110,9 +112,9 @@ class LatentEncoder(keras.layers.Layer):
                                      name="relation_network") if with_relation else None)
 
   def call(self, support, training=False, keep=None):
-    """``keep``: dropout multipliers for the support set (leo_tf.leo.noise), or None."""
+    """``keep``: dropout decisions for the support set (leo_tf.leo.noise), or None."""
     b, n, k = tf.shape(support)[0], tf.shape(support)[1], tf.shape(support)[2]
-    x = support * keep if training and keep is not None else support
+    x = dropout(support, keep if training else None, self.dropout_rate)
     codes = self.per_example(x)                                           # [B, N, K, h]
     if self.relation is not None:
       flat = tf.reshape(codes, [b, n * k, codes.shape[-1]])

@@ -21,7 +21,7 @@ from leo_tf.leo import closed_form, regularizers
 from leo_tf.leo.config import LEOConfig
 from leo_tf.leo.layers import (MIN_STDDEV, LatentEncoder, WeightDecoder, gaussian,
                                kl_to_standard_normal, tfd)
-from leo_tf.leo.noise import Noise, apply_keep
+from leo_tf.leo.noise import Noise, dropout
 
 
 def num_shots(support):
@@ -63,8 +63,8 @@ class LEO(keras.Model):
   # ------------------------------------------------------------------ building blocks
 
   def logits(self, x, weights, keep=None):
-    """x [B, N, M, d] (times dropout multipliers ``keep``), weights [B, N, d] -> [B, N, M, N]."""
-    return tf.einsum("bnmd,bcd->bnmc", apply_keep(x, keep), weights)
+    """x [B, N, M, d] (dropout decisions ``keep``), weights [B, N, d] -> [B, N, M, N]."""
+    return tf.einsum("bnmd,bcd->bnmc", dropout(x, keep, self.config.dropout_rate), weights)
 
   @staticmethod
   def cross_entropy(logits):
@@ -162,7 +162,7 @@ class LEO(keras.Model):
       return closed_form.adapt_latents(
           latents, support, self._decoder_kernel(latents), self.dim, self._weight_offset,
           self.inner_lr / num_shots(support), self.config.first_order, keeps,
-          decode_noise)
+          self.config.dropout_rate, decode_noise)
     step_size = self.inner_lr * (latents.shape[2] / num_shots(support))
     for keep, weight_noise in zip(keeps, decode_noise):
       latents = self._gradient_step(
@@ -178,7 +178,7 @@ class LEO(keras.Model):
     step_size = self.finetune_lr * scale
     if self._closed_form(latent_space=False):
       return closed_form.finetune(weights, support, step_size, self.config.first_order,
-                                  keeps)
+                                  keeps, self.config.dropout_rate)
     for keep in keeps:
       weights = self._gradient_step(
           lambda w: self.support_loss(support, w, keep), weights, step_size)

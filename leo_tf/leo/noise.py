@@ -35,17 +35,25 @@ def _random_bits(count, seed) -> tf.Tensor:
 
 
 def keep_masks(shape, rate: float, seed) -> tf.Tensor:
-  """Inverted-dropout multipliers: 0 with probability ``rate``, else 1 / (1 - rate).
+  """Dropout decisions (bool, True = keep) that drop with probability ``rate``.
 
   Each decision uses 16 random bits (half a Philox word; generating the bits is most of
   the cost), so the drop probability is ``rate`` rounded to a multiple of 2**-16
-  (0.3 -> 0.300003).
+  (0.3 -> 0.300003). Booleans, not multipliers: :func:`dropout` selects between the
+  scaled input and zero in one pass, with no cast.
   """
   shape = tf.convert_to_tensor(shape)
   count = tf.reduce_prod(shape)
   bits = tf.reshape(tf.bitcast(_random_bits((count + 1) // 2, seed), tf.uint16), [-1])
   keep = bits[:count] >= tf.constant(min(round(rate * 65536), 65535), tf.uint16)
-  return tf.reshape(tf.cast(keep, tf.float32) * (1.0 / (1.0 - rate)), shape)
+  return tf.reshape(keep, shape)
+
+
+def dropout(x: tf.Tensor, keep: Optional[tf.Tensor], rate: float) -> tf.Tensor:
+  """Inverted dropout of x with the decisions ``keep`` (None: x unchanged)."""
+  if keep is None:
+    return x
+  return tf.where(keep, x * (1.0 / (1.0 - rate)), tf.zeros_like(x))
 
 
 def standard_normal(shape, seed) -> tf.Tensor:
@@ -70,11 +78,11 @@ class Noise:
   """The random draws of one training forward pass of a meta-batch.
 
   Attributes (None when the configuration draws nothing of that kind):
-    encoder_keep: dropout multipliers of the encoder's input [B, N, K, d].
+    encoder_keep: dropout decisions (:func:`keep_masks`) for the encoder's input [B, N, K, d].
     latent: standard normal [B, N, S, latent] for z0 = mu + sigma * latent.
-    latent_keep: one dropout multiplier [B, N, K, d] per latent step.
+    latent_keep: one dropout decision tensor [B, N, K, d] per latent step.
     decode: standard normal [B, N, S, d] per decode (latent steps + the final one).
-    finetune_keep: one dropout multiplier [B, N, K, d] per fine-tuning step.
+    finetune_keep: one dropout decision tensor [B, N, K, d] per fine-tuning step.
   """
 
   def __init__(self, config: LEOConfig, support: tf.Tensor, seed, samples: int):
@@ -111,12 +119,7 @@ class Noise:
                                num=latent_steps + 1)
 
   def query_keep(self, query: tf.Tensor) -> Optional[tf.Tensor]:
-    """Dropout multipliers for the query set's embeddings (None without dropout)."""
+    """Dropout decisions for the query set's embeddings (None without dropout)."""
     if self.rate == 0:
       return None
     return keep_masks(tf.shape(query), self.rate, _seed(self.seed, _QUERY_DROPOUT))
-
-
-def apply_keep(x: tf.Tensor, keep: Optional[tf.Tensor]) -> tf.Tensor:
-  """x with dropout applied (``keep`` from :class:`Noise`), or x itself."""
-  return x if keep is None else x * keep
