@@ -84,20 +84,20 @@ def tiny_search(tmp_path_factory):
   mp.setattr(search.RandomTuner, "on_epoch_end",
              lambda self, trial, model, epoch, logs=None:
              epochs.append((trial.trial_id, epoch, dict(logs))), raising=False)
-  original = hypermodel._ReportingTrainer._after_validation
+  original = hypermodel.MetaTrainer._after_validation
 
   def interrupt_trial_1(self, step, result):
     original(self, step, result)
     if "trial_1" in self.output_dir:
       raise Interrupt()
 
-  mp.setattr(hypermodel._ReportingTrainer, "_after_validation", interrupt_trial_1)
+  mp.setattr(hypermodel.MetaTrainer, "_after_validation", interrupt_trial_1)
   with pytest.raises(Interrupt):
     search.run_search(setup_for(paths, out, tuner="random", max_trials=3),
                       log=logs["first"].append)
   trial_0 = os.path.join(out, search.PROJECT, "trial_0", hypermodel.TRIAL_RECORD)
   mtime = os.path.getmtime(trial_0)
-  mp.setattr(hypermodel._ReportingTrainer, "_after_validation", original)
+  mp.setattr(hypermodel.MetaTrainer, "_after_validation", original)
   result = search.run_search(setup_for(paths, out, tuner="random", max_trials=3),
                              log=logs["second"].append)
   mp.undo()
@@ -255,7 +255,7 @@ def test_bad_tune_config_and_missing_base(tmp_path):
 def test_hyperband_continues_a_trial_from_its_parent_weights(tmp_path):
   paths = write_config(str(tmp_path))
   weights = {}  # trial -> (weights when training starts, weights when it ends)
-  original = hypermodel._ReportingTrainer.train
+  original = hypermodel.MetaTrainer.train
 
   def recording_train(self):
     trial = os.path.basename(os.path.dirname(self.output_dir))
@@ -265,7 +265,7 @@ def test_hyperband_continues_a_trial_from_its_parent_weights(tmp_path):
     return model
 
   with pytest.MonkeyPatch.context() as mp:
-    mp.setattr(hypermodel._ReportingTrainer, "train", recording_train)
+    mp.setattr(hypermodel.MetaTrainer, "train", recording_train)
     result = search.run_search(setup_for(paths, str(tmp_path / "out"), tuner="hyperband",
                                          max_trials=3, hyperband_factor=2))
   rows = {r["trial"]: r for r in result.rows}

@@ -92,12 +92,16 @@ class MetaTrainer:
                val_data: Optional[EmbeddingSet], output_dir: str,
                strategy: Optional[tf.distribute.Strategy] = None,
                log: Callable[[str], None] = print,
-               on_step: Optional[Callable[[int, Dict[str, float]], None]] = None):
-    """``on_step(step, metrics)`` is called after every outer step (exact float values)."""
+               on_step: Optional[Callable[[int, Dict[str, float]], None]] = None,
+               on_validation: Optional[Callable[[int, EvalResult], None]] = None):
+    """``on_step(step, metrics)`` is called after every outer step (exact float values),
+    ``on_validation(step, result)`` after each validation has been logged and, if it is
+    the best so far, checkpointed (leo-tune reports it to keras-tuner)."""
     if config.deterministic_ops:
       tf.config.experimental.enable_op_determinism()
     self.model_config = model_config
     self.on_step = on_step
+    self.on_validation = on_validation
     self.config = config
     self.output_dir = output_dir
     self.log = log
@@ -310,6 +314,8 @@ class MetaTrainer:
         result = self.validate()
         if result is not None:
           self._after_validation(step, result)
+          if self.on_validation is not None:
+            self.on_validation(step, result)
       if step % cfg.checkpoint_every == 0 or step == cfg.num_steps:
         self.latest.save(checkpoint_number=step)
     self._writer.flush()

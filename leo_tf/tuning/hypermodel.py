@@ -67,18 +67,6 @@ class TrialSetup:
                                  f"is invalid: {e}") from None
 
 
-class _ReportingTrainer(MetaTrainer):
-  """A MetaTrainer that also reports each validation to keras callbacks."""
-
-  def __init__(self, *args, on_validation: Callable[[int, float], None], **kwargs):
-    super().__init__(*args, **kwargs)
-    self._on_validation = on_validation
-
-  def _after_validation(self, step, result):
-    super()._after_validation(step, result)
-    self._on_validation(step, result.mean)
-
-
 class LEOHyperModel(kt.HyperModel):
   """LEO meta-training as a keras-tuner HyperModel (see the module docstring)."""
 
@@ -129,20 +117,20 @@ class LEOHyperModel(kt.HyperModel):
     return {OBJECTIVE: best}
 
   def _trainer(self, model_config, train_config, splits, trial_dir, callbacks,
-               initial_epoch, log_file) -> _ReportingTrainer:
+               initial_epoch, log_file) -> MetaTrainer:
     every = self.setup.tune.validate_every
     # The same initial weights for every trial: differences come from the values tried.
     keras.utils.set_random_seed(train_config.seed)
 
-    def on_validation(step: int, accuracy: float):
+    def on_validation(step: int, result):
       epoch = initial_epoch + math.ceil(step / every) - 1
-      trainer.callbacks.on_epoch_end(epoch, {OBJECTIVE: accuracy})
+      trainer.callbacks.on_epoch_end(epoch, {OBJECTIVE: result.mean})
 
     leo_dir = os.path.join(trial_dir, "leo")
     if not tf.train.latest_checkpoint(os.path.join(leo_dir, "latest")):
       # Nothing to resume from: drop what an interrupted attempt left (e.g. its best.json).
       shutil.rmtree(leo_dir, ignore_errors=True)
-    trainer = _ReportingTrainer(
+    trainer = MetaTrainer(
         model_config, train_config, splits["train"], splits["val"], leo_dir,
         on_validation=on_validation,
         log=lambda line: print(line, file=log_file, flush=True))
