@@ -29,9 +29,10 @@ import tensorflow as tf
 from leo_tf.leo.layers import MIN_STDDEV
 
 
-def class_targets(num_classes, num_shots) -> tf.Tensor:
-  """One-hot labels [N*K, N] of a class-major support set."""
-  return tf.repeat(tf.eye(num_classes), num_shots, axis=0)
+def class_targets(support: tf.Tensor) -> tf.Tensor:
+  """One-hot labels [N*K, N] of a class-major support set [B, N, K, d]."""
+  shape = tf.shape(support)
+  return tf.repeat(tf.eye(shape[1]), shape[2], axis=0)
 
 
 def weight_gradient(x: tf.Tensor, weights: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
@@ -108,7 +109,7 @@ def adapt_latents(latents: tf.Tensor, support: tf.Tensor, kernel: tf.Tensor, dim
   batch, classes = tf.shape(latents)[0], tf.shape(latents)[1]
   samples, latent_size = latents.shape[2], latents.shape[3]
   decoding = LinearDecoding(kernel, dim, offset, batch, classes, samples)
-  inputs, targets = _SupportInputs(support, dropout_rate), _targets(support)
+  inputs, targets = _SupportInputs(support, dropout_rate), class_targets(support)
   codes = tf.reshape(latents, [-1, latent_size])
   for keep, noise in zip(keeps, decode_noise):
     weights = decoding(codes, noise)
@@ -124,7 +125,7 @@ def finetune(weights: tf.Tensor, support: tf.Tensor, step_size: tf.Tensor,
              first_order: bool, keeps: Sequence[Optional[tf.Tensor]],
              dropout_rate: float) -> tf.Tensor:
   """Gradient steps on the classifier weights [B, N, d]; ``keeps[t]`` as above."""
-  inputs, targets = _SupportInputs(support, dropout_rate), _targets(support)
+  inputs, targets = _SupportInputs(support, dropout_rate), class_targets(support)
   for keep in keeps:
     grad = weight_gradient(inputs(keep), weights, targets)
     if first_order:
@@ -153,8 +154,3 @@ class _SupportInputs:
       self._scaled = self.x * (1.0 / (1.0 - self.rate))
       self._zeros = tf.zeros_like(self.x)
     return tf.where(tf.reshape(keep, tf.shape(self.x)), self._scaled, self._zeros)
-
-
-def _targets(support: tf.Tensor) -> tf.Tensor:
-  shape = tf.shape(support)
-  return class_targets(shape[1], shape[2])

@@ -49,12 +49,7 @@ def run_experiment(output_dir: str = gin.REQUIRED, evaluate_test: bool = True,
   source, model_config = EmbeddingSource(), LEOConfig()
   train_config, eval_config = TrainConfig(), EvalConfig()
   start = time.time()
-  wanted = ("train", "val", eval_config.split)
-  if not source.missing_splits(wanted):
-    # Before the first TF op. Building the embeddings (pre-training convolutions) wants
-    # TF's default pools, so then meta-training keeps them (configure() logs it).
-    threads.configure(log=log)
-  splits = source.load_all(wanted)
+  splits = source.load_all(("train", "val", eval_config.split))
   log(f"[data] {source.dataset}/{source.crop}: " + ", ".join(
       f"{s} {d.embeddings.shape[0]} x {d.dim} ({d.num_classes} classes)"
       for s, d in splits.items()))
@@ -64,6 +59,8 @@ def run_experiment(output_dir: str = gin.REQUIRED, evaluate_test: bool = True,
     log("[data] meta-training on train + val (no validation, the last step is kept)")
   os.makedirs(output_dir, exist_ok=True)
   gin_config.save_config(output_dir)
+  # Before meta-training's first op (loading the files runs none). If the embeddings were
+  # just built (pre-training), TF has started with its default pools: configure() logs it.
   threads.configure(log=log)
   trainer = MetaTrainer(model_config, train_config, train, val, output_dir,
                         strategy=make_strategy(), log=log)

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from leo_tf.leo import closed_form, regularizers
 from leo_tf.leo.config import LEOConfig
-from leo_tf.leo.layers import (MIN_STDDEV, LatentEncoder, WeightDecoder, gaussian,
+from leo_tf.leo.layers import (LatentEncoder, WeightDecoder, gaussian,
                                kl_to_standard_normal, tfd)
 from leo_tf.leo.noise import Noise, dropout
 
@@ -106,10 +106,7 @@ class LEO(keras.Model):
     standard normal ``noise`` [B, N, S, d] (None: the means)."""
     if latents.shape[2] != 1 and not self.config.decoder_hidden:
       return self._decode_linear(latents, noise)
-    weights = gaussian(self.decoder(latents), self._weight_offset)
-    if noise is None:
-      return tf.reduce_mean(weights.loc, axis=2)
-    return tf.reduce_mean(weights.loc + weights.scale * noise, axis=2)
+    return self.decode_reference(latents, noise)
 
   def _decoder_kernel(self, latents):
     if not self.decoder.built:
@@ -117,19 +114,13 @@ class LEO(keras.Model):
     return tf.convert_to_tensor(self.decoder.kernels()[0])
 
   def _decode_linear(self, latents, noise):
-    """decode() for a linear decoder and S > 1 samples, without [B, N, S, 2d] outputs.
-
-    The mean half is linear in z, so the mean of the S decoded means is the decoding of
-    the mean code: one [B, N, latent] x [latent, d] product instead of S of them. Only
-    the stddev half (through exp) needs every sample.
-    """
-    mean_kernel, scale_kernel = tf.split(self._decoder_kernel(latents), 2, axis=1)
-    loc = tf.tensordot(tf.reduce_mean(latents, axis=2), mean_kernel, axes=1)
-    if noise is None:
-      return loc
-    raw = tf.tensordot(latents, scale_kernel, axes=1)                  # [B, N, S, d]
-    scale = tf.maximum(tf.exp(raw) - (1.0 - self._weight_offset), MIN_STDDEV)
-    return loc + tf.reduce_mean(scale * noise, axis=2)
+    """decode() for a linear decoder and S > 1 samples, without [B, N, S, 2d] outputs
+    (closed_form.LinearDecoding: the mean half decodes the mean code once)."""
+    shape = tf.shape(latents)
+    decoding = closed_form.LinearDecoding(self._decoder_kernel(latents), self.dim,
+                                          self._weight_offset, shape[0], shape[1],
+                                          latents.shape[2])
+    return decoding(tf.reshape(latents, [-1, latents.shape[3]]), noise)
 
   def decode_reference(self, latents, noise=None):
     """The literal decode: every sample's full Gaussian, sampled, then averaged (tests)."""
