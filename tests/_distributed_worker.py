@@ -1,6 +1,7 @@
 """Runs a tiny pre-training under a tf.distribute strategy in a fresh process.
 
   python tests/_distributed_worker.py mirrored <model_dir>
+  python tests/_distributed_worker.py leo_mirrored <model_dir>   (LEO meta-training)
   TF_CONFIG=... python tests/_distributed_worker.py multi_worker <model_dir>
 
 Splitting the CPU into logical devices must happen before TensorFlow runs any op,
@@ -18,10 +19,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def main(kind: str, model_dir: str) -> None:
-  if kind == "mirrored":
+  if kind in ("mirrored", "leo_mirrored"):
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+  if kind == "leo_mirrored":
+    meta_train(model_dir)
+    return
   from _tiny_images import tiny_split  # pylint: disable=g-import-not-at-top
   from leo_tf.backbone import pretrain, strategy as strategy_lib, wrn
 
@@ -37,6 +41,32 @@ def main(kind: str, model_dir: str) -> None:
       "held_out_accuracy": result.held_out_accuracy,
       "backbone_path": result.backbone_path,
       "final_step": result.final_step,
+  }), flush=True)
+
+
+def meta_train(model_dir: str) -> None:
+  """LEO meta-training on two replicas: each samples its own episodes inside the step."""
+  from conftest import synthetic_embeddings  # pylint: disable=g-import-not-at-top
+  from leo_tf.leo.config import LEOConfig
+  from leo_tf.leo.trainer import MetaTrainer, TrainConfig
+
+  strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+  model = LEOConfig(num_shots=1, latent_size=8, relation_hidden=(16,), inner_steps_train=1,
+                    finetune_steps_train=1)
+  config = TrainConfig(num_steps=60, meta_batch_size=8, num_queries=3, outer_lr=3e-3,
+                       log_every=20, validate_every=10**6, checkpoint_every=10**6)
+  trainer = MetaTrainer(model, config, synthetic_embeddings(10, 8, dim=16), None, model_dir,
+                        strategy=strategy, log=print)
+  step = tf.constant(0, tf.int64)
+  first, second = (trainer.replica_batch(step, r)["support"].numpy() for r in (0, 1))
+  losses = []
+  trainer.on_step = lambda _, metrics: losses.append(metrics["query_loss"])
+  trainer.train()
+  print("RESULT " + json.dumps({
+      "replicas": strategy.num_replicas_in_sync,
+      "replicas_differ": bool((first != second).any()),
+      "first_losses": losses[:10], "last_losses": losses[-10:],
+      "final_step": int(trainer.step.numpy()),
   }), flush=True)
 
 

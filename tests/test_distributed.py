@@ -54,6 +54,14 @@ def test_mirrored_on_two_logical_cpus_lowers_the_loss(tmp_path):
   assert result["losses"][-1] < 0.5 * result["losses"][0]
 
 
+def test_leo_meta_training_on_two_replicas_learns(tmp_path):
+  (result,) = _finish([_start("leo_mirrored", tmp_path)])
+  assert result["replicas"] == 2 and result["final_step"] == 60
+  assert result["replicas_differ"]             # each replica samples its own episodes
+  first, last = np.mean(result["first_losses"]), np.mean(result["last_losses"])
+  assert last < 0.8 * first, (first, last)
+
+
 def test_multi_worker_ends_with_identical_weights(tmp_path):
   ports = [_free_port(), _free_port()]
   cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}

@@ -67,10 +67,10 @@ class _NaNAt(MetaTrainer):
   """Multiplies the support set by NaN at the given (0-based) steps."""
   bad = ()
 
-  def _replica_step(self, batch, step):
+  def replica_batch(self, step, replica=0):
+    batch = super().replica_batch(step, replica)
     poison = tf.reduce_any(tf.equal(step, tf.constant(self.bad, tf.int64)))
-    batch = dict(batch, support=batch["support"] * tf.where(poison, np.nan, 1.0))
-    return super()._replica_step(batch, step)
+    return dict(batch, support=batch["support"] * tf.where(poison, np.nan, 1.0))
 
 
 def test_non_finite_steps_are_guarded_counted_and_stop_training(tmp_path, data):

@@ -10,7 +10,9 @@ import tensorflow as tf
 from conftest import synthetic_embeddings
 from leo_tf.data.embeddings import EmbeddingSet
 from leo_tf.leo.config import LEOConfig
-from leo_tf.leo.trainer import MetaTrainer, TrainConfig, TrainingDivergedError, load_model
+from leo_tf.leo.model import task_losses
+from leo_tf.leo.trainer import (MetaTrainer, TrainConfig, TrainingDivergedError, load_model,
+                                   task_group_sizes)
 
 # Small and few inner steps: these tests are about bookkeeping, and tracing is the cost.
 STEPS = dict(inner_steps_train=1, inner_steps_test=1, finetune_steps_train=1,
@@ -118,3 +120,51 @@ def test_meta_batch_must_split_across_replicas(data):
   with pytest.raises(ValueError, match="divide evenly"):
     MetaTrainer(MODEL, _train_config(meta_batch_size=5), train, None, "/tmp/x",
                 strategy=TwoReplicas())
+
+
+def test_task_group_sizes_split_consecutive_tasks_evenly():
+  assert task_group_sizes(12, 2) == [6, 6]
+  assert task_group_sizes(7, 3) == [3, 2, 2]
+  assert task_group_sizes(5, 1) == [5]
+  assert task_group_sizes(3, 4) == [1, 1, 1]       # never an empty group
+
+
+def _deterministic(**kw):
+  return LEOConfig(num_shots=2, latent_size=8, relation_hidden=(16,), dropout_rate=0.0,
+                   stochastic=False, **STEPS, **kw)
+
+
+def test_a_step_trains_on_the_episodes_replica_batch_names(tmp_path, data):
+  """The in-graph sampler feeds the step: its loss at step 0 is the loss of the model
+  on replica_batch(0) computed by hand (random-free model, so nothing else differs)."""
+  train, _ = data
+  trainer = MetaTrainer(_deterministic(), _train_config(meta_batch_size=3), train, None,
+                        str(tmp_path), log=lambda _: None)
+  batch = trainer.replica_batch(tf.constant(0, tf.int64))
+  outputs = trainer.model(batch, training=True)
+  reg = trainer.model.regularization()
+  expected = float(tf.reduce_mean(task_losses(outputs, trainer.model_config)) +
+                   tf.add_n(list(reg.values())))
+  metrics = trainer.train_step()
+  np.testing.assert_allclose(metrics["loss"], expected, rtol=1e-5)
+  assert metrics["finite"] == 1.0 and metrics["bad_steps"] == 0.0
+  later = trainer.replica_batch(tf.constant(1, tf.int64))
+  assert not np.array_equal(batch["support"].numpy(), later["support"].numpy())
+
+
+def test_task_groups_change_the_schedule_not_the_step(tmp_path, data):
+  """Random-free, one group and three groups must take the same step."""
+  train, _ = data
+  results = []
+  for groups in (1, 3):
+    trainer = MetaTrainer(_deterministic(), _train_config(meta_batch_size=5,
+                                                          task_groups=groups),
+                          train, None, str(tmp_path / str(groups)), log=lambda _: None)
+    metrics = [trainer.train_step() for _ in range(3)]
+    results.append((metrics, [v.numpy() for v in trainer.model.trainable_variables]))
+  (m1, w1), (m3, w3) = results
+  for a, b in zip(m1, m3):
+    for key in ("loss", "query_loss", "accuracy"):
+      np.testing.assert_allclose(a[key], b[key], rtol=1e-5, err_msg=key)
+  for a, b in zip(w1, w3):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

@@ -58,6 +58,10 @@ class TrainConfig:
   train_on_val: bool = False
   max_bad_steps: int = 50
   jit_compile: bool = False
+  # Each replica's tasks run as this many independent chains of ops, which TF's inter-op
+  # pool runs side by side (leo_tf/threads.py): one chain per core on CPU. The loss is
+  # the same; each group draws its own noise (docs/performance.md).
+  task_groups: int = 2
   # Process-wide tf.config.experimental.enable_op_determinism(): needed for bit-identical
   # runs on GPU; on CPU our ops are deterministic already (docs/reliability.md has the cost).
   deterministic_ops: bool = False
@@ -65,11 +69,21 @@ class TrainConfig:
   def __post_init__(self):
     for name in ("meta_batch_size", "num_queries", "num_steps", "validate_every",
                  "num_val_episodes", "val_batch_size", "log_every", "checkpoint_every",
-                 "max_bad_steps"):
+                 "max_bad_steps", "task_groups"):
       if getattr(self, name) < 1:
         raise ConfigError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
     if self.outer_lr <= 0:
       raise ConfigError(f"TrainConfig.outer_lr must be > 0, got {self.outer_lr}")
+
+
+# The outputs of LEO.call that the outer step reads: one value per task.
+PER_TASK_OUTPUTS = ("query_loss", "kl", "encoder_penalty", "accuracy")
+
+
+def task_group_sizes(tasks: int, groups: int):
+  """Sizes of ``min(groups, tasks)`` groups of consecutive tasks, as equal as possible."""
+  groups = min(groups, tasks)
+  return [tasks // groups + (1 if g < tasks % groups else 0) for g in range(groups)]
 
 
 def clip_gradient(grad: tf.Tensor, clip_value: float, clip_norm: float) -> tf.Tensor:
@@ -136,19 +150,32 @@ class MetaTrainer:
         self.checkpoint, os.path.join(output_dir, "best"), max_to_keep=1)
     self._best_file = os.path.join(output_dir, "best", "best.json")
     self._train_step = tf.function(self._outer_step, jit_compile=config.jit_compile)
+    self._metric_names = None
     self._val_predict = None
     self._writer = tf.summary.create_file_writer(os.path.join(output_dir, "tensorboard"))
 
   # ------------------------------------------------------------------ the outer step
 
-  def _replica_step(self, batch, step):
-    """Loss and gradients of one replica's share, pre-scaled so a SUM gives the mean."""
+  def replica_batch(self, step, replica=0) -> Dict[str, tf.Tensor]:
+    """The episodes replica ``replica`` trains on at ``step``: a pure function of
+    (seed, replica, step), so a resumed run sees the same ones."""
+    local = self.config.meta_batch_size // self.strategy.num_replicas_in_sync
+    stream = fold_seed(self.config.seed + 1, replica)
+    return self.train_sampler.sample(local, fold_seed(stream, step))
+
+  def _replica_step(self, step):
+    """Loss and gradients of one replica's share, pre-scaled so a SUM gives the mean.
+
+    The replica samples its episodes inside the step: a tf.data iterator would cost a
+    Python round trip per step and a pipeline thread competing for the same cores
+    (~2.5 ms of a 1-shot step, docs/performance.md)."""
     ctx = tf.distribute.get_replica_context()
     replicas = ctx.num_replicas_in_sync
+    batch = self.replica_batch(step, ctx.replica_id_in_sync_group)
     seed = fold_seed(fold_seed(self.config.seed, step), ctx.replica_id_in_sync_group)
     variables = self.model.trainable_variables
     with tf.GradientTape() as tape:
-      outputs = self.model(batch, training=True, seed=seed)
+      outputs = self._grouped_forward(batch, seed, self.config.meta_batch_size // replicas)
       per_task = task_losses(outputs, self.model_config)
       reg = self.model.regularization()
       loss = (tf.reduce_sum(per_task) / self.config.meta_batch_size +
@@ -162,6 +189,18 @@ class MetaTrainer:
                    **{k: v / replicas for k, v in reg.items()})
     return grads, metrics
 
+  def _grouped_forward(self, batch, seed, tasks: int) -> Dict[str, tf.Tensor]:
+    """The training forward pass of ``tasks`` tasks as independent groups (task_groups):
+    per-task outputs [tasks], concatenated in task order. Group g draws its noise from
+    fold_seed(seed, g); a single group uses ``seed`` itself."""
+    sizes = task_group_sizes(tasks, self.config.task_groups)
+    if len(sizes) == 1:
+      return self.model(batch, training=True, seed=seed)
+    parts = {k: tf.split(v, sizes) for k, v in batch.items()}
+    outputs = [self.model({k: v[g] for k, v in parts.items()}, training=True,
+                          seed=fold_seed(seed, g)) for g in range(len(sizes))]
+    return {k: tf.concat([o[k] for o in outputs], axis=0) for k in PER_TASK_OUTPUTS}
+
   def _l2_gradients(self):
     """Gradients of the L2 term alone: what the guard applies on a non-finite step."""
     variables = self.model.trainable_variables
@@ -171,9 +210,9 @@ class MetaTrainer:
     grads = tape.gradient(l2, variables)
     return [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
 
-  def _outer_step(self, batch):
+  def _outer_step(self):
     step = self.step.read_value()
-    grads, metrics = self.strategy.run(self._replica_step, args=(batch, step))
+    grads, metrics = self.strategy.run(self._replica_step, args=(step,))
     grads = self.strategy.reduce(tf.distribute.ReduceOp.SUM, grads, axis=None)
     metrics = self.strategy.reduce(tf.distribute.ReduceOp.SUM, metrics, axis=None)
     grads = [clip_gradient(g, self.config.clip_value, self.config.clip_norm) for g in grads]
@@ -185,7 +224,17 @@ class MetaTrainer:
     self.bad_steps.assign(tf.where(finite, tf.constant(0, tf.int64), self.bad_steps + 1))
     self.guarded_steps.assign_add(tf.cast(tf.logical_not(finite), tf.int64))
     metrics["finite"] = tf.cast(finite, tf.float32)
-    return metrics
+    metrics["bad_steps"] = tf.cast(self.bad_steps, tf.float32)
+    # One vector, so the host fetches a step's metrics in one transfer (~1 ms a step
+    # saved at 1-shot against a fetch per metric); its order is fixed while tracing.
+    self._metric_names = sorted(metrics)
+    return tf.stack([metrics[k] for k in self._metric_names])
+
+  def train_step(self) -> Dict[str, float]:
+    """Runs one outer step; returns its metrics (``finite`` is 1.0 or 0.0,
+    ``bad_steps`` the non-finite steps in a row so far)."""
+    values = self._train_step().numpy().tolist()
+    return dict(zip(self._metric_names, values))
 
   # ------------------------------------------------------------------ the loop
 
@@ -228,16 +277,6 @@ class MetaTrainer:
       with open(self._best_file) as f:
         return float(json.load(f)["accuracy"])
     return -1.0
-
-  def _distributed_batches(self, start: int):
-    """Each replica samples its own share of every meta-batch from its own seed stream."""
-    local = self.config.meta_batch_size // self.strategy.num_replicas_in_sync
-
-    def replica_dataset(ctx: tf.distribute.InputContext):
-      seed = fold_seed(self.config.seed + 1, ctx.input_pipeline_id)
-      return self.train_sampler.dataset(local, seed, start=start)
-
-    return iter(self.strategy.distribute_datasets_from_function(replica_dataset))
 
   def validate(self) -> Optional[EvalResult]:
     if self.val_sampler is None:
@@ -284,10 +323,10 @@ class MetaTrainer:
     if step >= cfg.num_steps:
       self.log(f"[train] already at step {step} >= {cfg.num_steps}; nothing to do")
       return self.model
-    batches = self._distributed_batches(step)
     window, window_start, sums = 0, time.time(), {}
     while step < cfg.num_steps:
-      metrics = {k: float(v) for k, v in self._train_step(next(batches)).items()}
+      metrics = self.train_step()
+      bad = int(metrics.pop("bad_steps"))
       step += 1
       if self.on_step is not None:
         self.on_step(step, metrics)
@@ -296,7 +335,6 @@ class MetaTrainer:
       for k, v in metrics.items() if metrics["finite"] else [("finite", 0.0)]:
         sums[k] = sums.get(k, 0.0) + v
       sums["steps"] = sums.get("steps", 0.0) + metrics["finite"]
-      bad = int(self.bad_steps.numpy())
       if bad >= cfg.max_bad_steps:
         self.latest.save(checkpoint_number=step)
         raise TrainingDivergedError(
