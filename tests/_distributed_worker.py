@@ -55,12 +55,12 @@ def meta_train(model_dir: str) -> None:
                     finetune_steps_train=1)
   config = TrainConfig(num_steps=60, meta_batch_size=8, num_queries=3, outer_lr=3e-3,
                        log_every=20, validate_every=10**6, checkpoint_every=10**6)
+  losses = []
   trainer = MetaTrainer(model, config, synthetic_embeddings(10, 8, dim=16), None, model_dir,
-                        strategy=strategy, log=print)
+                        strategy=strategy, log=print,
+                        on_step=lambda _, metrics: losses.append(metrics["query_loss"]))
   step = tf.constant(0, tf.int64)
   first, second = (trainer.replica_batch(step, r)["support"].numpy() for r in (0, 1))
-  losses = []
-  trainer.on_step = lambda _, metrics: losses.append(metrics["query_loss"])
   trainer.train()
   print("RESULT " + json.dumps({
       "replicas": strategy.num_replicas_in_sync,

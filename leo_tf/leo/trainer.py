@@ -175,7 +175,7 @@ class MetaTrainer:
     seed = fold_seed(fold_seed(self.config.seed, step), ctx.replica_id_in_sync_group)
     variables = self.model.trainable_variables
     with tf.GradientTape() as tape:
-      outputs = self._grouped_forward(batch, seed, self.config.meta_batch_size // replicas)
+      outputs = self._grouped_forward(batch, seed)
       per_task = task_losses(outputs, self.model_config)
       reg = self.model.regularization()
       loss = (tf.reduce_sum(per_task) / self.config.meta_batch_size +
@@ -189,11 +189,11 @@ class MetaTrainer:
                    **{k: v / replicas for k, v in reg.items()})
     return grads, metrics
 
-  def _grouped_forward(self, batch, seed, tasks: int) -> Dict[str, tf.Tensor]:
-    """The training forward pass of ``tasks`` tasks as independent groups (task_groups):
-    per-task outputs [tasks], concatenated in task order. Group g draws its noise from
+  def _grouped_forward(self, batch, seed) -> Dict[str, tf.Tensor]:
+    """The training forward pass of a replica's tasks as independent groups (task_groups):
+    per-task outputs, concatenated in task order. Group g draws its noise from
     fold_seed(seed, g); a single group uses ``seed`` itself."""
-    sizes = task_group_sizes(tasks, self.config.task_groups)
+    sizes = task_group_sizes(batch["support"].shape[0], self.config.task_groups)
     if len(sizes) == 1:
       return self.model(batch, training=True, seed=seed)
     parts = {k: tf.split(v, sizes) for k, v in batch.items()}

@@ -15,7 +15,7 @@ import math
 import os
 import shutil
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import keras
 import keras_tuner as kt
