@@ -1,30 +1,40 @@
 """Parsing gin files: search paths, registration of configurables, clear errors.
 
+Gin is global state, so it is parsed in two ways only:
+- :func:`parse`, by the entry points (``leo_tf/cli``) once, before they build configs;
+- :func:`scoped`, by library code that reads another configuration (a saved run, an
+  ablation, a tuning trial): it parses into a fresh gin state for the duration of a
+  ``with`` block and gives the caller's state back afterwards, untouched.
+
 Gin resolves ``include`` lines against its search path: we add the directory of each
 file being parsed and the repository's ``gin/`` directory, so experiment files can
 include building blocks as ``include 'models/leo_final.gin'``.
 """
 
+import contextlib
 import importlib
 import os
 import re
 import tokenize
-from typing import Iterable, Optional, Sequence
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import gin
 
-# Modules whose import registers gin configurables; optional ones may be absent.
-_CONFIGURABLE_MODULES = (
+from leo_tf.runtime import files as files_lib
+
+T = TypeVar("T")
+
+# Modules whose import registers gin configurables: a saved config.gin may bind any.
+CONFIGURABLE_MODULES = (
     "leo_tf.leo.config",
     "leo_tf.leo.trainer",
     "leo_tf.leo.evaluation",
     "leo_tf.leo.experiment",
     "leo_tf.data.source",
-    "leo_tf.threads",
-)
-_OPTIONAL_MODULES = (
     "leo_tf.data.glyphs",
     "leo_tf.data.images",
+    "leo_tf.runtime.threads",
+    "leo_tf.runtime.strategy",
     "leo_tf.backbone.wrn",
     "leo_tf.backbone.pretrain",
     "leo_tf.backbone.embed",
@@ -67,15 +77,9 @@ def _one_line(error: Exception, source: str) -> str:
           f"(in `{match.group('text').strip()}`)")
 
 
-def register_configurables(extra_modules: Iterable[str] = ()) -> None:
-  for name in tuple(_CONFIGURABLE_MODULES) + tuple(extra_modules):
+def register_configurables() -> None:
+  for name in CONFIGURABLE_MODULES:
     importlib.import_module(name)
-  for name in _OPTIONAL_MODULES:
-    try:
-      importlib.import_module(name)
-    except ModuleNotFoundError as e:
-      if e.name != name:  # the module exists but something it needs does not
-        raise
 
 
 def resolve_gin_file(path: str) -> str:
@@ -88,7 +92,10 @@ def resolve_gin_file(path: str) -> str:
 
 def parse(gin_files: Sequence[str] = (), bindings: Sequence[str] = (),
           finalize: bool = True) -> None:
-  """Parses files then bindings (later ones override earlier), after a clear()."""
+  """Parses files then bindings (later ones override earlier) into a cleared gin state.
+
+  For the entry points; library code reads configurations through :func:`scoped`.
+  """
   gin.clear_config()          # unlocks a finalized config, so new modules can register
   register_configurables()
   # Look in gin/ first: gin logs an error for every prefix it tries that misses.
@@ -120,11 +127,7 @@ def save_config(directory: str, operative: bool = False) -> str:
   os.makedirs(directory, exist_ok=True)
   name = OPERATIVE_CONFIG_FILE if operative else CONFIG_FILE
   text = gin.operative_config_str() if operative else gin.config_str()
-  path = os.path.join(directory, name)
-  with open(path + ".tmp", "w") as f:
-    f.write(text)
-  os.replace(path + ".tmp", path)
-  return path
+  return files_lib.atomic_write(os.path.join(directory, name), text)
 
 
 def saved_config(directory: str) -> str:
@@ -135,7 +138,38 @@ def saved_config(directory: str) -> str:
   return path
 
 
-def parse_saved(directory: str, bindings: Sequence[str] = (),
-                extra_files: Optional[Sequence[str]] = None) -> None:
-  """Re-reads the config a run saved beside its checkpoints, then any overrides."""
-  parse([saved_config(directory)] + list(extra_files or []), bindings)
+def saved_files(directory: str, extra_files: Sequence[str] = ()) -> list:
+  """The config a run saved beside its checkpoints, then ``extra_files`` on top."""
+  return [saved_config(directory)] + list(extra_files)
+
+
+def read_saved(directory: str, build: Callable[[], T], bindings: Sequence[str] = (),
+               extra_files: Sequence[str] = ()) -> T:
+  """``build()`` under a run's saved config with ``extra_files`` and ``bindings`` on top
+  (e.g. ``build=CompareConfig``); the caller's gin state is left as it was."""
+  with scoped(saved_files(directory, extra_files), bindings):
+    return build()
+
+
+# What gin.clear_config() empties; a scope saves and restores exactly these.
+_STATE = ("_CONFIG", "_SINGLETONS", "_IMPORTS", "_OPERATIVE_CONFIG")
+
+
+@contextlib.contextmanager
+def scoped(gin_files: Sequence[str] = (), bindings: Sequence[str] = ()) -> Iterator[None]:
+  """Parses ``gin_files`` and ``bindings`` into a fresh gin state for the ``with`` block.
+
+  Configurables called inside the block see only this configuration; when the block
+  ends (or raises), the gin state the caller had is restored as it was.
+  """
+  module = gin.config
+  saved = {name: getattr(module, name).copy() for name in _STATE}
+  locked = gin.config_is_locked()
+  try:
+    parse(gin_files, bindings)
+    yield
+  finally:
+    gin.clear_config()
+    for name, value in saved.items():
+      getattr(module, name).update(value)
+    module._set_config_is_locked(locked)  # pylint: disable=protected-access

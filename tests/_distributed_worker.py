@@ -27,7 +27,8 @@ def main(kind: str, model_dir: str) -> None:
     meta_train(model_dir)
     return
   from _tiny_images import tiny_split  # pylint: disable=g-import-not-at-top
-  from leo_tf.backbone import pretrain, strategy as strategy_lib, wrn
+  from leo_tf.backbone import pretrain, wrn
+  from leo_tf.runtime import strategy as strategy_lib
 
   strategy = strategy_lib.make_strategy(
       kind, devices=["/cpu:0", "/cpu:1"] if kind == "mirrored" else None)

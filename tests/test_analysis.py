@@ -16,6 +16,7 @@ from leo_tf.data.episodes import EpisodeSampler
 from leo_tf.leo.config import LEOConfig
 from leo_tf.leo.evaluation import EvalResult, evaluate
 from leo_tf.leo.model import build_leo
+from leo_tf.leo.run import open_run
 
 # ------------------------------------------------------------------ metrics by hand
 
@@ -193,6 +194,7 @@ BASE_BINDINGS = [
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
   from leo_tf.leo.experiment import run_experiment
+  from leo_tf.leo.run import RunConfigs
   tmp = tmp_path_factory.mktemp("analysis")
   root = str(tmp / "embeddings")
   for i, split in enumerate(("train", "val", "test")):
@@ -201,29 +203,28 @@ def trained_run(tmp_path_factory):
                     s.class_ids, s.keys)
   gin_config.parse([], BASE_BINDINGS + [f"EmbeddingSource.root = {root!r}"])
   run_dir = str(tmp / "base")
-  run_experiment(output_dir=run_dir, evaluate_test=False, log=lambda _: None)
+  run_experiment(RunConfigs.from_gin(), output_dir=run_dir, evaluate_test=False,
+                 log=lambda _: None)
   return run_dir, root
 
 
 def test_compare_table_on_a_tiny_trained_model(trained_run, tmp_path):
   run_dir, root = trained_run
   logs = []
+  bindings = ["CompareConfig.ablations = ['maml']", "CompareConfig.ablation_train_steps = 8",
+              "CompareConfig.ensemble_samples = 3", "CompareConfig.fit_episodes = 20",
+              "CompareConfig.logreg_c_grid = [1.0, 10.0]"]
   result = compare.run_comparison(
-      run_dir, str(tmp_path / "cmp"), bindings=[
-          "CompareConfig.ablations = ['maml']", "CompareConfig.ablation_train_steps = 8",
-          "CompareConfig.ensemble_samples = 3", "CompareConfig.fit_episodes = 20",
-          "CompareConfig.logreg_c_grid = [1.0, 10.0]"],
-      log=logs.append, progress=False)
+      open_run(run_dir, bindings=bindings, fallback=True),
+      compare.read_compare_config(run_dir, bindings), str(tmp_path / "cmp"),
+      bindings=bindings, log=logs.append, progress=False)
   names = [r["method"] for r in result.rows]
   assert names == ["LEO", "LEO, ensemble of 3", "MAML (same features)",
                    "Nearest class mean", "Logistic regression"]
   # The LEO row is the standard evaluation of the checkpoint on the same episodes.
-  from leo_tf.data.source import EmbeddingSource
-  from leo_tf.leo.trainer import load_model
-  gin_config.parse_saved(run_dir)
-  config, test = LEOConfig(), EmbeddingSource().load("test")
-  reference = evaluate(load_model(run_dir, config, 16, "best"),
-                       EpisodeSampler(test, 3, 1, 5), 30, 20, seed=20260)
+  run = open_run(run_dir)
+  reference = evaluate(run.model,
+                       EpisodeSampler(run.load("test"), 3, 1, 5), 30, 20, seed=20260)
   np.testing.assert_allclose(result.results[0].accuracy.accuracies, reference.accuracies)
   for r, row in zip(result.results, result.rows):
     assert r.accuracy.accuracies.shape == (30,)
@@ -244,11 +245,8 @@ def test_compare_table_on_a_tiny_trained_model(trained_run, tmp_path):
 
 def test_latent_tsne_png(trained_run, tmp_path):
   run_dir, _ = trained_run
-  from leo_tf.data.source import EmbeddingSource
-  from leo_tf.leo.trainer import load_model
-  gin_config.parse_saved(run_dir)
-  config, val = LEOConfig(), EmbeddingSource().load("val")
-  model = load_model(run_dir, config, 16, "best")
+  run = open_run(run_dir)
+  model, val = run.model, run.load("val")
   codes = tsne.collect_latents(model, EpisodeSampler(val, 3, 1, 1), 12, 6, seed=0,
                                progress=False)
   assert codes.initial.shape == (36, 4) and codes.final.shape == (36, 4)

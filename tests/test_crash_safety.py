@@ -49,9 +49,10 @@ def test_resumed_weights_equal_an_uninterrupted_run(campaign, tmp_path):
   """Episodes and dropout are functions of (seed, step): kills change nothing."""
   reference = str(tmp_path / "reference")
   from leo_tf.leo.experiment import run_experiment
+  from leo_tf.leo.run import RunConfigs
   try:
     gin_config.parse([campaign["gin_file"]], [f"run_experiment.output_dir = {reference!r}"])
-    run_experiment(log=lambda m: None)
+    run_experiment(RunConfigs.from_gin(), log=lambda m: None)
   finally:
     gin.clear_config()
   ours = model_weights(os.path.join(campaign["out"], "latest", f"ckpt-{STEPS}"))

@@ -10,6 +10,7 @@ import pytest
 
 from leo_tf.backbone import embed, pipeline, pretrain, wrn
 from leo_tf.data import embeddings as emb_lib
+from leo_tf.data.splits import SPLITS
 from _tiny_images import tiny_source
 
 TINY_WRN = functools.partial(wrn.build_wrn, depth=10, width=1)
@@ -27,9 +28,9 @@ def model_dir(tmp_path_factory):
 
 def test_extraction_round_trips_through_load_split(model_dir, tmp_path):
   root = str(tmp_path)
-  sources = {s: functools.partial(tiny_source, s) for s in emb_lib.SPLITS}
+  sources = {s: functools.partial(tiny_source, s) for s in SPLITS}
   paths = embed.embed_splits(model_dir, sources, root, "tiny", "center", log=lambda _: None)
-  for split in emb_lib.SPLITS:
+  for split in SPLITS:
     assert paths[split] == os.path.join(root, "tiny", "center", f"{split}_embeddings.pkl")
     source = tiny_source(split)
     loaded = emb_lib.load_split(root, "tiny", "center", split, l2_normalize=False)

@@ -59,5 +59,19 @@ def test_unknown_binding_names_the_file(tmp_path):
     gin_config.parse(["experiments/nope.gin"])
 
 
+def test_a_scoped_read_leaves_the_callers_gin_state_as_it_was():
+  gin_config.parse(["experiments/mini_final_1shot.gin"], ["LEOConfig.kl_weight = 0.5"])
+  before = gin.config_str()
+  assert LEOConfig().num_shots == 1
+  with gin_config.scoped(["experiments/mini_final_5shot.gin"]):
+    assert LEOConfig().num_shots == 5 and LEOConfig().kl_weight != 0.5
+  assert gin.config_str() == before and gin.config_is_locked()
+  assert LEOConfig().num_shots == 1 and LEOConfig().kl_weight == 0.5
+  with pytest.raises(gin_config.GinConfigError, match="latnet_size"):
+    with gin_config.scoped([], ["LEOConfig.latnet_size = 3"]):
+      pass
+  assert gin.config_str() == before and LEOConfig().kl_weight == 0.5
+
+
 def teardown_module():
   gin.clear_config()

@@ -11,6 +11,7 @@ import pytest
 
 from leo_tf.data import glyph_fonts
 from leo_tf.data import glyphs
+from leo_tf.data.splits import SPLITS, split_sizes
 
 # One Hei collection with 2 faces (the second, Mono, repeats the first's Han glyphs)
 # and one Song face.
@@ -31,7 +32,7 @@ def _all_splits(data_dir, font_files, num_workers=1, **kwargs):
   settings = dict(SMALL, **kwargs)
   return {s: glyphs.load_glyph_split(s, data_dir=str(data_dir), font_files=font_files,
                                      num_workers=num_workers, **settings)
-          for s in glyphs.SPLIT_NAMES}
+          for s in SPLITS}
 
 
 def _examples(image_split):
@@ -51,10 +52,9 @@ def test_gb2312_has_6763_han_characters():
 
 
 def test_split_sizes_follow_mini_imagenet():
-  from leo_tf.data import images
-  assert images.split_sizes(100) == {"train": 64, "val": 16, "test": 20}
-  assert images.split_sizes(800) == {"train": 512, "val": 128, "test": 160}
-  assert min(images.split_sizes(3).values()) == 1
+  assert split_sizes(100) == {"train": 64, "val": 16, "test": 20}
+  assert split_sizes(800) == {"train": 512, "val": 128, "test": 160}
+  assert min(split_sizes(3).values()) == 1
 
 
 def test_features_shapes_and_labels(built):
@@ -92,7 +92,7 @@ def test_identical_faces_are_merged(built):
 def test_two_builds_are_identical(built, tmp_path, font_files):
   # The second build also renders in 2 worker processes.
   again = _all_splits(tmp_path, font_files, num_workers=2)
-  for split in glyphs.SPLIT_NAMES:
+  for split in SPLITS:
     assert again[split].class_names == built[split].class_names
     first, second = _examples(built[split]), _examples(again[split])
     assert first.keys() == second.keys()

@@ -11,6 +11,7 @@ import tensorflow_datasets as tfds
 
 from leo_tf.data import glyph_fonts
 from leo_tf.data import images
+from leo_tf.data.splits import SPLITS
 
 COLOURS = {"n01": (255, 0, 0), "n02": (0, 255, 0), "n03": (0, 0, 255),
            "n04-x": (255, 255, 0), "n05": (0, 255, 255)}
@@ -95,8 +96,8 @@ def test_tiered_imagenet_split_directories(tmp_path):
 
 def test_folder_without_splits_splits_classes_deterministically(tmp_path):
   _class_tree(str(tmp_path), list(COLOURS))
-  splits = {s: images.folder_split(str(tmp_path), s, seed=3) for s in images.SPLITS}
-  names = [set(splits[s].class_names) for s in images.SPLITS]
+  splits = {s: images.folder_split(str(tmp_path), s, seed=3) for s in SPLITS}
+  names = [set(splits[s].class_names) for s in SPLITS]
   assert [len(n) for n in names] == [3, 1, 1]
   assert set.union(*names) == {"n01", "n02", "n03", "n04_x", "n05"}  # '-' sanitised
   again = images.folder_split(str(tmp_path), "train", seed=3)
@@ -143,14 +144,14 @@ def test_tfds_by_name_offline(tmp_path):
 def test_tfds_class_split(tmp_path):
   with tfds.testing.mock_data(num_examples=40, data_dir=str(tmp_path)):
     splits = {s: images.tfds_split("mnist", s, data_dir=str(tmp_path), class_split=True,
-                                   channels=3, image_size=16) for s in images.SPLITS}
-    names = [set(splits[s].class_names) for s in images.SPLITS]
+                                   channels=3, image_size=16) for s in SPLITS}
+    names = [set(splits[s].class_names) for s in SPLITS]
     assert [len(n) for n in names] == [6, 2, 2]
     assert set.union(*names) == {str(d) for d in range(10)}
-    for s in images.SPLITS:
+    for s in SPLITS:
       assert splits[s].image_shape == (16, 16, 3)
       _check_form(splits[s], (16, 16, 3))
-    assert sum(splits[s].num_examples for s in images.SPLITS) == 40
+    assert sum(splits[s].num_examples for s in SPLITS) == 40
 
 
 def test_image_source_dispatch_through_gin(tmp_path):

@@ -17,7 +17,8 @@ from leo_tf.data.embeddings import EmbeddingDataError
 from leo_tf.data.episodes import EpisodeSampler
 from leo_tf.leo.config import LEOConfig
 from leo_tf.leo.evaluation import evaluate
-from leo_tf.leo.trainer import MetaTrainer, TrainConfig, TrainingDivergedError, load_model
+from leo_tf.leo.trainer import MetaTrainer, TrainConfig, TrainingDivergedError
+from leo_tf.leo.weights import load_model
 
 MODEL = LEOConfig(num_classes=3, latent_size=4, relation_hidden=(8,), inner_steps_train=1,
                   inner_steps_test=1, finetune_steps_train=1, finetune_steps_test=1)

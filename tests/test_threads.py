@@ -1,11 +1,11 @@
-"""leo_tf.threads sets TF's pools before the first op and says so when it is too late."""
+"""leo_tf.runtime.threads sets TF's pools before the first op and says so when it is too late."""
 
 import subprocess
 import sys
 
 SCRIPT = """
 import tensorflow as tf
-from leo_tf import threads
+from leo_tf.runtime import threads
 logged = []
 if {start_first}:
   tf.constant(1.0) + 1.0                      # TF starts with its default pools

@@ -11,8 +11,8 @@ from conftest import synthetic_embeddings
 from leo_tf.data.embeddings import EmbeddingSet
 from leo_tf.leo.config import LEOConfig
 from leo_tf.leo.model import task_losses
-from leo_tf.leo.trainer import (MetaTrainer, TrainConfig, TrainingDivergedError, load_model,
-                                   task_group_sizes)
+from leo_tf.leo.trainer import MetaTrainer, TrainConfig, TrainingDivergedError, task_group_sizes
+from leo_tf.leo.weights import load_model
 
 # Small and few inner steps: these tests are about bookkeeping, and tracing is the cost.
 STEPS = dict(inner_steps_train=1, inner_steps_test=1, finetune_steps_train=1,

@@ -17,6 +17,7 @@ Ablations with neither are left out of the table, with a message saying so.
 
 import csv
 import dataclasses
+import io
 import math
 import os
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -31,9 +32,11 @@ from leo_tf.analysis.progress import ProgressBar
 from leo_tf.data.embeddings import EmbeddingSet
 from leo_tf.data.episodes import EpisodeSampler, fold_seed
 from leo_tf.data.source import EmbeddingSource
+from leo_tf.leo import weights
 from leo_tf.leo.config import ConfigError, LEOConfig
 from leo_tf.leo.evaluation import EvalConfig, EvalResult
-from leo_tf.leo.trainer import load_model
+from leo_tf.leo.run import Run, RunConfigs, open_run
+from leo_tf.runtime import files
 
 ABLATION_GIN = {
     "deterministic": "ablations/deterministic.gin",
@@ -209,14 +212,6 @@ def fit_logreg_c(val_sampler: EpisodeSampler, grid: Sequence[float], steps: int,
 # ------------------------------------------------------------------ obtaining the models
 
 
-def checkpoint_kind(run_dir: str) -> Optional[str]:
-  """'best' if the run kept a best-on-validation checkpoint, else 'latest', else None."""
-  for which in ("best", "latest"):
-    if tf.train.latest_checkpoint(os.path.join(run_dir, which)):
-      return which
-  return None
-
-
 def train_ablation(base_dir: str, name: str, output_dir: str, steps: int,
                    bindings: Sequence[str], extra_files: Sequence[str],
                    log: Callable[[str], None]) -> str:
@@ -225,23 +220,18 @@ def train_ablation(base_dir: str, name: str, output_dir: str, steps: int,
   run_dir = os.path.join(output_dir, "ablations", name)
   overrides = list(bindings) + [f"TrainConfig.num_steps = {int(steps)}",
                                 f"run_experiment.output_dir = {run_dir!r}"]
-  gin_config.parse_saved(base_dir, overrides,
-                         extra_files=[ABLATION_GIN[name]] + list(extra_files))
   log(f"[compare] {LABELS[name]}: meta-training {steps} steps in {run_dir} "
       "(reused if already there)")
-  run_experiment(output_dir=run_dir, evaluate_test=False, log=log)
+  # The ablation's own gin state while it trains: its config.gin records it.
+  with gin_config.scoped(gin_config.saved_files(
+      base_dir, [ABLATION_GIN[name]] + list(extra_files)), overrides):
+    run_experiment(RunConfigs.from_gin(), output_dir=run_dir, evaluate_test=False, log=log)
   return run_dir
 
 
-def load_run(run_dir: str, bindings: Sequence[str], extra_files: Sequence[str],
-             dim: int):
-  """(model, LEOConfig, EmbeddingSource) of a leo-train output directory."""
-  gin_config.parse_saved(run_dir, bindings, extra_files=list(extra_files))
-  config, source = LEOConfig(), EmbeddingSource()
-  which = checkpoint_kind(run_dir)
-  if which is None:
-    raise FileNotFoundError(f"{run_dir} has no checkpoint in best/ or latest/")
-  return load_model(run_dir, config, dim, which), config, source
+def read_compare_config(run_dir: str, bindings: Sequence[str] = (),
+                        extra_files: Sequence[str] = ()) -> CompareConfig:
+  return gin_config.read_saved(run_dir, CompareConfig, bindings, extra_files)
 
 
 def resolve_ablation_dirs(base_dir: str, cfg: CompareConfig, given: Mapping[str, str],
@@ -303,11 +293,11 @@ def markdown_table(rows: Sequence[Dict[str, float]], title: str, num_bins: int) 
 
 
 def write_csv(rows: Sequence[Dict[str, float]], path: str) -> str:
-  with open(path, "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-  return path
+  buffer = io.StringIO()
+  writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+  writer.writeheader()
+  writer.writerows(rows)
+  return files.atomic_write(path, buffer.getvalue())
 
 
 # ------------------------------------------------------------------ the whole comparison
@@ -321,50 +311,34 @@ class Comparison:
   paths: Dict[str, str]
 
 
-def run_comparison(checkpoint_dir: str, output_dir: Optional[str] = None,
-                   ablation_dirs: Mapping[str, str] = (), which: str = "best",
-                   bindings: Sequence[str] = (), extra_files: Sequence[str] = (),
-                   log: Callable[[str], None] = print, progress: bool = True
-                   ) -> Comparison:
+def run_comparison(base: Run, cfg: CompareConfig, output_dir: Optional[str] = None,
+                   ablation_dirs: Mapping[str, str] = (), bindings: Sequence[str] = (),
+                   extra_files: Sequence[str] = (), log: Callable[[str], None] = print,
+                   progress: bool = True) -> Comparison:
   """Evaluates every method on the base run's test protocol; writes CSV, MD and PNG.
 
-  Gin is re-parsed per run directory (each model is built from its own saved config
-  plus ``extra_files`` and ``bindings``); the global gin state is the base run's again
-  when this returns.
+  Ablation runs are opened (or meta-trained) from their own saved configs with
+  ``extra_files`` and ``bindings`` on top, as the base run was.
   """
-  output_dir = output_dir or os.path.join(checkpoint_dir, "compare")
+  output_dir = output_dir or os.path.join(base.directory, "compare")
   os.makedirs(output_dir, exist_ok=True)
-  ablation_dirs = dict(ablation_dirs or {})
-
-  def parse_base():
-    gin_config.parse_saved(checkpoint_dir, bindings, extra_files=list(extra_files))
-
-  parse_base()
-  cfg, eval_cfg = CompareConfig(), EvalConfig()
-  base_config, source = LEOConfig(), EmbeddingSource()
-  test = source.load(eval_cfg.split)
-  dirs = resolve_ablation_dirs(checkpoint_dir, cfg, ablation_dirs, output_dir, bindings,
-                               extra_files, log)
-
-  parse_base()
-  if checkpoint_kind(checkpoint_dir) is None:
-    raise FileNotFoundError(f"{checkpoint_dir} has no checkpoint in best/ or latest/")
-  methods: List[Tuple[str, Predict]] = []
-  base_model = load_model(checkpoint_dir, base_config, test.dim,
-                          which if tf.train.latest_checkpoint(
-                              os.path.join(checkpoint_dir, which)) else "latest")
-  methods.append((LABELS["leo"], leo_predict(base_model)))
+  eval_cfg, base_config, source = base.configs.eval, base.configs.model, base.source
+  test = base.load(eval_cfg.split)
+  dirs = resolve_ablation_dirs(base.directory, cfg, dict(ablation_dirs or {}), output_dir,
+                               bindings, extra_files, log)
+  methods: List[Tuple[str, Predict]] = [(LABELS["leo"], leo_predict(base.model))]
   samples = cfg.ensemble_samples or base_config.ensemble_samples
-  if samples > 1 and ensemble.can_ensemble(base_model):
+  if samples > 1 and ensemble.can_ensemble(base.model):
     methods.append((f"LEO, ensemble of {samples}",
-                    ensemble_predict(base_model, samples, cfg.ensemble_seed)))
+                    ensemble_predict(base.model, samples, cfg.ensemble_seed)))
   elif samples > 1:
     log("[compare] no ensemble row: the base model has no latent distribution to sample")
   for name, run_dir in dirs.items():
-    model, config, run_source = load_run(run_dir, bindings, extra_files, test.dim)
-    _check_compatible(name, config, run_source, base_config, source, log)
-    methods.append((LABELS[name], leo_predict(model)))
-  parse_base()
+    run = open_run(run_dir, "best", bindings, extra_files, fallback=True)
+    if run.dim != test.dim:
+      weights.check_fits(run.checkpoint, run.configs.model, test.dim)
+    _check_compatible(name, run.configs.model, run.source, base_config, source, log)
+    methods.append((LABELS[name], leo_predict(run.model)))
 
   methods += baseline_methods(cfg, source, base_config, eval_cfg, log)
   sampler = _sampler(test, base_config, eval_cfg.num_queries)
@@ -423,12 +397,10 @@ def _write(results, title, num_bins, output_dir, log) -> Comparison:
   rows = table_rows(results)
   markdown = markdown_table(rows, title, num_bins)
   paths = dict(csv=write_csv(rows, os.path.join(output_dir, "compare.csv")),
-               markdown=os.path.join(output_dir, "compare.md"),
+               markdown=files.atomic_write(os.path.join(output_dir, "compare.md"), markdown),
                reliability=calibration.reliability_diagram(
                    {r.name: r.calibration for r in results},
                    os.path.join(output_dir, "reliability.png"), title))
-  with open(paths["markdown"], "w") as f:
-    f.write(markdown)
   log("\n" + markdown)
   log("[compare] wrote " + ", ".join(paths.values()))
   return Comparison(results, rows, markdown, paths)

@@ -16,6 +16,7 @@ import gin
 from leo_tf.backbone import embed, pretrain as pretrain_lib
 from leo_tf.data import embeddings as emb_lib
 from leo_tf.data import images
+from leo_tf.data import splits as splits_lib
 
 # ``image_source(split)`` returns a ``leo_tf.data.images.ImageSplit``; the default is
 # the gin-configurable ``image_source`` whose default kind is the built-in glyphs.
@@ -33,7 +34,7 @@ def _stage(name: str, log: Callable[[str], None]):
 def build_embeddings(root: str, dataset: str, crop: str = "center",
                      image_source: ImageSource = images.image_source,
                      model_dir: Optional[str] = None,
-                     splits: Sequence[str] = emb_lib.SPLITS, pretrain_split: str = "train",
+                     splits: Sequence[str] = splits_lib.SPLITS, pretrain_split: str = "train",
                      log: Callable[[str], None] = print) -> Dict[str, str]:
   """Makes sure ``<root>/<dataset>/<crop>/<split>_embeddings.pkl`` exist for ``splits``.
 
@@ -101,7 +102,7 @@ def run_pretraining(model_dir: str = gin.REQUIRED,
 def run_extraction(model_dir: str = gin.REQUIRED, root: str = gin.REQUIRED,
                    dataset: str = gin.REQUIRED, crop: str = "center",
                    image_source: ImageSource = images.image_source,
-                   splits: Sequence[str] = emb_lib.SPLITS, overwrite: bool = False,
+                   splits: Sequence[str] = splits_lib.SPLITS, overwrite: bool = False,
                    log: Callable[[str], None] = print) -> Dict[str, str]:
   """What ``leo-embed`` runs: the backbone in ``model_dir`` over every split."""
   with _stage(f"embedding extraction into {os.path.join(root, dataset, crop)}", log):

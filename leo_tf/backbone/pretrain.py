@@ -18,7 +18,8 @@ import keras
 import tensorflow as tf
 
 from leo_tf import checkpoints, gin_config
-from leo_tf.backbone import inputs, optim, strategy as strategy_lib, wrn
+from leo_tf.backbone import inputs, optim, wrn
+from leo_tf.runtime import files, strategy as strategy_lib
 
 BACKBONE_FILE = "backbone.keras"
 
@@ -65,9 +66,8 @@ def _save_checkpoint(manager: tf.train.CheckpointManager, step: int) -> str:
 
 
 def _save_keras_atomically(model: keras.Model, path: str) -> None:
-  tmp = path[:-len(".keras")] + ".tmp.keras"
-  model.save(tmp)
-  os.replace(tmp, path)
+  with files.atomic_path(path, path[:-len(".keras")] + ".tmp.keras") as tmp:
+    model.save(tmp)
 
 
 def _write_operative_config(directory: str) -> None:

@@ -17,12 +17,16 @@ def define_gin_flags():
                             "Gin bindings, e.g. --gin_bindings='TrainConfig.num_steps=10'.")
 
 
-def check_arguments(argv, gin_hint: str = None):
-  """No positional arguments; with ``gin_hint``, at least one --gin_file as well."""
+def check_arguments(argv, gin_hint: str = None, required=()):
+  """No positional arguments; with ``gin_hint``, at least one --gin_file as well; every
+  flag named in ``required`` set."""
   if len(argv) > 1:
     fail(f"unexpected arguments: {argv[1:]}")
   if gin_hint is not None and not FLAGS.gin_file:
     fail(f"give at least one --gin_file ({gin_hint})")
+  for name in required:
+    if not getattr(FLAGS, name):
+      fail(f"--{name} is required")
 
 
 def one_line(message: str) -> str:
@@ -35,25 +39,19 @@ def fail(message: str, code: int = 2):
   sys.exit(code)
 
 
-def _optional(module: str, names):
-  """Error classes of a module that may not be installed or written yet."""
-  try:
-    mod = __import__(module, fromlist=list(names))
-  except ImportError:
-    return ()
-  return tuple(getattr(mod, n) for n in names if hasattr(mod, n))
-
-
 # Errors that are the user's input, not our bugs: shown without a traceback.
 def user_errors():
+  # pylint: disable=import-outside-toplevel
   from leo_tf.checkpoints import CheckpointMismatchError, CorruptCheckpointError
   from leo_tf.data.embeddings import EmbeddingDataError
+  from leo_tf.data.images import ImageDecodeError, ImageSourceError
   from leo_tf.gin_config import GinConfigError
   from leo_tf.leo.config import ConfigError
   from leo_tf.leo.trainer import TrainingDivergedError
+  from leo_tf.serving.export import ExportError
   return (EmbeddingDataError, GinConfigError, ConfigError, TrainingDivergedError,
           CheckpointMismatchError, CorruptCheckpointError, FileNotFoundError,
-          *_optional("leo_tf.data.images", ("ImageDecodeError", "ImageSourceError")))
+          ImageDecodeError, ImageSourceError, ExportError)
 
 
 def bad_binding(error: Exception) -> bool:
@@ -82,8 +80,12 @@ def wrapped_user_error(error: Exception):
   return match.group(2).strip() if match else None
 
 
-def run_guarded(fn):
-  """Runs ``fn()``; user errors and bad bindings exit with one `error:` line, code 2."""
+def run_guarded(fn, interrupted: str = None):
+  """Runs ``fn()``; user errors and bad bindings exit with one `error:` line, code 2.
+
+  The one error path of every entry point. With ``interrupted``, Ctrl-C exits with
+  that message and code 130.
+  """
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from absl import logging  # pylint: disable=import-outside-toplevel
   # Library INFO lines (tfds, checkpoint sharding) drown the progress output.
@@ -101,3 +103,7 @@ def run_guarded(fn):
     if message is None:
       raise
     fail(message)
+  except KeyboardInterrupt:
+    if interrupted is None:
+      raise
+    fail(interrupted, code=130)

@@ -45,24 +45,22 @@ def parse_pairs(pairs):
 
 
 def evaluate_one():
-  from leo_tf import gin_config
+  # pylint: disable=import-outside-toplevel
   from leo_tf.analysis import compare, ensemble
   from leo_tf.data.episodes import EpisodeSampler
-  from leo_tf.data.source import EmbeddingSource
-  from leo_tf.leo.config import LEOConfig
-  from leo_tf.leo.evaluation import EvalConfig
   from leo_tf.leo.experiment import test_result
-  from leo_tf.leo.trainer import load_model
-  gin_config.parse_saved(FLAGS.checkpoint_dir, FLAGS.gin_bindings, FLAGS.gin_file)
-  source, model_config, eval_config = EmbeddingSource(), LEOConfig(), EvalConfig()
-  data = source.load(eval_config.split)
-  model = load_model(FLAGS.checkpoint_dir, model_config, data.dim, FLAGS.which)
+  from leo_tf.leo.run import open_run
+  run = open_run(FLAGS.checkpoint_dir, FLAGS.which, FLAGS.gin_bindings, FLAGS.gin_file)
+  model, model_config, eval_config = run.model, run.configs.model, run.configs.eval
+  data = run.load(eval_config.split)
   samples = model_config.ensemble_samples
   if samples > 1 and ensemble.can_ensemble(model):
     sampler = EpisodeSampler(data, model_config.num_classes, model_config.num_shots,
                              eval_config.num_queries)
     label = f"LEO, ensemble of {samples}"
-    predict = compare.ensemble_predict(model, samples, compare.CompareConfig().ensemble_seed)
+    seed = compare.read_compare_config(FLAGS.checkpoint_dir, FLAGS.gin_bindings,
+                                       FLAGS.gin_file).ensemble_seed
+    predict = compare.ensemble_predict(model, samples, seed)
     out = compare.evaluate_method(label, predict, sampler, eval_config.num_episodes,
                                   eval_config.batch_size, eval_config.seed)
     result = out.accuracy
@@ -74,19 +72,22 @@ def evaluate_one():
 
 
 def main(argv):
-  common.check_arguments(argv)
-  if not FLAGS.checkpoint_dir:
-    common.fail("--checkpoint_dir is required")
+  common.check_arguments(argv, required=("checkpoint_dir",))
   common.run_guarded(compare_all if FLAGS.compare else evaluate_one)
 
 
 def compare_all():
-  from leo_tf.analysis.compare import run_comparison
+  # pylint: disable=import-outside-toplevel
+  from leo_tf.analysis import compare
+  from leo_tf.leo.run import open_run
   bindings = list(FLAGS.gin_bindings)
   if FLAGS.compare_train_steps is not None:
     bindings.append(f"CompareConfig.ablation_train_steps = {FLAGS.compare_train_steps}")
-  run_comparison(FLAGS.checkpoint_dir, FLAGS.compare_output,
-                 parse_pairs(FLAGS.compare_dirs), FLAGS.which, bindings, FLAGS.gin_file)
+  ablation_dirs = parse_pairs(FLAGS.compare_dirs)
+  cfg = compare.read_compare_config(FLAGS.checkpoint_dir, bindings, FLAGS.gin_file)
+  base = open_run(FLAGS.checkpoint_dir, FLAGS.which, bindings, FLAGS.gin_file, fallback=True)
+  compare.run_comparison(base, cfg, FLAGS.compare_output, ablation_dirs, bindings,
+                         FLAGS.gin_file)
 
 
 def run():

@@ -23,16 +23,14 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  common.check_arguments(argv)
-  for name in ("checkpoint_dir", "export_base"):
-    if not getattr(FLAGS, name):
-      common.fail(f"--{name} is required")
-  from leo_tf.serving.export import ExportError, export_checkpoint
-  try:
-    export_checkpoint(FLAGS.checkpoint_dir, FLAGS.export_base, FLAGS.version, FLAGS.which,
-                      FLAGS.backbone, FLAGS.gin_bindings)
-  except common.user_errors() + (ExportError,) as e:
-    common.fail(str(e))
+  common.check_arguments(argv, required=("checkpoint_dir", "export_base"))
+  common.run_guarded(_export)
+
+
+def _export():
+  from leo_tf.serving.export import export_checkpoint  # pylint: disable=import-outside-toplevel
+  export_checkpoint(FLAGS.checkpoint_dir, FLAGS.export_base, FLAGS.version, FLAGS.which,
+                    FLAGS.backbone, FLAGS.gin_bindings)
 
 
 def run():

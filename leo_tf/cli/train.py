@@ -17,22 +17,23 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   common.check_arguments(argv, 'see gin/experiments/')
-  from leo_tf import gin_config
-  from leo_tf.leo.experiment import run_experiment
+  common.run_guarded(_train)
+
+
+def _train():
+  import gin  # pylint: disable=import-outside-toplevel
+  from leo_tf import gin_config  # pylint: disable=import-outside-toplevel
+  from leo_tf.leo.experiment import run_experiment  # pylint: disable=import-outside-toplevel
+  from leo_tf.leo.run import RunConfigs  # pylint: disable=import-outside-toplevel
   bindings = list(FLAGS.gin_bindings)
   if FLAGS.output_dir:
     bindings.append(f"run_experiment.output_dir = {FLAGS.output_dir!r}")
-  common.run_guarded(lambda: _train(gin_config, run_experiment, bindings))
-
-
-def _train(gin_config, run_experiment, bindings):
-  import gin
   gin_config.parse(FLAGS.gin_file, bindings)
   try:
     gin.query_parameter("run_experiment.output_dir")
   except ValueError:
     common.fail("no output directory: pass --output_dir or bind run_experiment.output_dir")
-  run_experiment()
+  run_experiment(RunConfigs.from_gin())
 
 
 def run():

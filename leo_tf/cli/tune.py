@@ -40,22 +40,18 @@ def quiet_tensorflow():
 
 
 def main(argv):
-  if len(argv) > 1:
-    common.fail(f"unexpected arguments: {argv[1:]}")
-  if not FLAGS.gin_file:
-    common.fail("give the base experiment as --gin_file (see gin/experiments/)")
+  common.check_arguments(argv, "the base experiment, see gin/experiments/")
   quiet_tensorflow()
-  from leo_tf.tuning.search import load_setup, run_search
-  try:
-    setup = load_setup(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.space_file,
-                       tuner=FLAGS.tuner, max_trials=FLAGS.max_trials,
-                       output_dir=FLAGS.output_dir)
-    run_search(setup, overwrite=FLAGS.overwrite)
-  except common.user_errors() as e:
-    common.fail(str(e))
-  except KeyboardInterrupt:
-    common.fail("interrupted; rerun the same command to resume (finished trials are "
-                "kept)", code=130)
+  common.run_guarded(_tune, interrupted="interrupted; rerun the same command to resume "
+                     "(finished trials are kept)")
+
+
+def _tune():
+  from leo_tf.tuning.search import load_setup, run_search  # pylint: disable=import-outside-toplevel
+  setup = load_setup(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.space_file,
+                     tuner=FLAGS.tuner, max_trials=FLAGS.max_trials,
+                     output_dir=FLAGS.output_dir)
+  run_search(setup, overwrite=FLAGS.overwrite)
 
 
 def run():

@@ -24,37 +24,32 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-  common.check_arguments(argv)
-  if not FLAGS.checkpoint_dir:
-    common.fail("--checkpoint_dir is required")
+  common.check_arguments(argv, required=("checkpoint_dir",))
   if FLAGS.num_tasks < 2:
     common.fail("--num_tasks must be >= 2")
-  import os  # pylint: disable=g-import-not-at-top
-  from leo_tf import gin_config
+  common.run_guarded(_visualize)
+
+
+def _visualize():
+  # pylint: disable=import-outside-toplevel
+  import os
   from leo_tf.analysis import tsne
   from leo_tf.data.episodes import EpisodeSampler
-  from leo_tf.data.source import EmbeddingSource
-  from leo_tf.leo.config import LEOConfig
-  from leo_tf.leo.trainer import load_model
+  from leo_tf.leo.run import open_run
   output = FLAGS.output or os.path.join(FLAGS.checkpoint_dir, "latents_tsne.png")
-  try:
-    gin_config.parse_saved(FLAGS.checkpoint_dir, FLAGS.gin_bindings)
-    source, config = EmbeddingSource(), LEOConfig()
-    data = source.load(FLAGS.split)
-    model = load_model(FLAGS.checkpoint_dir, config, data.dim, FLAGS.which)
-    if config.initialisation == "maml":
-      common.fail("this run is MAML: it has no latent space to visualise")
-    sampler = EpisodeSampler(data, config.num_classes, config.num_shots, 1)
-    codes = tsne.collect_latents(model, sampler, FLAGS.num_tasks, FLAGS.batch_size,
-                                 FLAGS.seed)
-    print(f"[tsne] embedding {2 * codes.initial.shape[0]} codes of "
-          f"{codes.initial.shape[1]} dimensions (sklearn reports its stages)...", flush=True)
-    points = tsne.embed_tsne(codes, FLAGS.perplexity, FLAGS.seed, verbose=1)
-    tsne.plot_latent_tsne(points, codes, output, seed=FLAGS.seed,
-                          class_names=data.class_names)
-    print(f"[tsne] wrote {output}")
-  except common.user_errors() as e:
-    common.fail(str(e))
+  run = open_run(FLAGS.checkpoint_dir, FLAGS.which, FLAGS.gin_bindings)
+  config = run.configs.model
+  if config.initialisation == "maml":
+    common.fail("this run is MAML: it has no latent space to visualise")
+  data = run.load(FLAGS.split)
+  sampler = EpisodeSampler(data, config.num_classes, config.num_shots, 1)
+  codes = tsne.collect_latents(run.model, sampler, FLAGS.num_tasks, FLAGS.batch_size,
+                               FLAGS.seed)
+  print(f"[tsne] embedding {2 * codes.initial.shape[0]} codes of "
+        f"{codes.initial.shape[1]} dimensions (sklearn reports its stages)...", flush=True)
+  points = tsne.embed_tsne(codes, FLAGS.perplexity, FLAGS.seed, verbose=1)
+  tsne.plot_latent_tsne(points, codes, output, seed=FLAGS.seed, class_names=data.class_names)
+  print(f"[tsne] wrote {output}")
 
 
 def run():

@@ -18,7 +18,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-SPLITS = ("train", "val", "test")
+from leo_tf.runtime import files
+
 REQUIRED_KEYS = ("embeddings", "labels", "keys")
 
 
@@ -233,15 +234,11 @@ def save_embeddings(path: str, embeddings: np.ndarray, labels: np.ndarray,
          "labels": np.asarray(labels, np.int64),
          "keys": np.asarray([str(k) for k in keys])}
   validate_embedding_dict(raw, path)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + ".tmp"
-  if path.endswith(".npz"):
-    with open(tmp, "wb") as f:
+  with files.atomic_path(path) as tmp, open(tmp, "wb") as f:
+    if path.endswith(".npz"):
       np.savez(f, **raw)
-  else:
-    with open(tmp, "wb") as f:
+    else:
       pickle.dump(raw, f, protocol=2)
-  os.replace(tmp, path)
 
 
 def load_split(root: str, dataset: str, crop: str, split: str,

@@ -31,7 +31,7 @@ from PIL import features as pil_features
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from leo_tf.data import glyph_fonts
+from leo_tf.data import glyph_fonts, splits
 
 
 def _provide_importlib_resources():
@@ -119,9 +119,6 @@ def glyph_config(num_classes: int = DEFAULT_NUM_CLASSES,
   return registered.get(config.name, config)
 
 
-SPLIT_NAMES = ("train", "val", "test")
-
-
 class HanGlyphs(tfds.core.GeneratorBasedBuilder):
   """Han characters (GB2312) rendered from the installed CJK fonts."""
 
@@ -153,8 +150,7 @@ class HanGlyphs(tfds.core.GeneratorBasedBuilder):
     config = self.builder_config
     faces = _faces_or_raise(config)
     classes = _select_classes(config, faces, self._num_workers)
-    from leo_tf.data import images  # images imports this module
-    by_split = images.split_classes(list(classes), config.seed)
+    by_split = splits.split_classes(list(classes), config.seed)
     metadata = self.info.metadata
     metadata["class_names"] = {s: [glyph_fonts.class_name(c) for c in chars]
                                for s, chars in by_split.items()}
@@ -237,9 +233,7 @@ def load_glyph_split(split: str, data_dir: Optional[str] = None,
   ~/tensorflow_datasets). The first call renders (about a minute for the defaults on
   2 cores); later calls read the prepared files.
   """
-  from leo_tf.data import images  # images imports this module
-  if split not in SPLIT_NAMES:
-    raise ValueError(f"split must be one of {SPLIT_NAMES}, got {split!r}")
+  splits.check_split(split)
   builder = glyph_builder(data_dir, num_workers, num_classes=num_classes,
                           image_size=image_size, min_examples=min_examples, seed=seed,
                           dedupe_threshold=dedupe_threshold, font_dirs=font_dirs,
@@ -250,7 +244,7 @@ def load_glyph_split(split: str, data_dir: Optional[str] = None,
       lambda ex: {"image": ex["image"], "label": tf.cast(ex["label"], tf.int32),
                   "key": ex["key"]},
       num_parallel_calls=tf.data.AUTOTUNE)
-  return images.ImageSplit(
+  return splits.ImageSplit(
       dataset=dataset,
       class_names=list(builder.info.metadata["class_names"][split]),
       num_examples=builder.info.splits[split].num_examples,

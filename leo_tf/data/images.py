@@ -27,28 +27,10 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from leo_tf.data import glyphs
+from leo_tf.data.splits import SPLITS, ImageSplit, check_split, split_classes
 
-SPLITS = ("train", "val", "test")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 ImageSize = Union[None, int, Tuple[int, int]]
-
-
-@dataclasses.dataclass
-class ImageSplit:
-  """One split of an image dataset, in the form the backbone code consumes.
-
-  ``dataset`` yields {'image': uint8 [H, W, C], 'label': int32 class index within
-  the split, 'key': tf.string unique per example}; ``class_names[label]`` names the
-  class (never contains '-'); ``image_shape`` is (H, W, C) when fixed, else None.
-  """
-  dataset: tf.data.Dataset
-  class_names: List[str]
-  num_examples: int
-  image_shape: Optional[Tuple[int, int, int]]
-
-  @property
-  def num_classes(self) -> int:
-    return len(self.class_names)
 
 
 class ImageDecodeError(ValueError):
@@ -71,29 +53,6 @@ def sanitize_class_names(names: Sequence[str]) -> List[str]:
     used.add(candidate)
     out.append(candidate)
   return out
-
-
-def split_sizes(num_classes: int) -> Dict[str, int]:
-  """miniImageNet's 64/16/20 class proportions, each split non-empty."""
-  val = max(1, round(0.16 * num_classes))
-  test = max(1, round(0.20 * num_classes))
-  return {"train": num_classes - val - test, "val": val, "test": test}
-
-
-def split_classes(class_names: Sequence[str], seed: int = 0) -> Dict[str, List[str]]:
-  """Seeded 64/16/20 split of the classes (each sorted) into train/val/test."""
-  names = sorted(class_names)
-  order = np.random.default_rng([seed, 1]).permutation(len(names))
-  sizes, out, start = split_sizes(len(names)), {}, 0
-  for split in SPLITS:
-    out[split] = sorted(names[i] for i in order[start:start + sizes[split]])
-    start += sizes[split]
-  return out
-
-
-def _check_split(split: str):
-  if split not in SPLITS:
-    raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
 
 
 def _size_hw(image_size: ImageSize) -> Optional[Tuple[int, int]]:
@@ -169,7 +128,7 @@ def folder_split(root: str, split: str, channels: int = 3, image_size: ImageSize
   In the second layout the classes are split 64/16/20 with ``seed`` (see
   ``split_classes``). Subdirectories without image files are ignored.
   """
-  _check_split(split)
+  check_split(split)
   if not os.path.isdir(root):
     raise ImageSourceError(f"image directory {root} does not exist")
   split_dir = os.path.join(root, split)
@@ -201,7 +160,7 @@ def _class_dirs(directory: str) -> Dict[str, List[str]]:
 def tiered_imagenet_split(root: str, split: str, channels: int = 3,
                           image_size: ImageSize = 84) -> ImageSplit:
   """tieredImageNet as ``<root>/<train|val|test>/<wnid>/<image>``, 84x84 by default."""
-  _check_split(split)
+  check_split(split)
   if not os.path.isdir(os.path.join(root, split)):
     raise ImageSourceError(
         f"tieredImageNet split directory {os.path.join(root, split)} not found; expected "
@@ -212,7 +171,7 @@ def tiered_imagenet_split(root: str, split: str, channels: int = 3,
 def mini_imagenet_split(root: str, split: str, channels: int = 3,
                         image_size: ImageSize = 84) -> ImageSplit:
   """miniImageNet as ``<root>/images/`` + ``<root>/<split>.csv`` (filename,label)."""
-  _check_split(split)
+  check_split(split)
   csv_path = os.path.join(root, f"{split}.csv")
   if not os.path.exists(csv_path):
     raise ImageSourceError(
@@ -252,7 +211,7 @@ def tfds_split(name: str, split: str, data_dir: Optional[str] = None,
   0..n-1 (the few-shot way of using a dataset with one label set).
   Keys are '<name>:<tfds split>:<index in that split>'.
   """
-  _check_split(split)
+  check_split(split)
   source = tfds_split_name or ("train" if class_split else _TFDS_SPLIT_NAMES[split])
   builder = tfds.builder(name, data_dir=data_dir)
   if download:
@@ -358,7 +317,7 @@ def image_source(split: str, kind: str = "glyphs", root: Optional[str] = None,
   mini/tieredImageNet). Other glyph settings (num_classes, seed, ...) are bound on
   ``load_glyph_split``; ``seed`` and ``class_split`` apply to 'folder' and 'tfds'.
   """
-  _check_split(split)
+  check_split(split)
   if kind == "glyphs":
     kwargs = {"image_size": image_size} if image_size is not None else {}
     return with_channels(glyphs.load_glyph_split(split, data_dir=root, **kwargs),

@@ -6,8 +6,8 @@ from typing import Callable, Dict, Optional, Sequence
 
 import gin
 
-from leo_tf.data.embeddings import (SPLITS, EmbeddingSet, embeddings_path,
-                                    load_split)
+from leo_tf.data.embeddings import EmbeddingSet, embeddings_path, load_split
+from leo_tf.data.splits import SPLITS
 
 
 @gin.configurable

@@ -6,16 +6,16 @@ import time
 from typing import Callable, Optional
 
 import gin
-import tensorflow as tf
 
-from leo_tf import gin_config, threads
-from leo_tf.backbone.strategy import make_strategy
+from leo_tf import gin_config
 from leo_tf.data.embeddings import EmbeddingSet
 from leo_tf.data.episodes import EpisodeSampler
-from leo_tf.data.source import EmbeddingSource
+from leo_tf.leo import weights
 from leo_tf.leo.config import LEOConfig
 from leo_tf.leo.evaluation import EvalConfig, EvalResult, evaluate
-from leo_tf.leo.trainer import MetaTrainer, TrainConfig, load_model
+from leo_tf.leo.run import RunConfigs, checkpoint_kind
+from leo_tf.leo.trainer import MetaTrainer
+from leo_tf.runtime import threads
 
 
 @dataclasses.dataclass
@@ -38,16 +38,17 @@ def test_result(model, data: EmbeddingSet, model_config: LEOConfig, eval_config:
 
 
 @gin.configurable
-def run_experiment(output_dir: str = gin.REQUIRED, evaluate_test: bool = True,
-                   log: Callable[[str], None] = print
+def run_experiment(configs: RunConfigs, output_dir: str = gin.REQUIRED,
+                   evaluate_test: bool = True, log: Callable[[str], None] = print
                    ) -> ExperimentResult:
-  """Meta-trains LEO on the configured embeddings and evaluates the best checkpoint.
+  """Meta-trains LEO as ``configs`` say and evaluates the best checkpoint.
 
-  The tf.distribute strategy is ``make_strategy()``'s, bound in gin
-  (``make_strategy.kind = 'mirrored'``), as for backbone pre-training.
+  The tf.distribute strategy is the one bound in gin (``make_strategy.kind =
+  'mirrored'``), as for backbone pre-training. The run directory gets the current gin
+  state as its config.gin: the caller parsed the configuration ``configs`` came from.
   """
-  source, model_config = EmbeddingSource(), LEOConfig()
-  train_config, eval_config = TrainConfig(), EvalConfig()
+  source, model_config = configs.source, configs.model
+  train_config, eval_config = configs.train, configs.eval
   start = time.time()
   splits = source.load_all(("train", "val", eval_config.split))
   log(f"[data] {source.dataset}/{source.crop}: " + ", ".join(
@@ -61,16 +62,17 @@ def run_experiment(output_dir: str = gin.REQUIRED, evaluate_test: bool = True,
   gin_config.save_config(output_dir)
   # Before meta-training's first op (loading the files runs none). If the embeddings were
   # just built (pre-training), TF has started with its default pools: configure() logs it.
-  threads.configure(log=log)
+  threads.configure(configs.threads, log=log)
   trainer = MetaTrainer(model_config, train_config, train, val, output_dir,
-                        strategy=make_strategy(), log=log)
+                        strategy=configs.make_strategy(), log=log)
   trainer.train()
   gin_config.save_config(output_dir, operative=True)
   log(f"[train] done in {time.time() - start:.0f} s; checkpoints in {output_dir}")
   result = ExperimentResult(output_dir, None, trainer.best_validation())
   if evaluate_test:
-    which = "best" if val is not None and trainer.best.latest_checkpoint else "latest"
-    model = load_model(output_dir, model_config, train.dim, which)
+    which = checkpoint_kind(output_dir, "best" if val is not None else "latest",
+                            fallback=True)
+    model = weights.load_model(output_dir, model_config, train.dim, which)
     result.test = test_result(model, splits[eval_config.split], model_config,
                               eval_config, log)
     log(f"[result] {which} checkpoint, {eval_config.split}: accuracy {result.test}")

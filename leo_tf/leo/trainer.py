@@ -22,7 +22,6 @@ from typing import Callable, Dict, Optional
 
 import gin
 import keras
-import numpy as np
 import tensorflow as tf
 
 from leo_tf import checkpoints
@@ -31,7 +30,8 @@ from leo_tf.data.episodes import EpisodeSampler, fold_seed
 from leo_tf.leo.config import ConfigError, LEOConfig
 from leo_tf.leo.evaluation import EvalResult, evaluate, predictor
 from leo_tf.leo.model import LEO, build_leo, task_losses
-from leo_tf.leo import regularizers
+from leo_tf.leo import regularizers, weights
+from leo_tf.runtime import files, seeds
 
 
 class TrainingDivergedError(RuntimeError):
@@ -59,10 +59,10 @@ class TrainConfig:
   max_bad_steps: int = 50
   jit_compile: bool = False
   # Each replica's tasks run as this many independent chains of ops, which TF's inter-op
-  # pool runs side by side (leo_tf/threads.py): one chain per core on CPU. The loss is
+  # pool runs side by side (leo_tf/runtime/threads.py): one chain per core on CPU. The loss is
   # the same; each group draws its own noise (docs/performance.md).
   task_groups: int = 2
-  # Process-wide tf.config.experimental.enable_op_determinism(): needed for bit-identical
+  # Process-wide op determinism (runtime.seeds.deterministic_ops): needed for bit-identical
   # runs on GPU; on CPU our ops are deterministic already (docs/reliability.md has the cost).
   deterministic_ops: bool = False
 
@@ -112,7 +112,7 @@ class MetaTrainer:
     ``on_validation(step, result)`` after each validation has been logged and, if it is
     the best so far, checkpointed (leo-tune reports it to keras-tuner)."""
     if config.deterministic_ops:
-      tf.config.experimental.enable_op_determinism()
+      seeds.deterministic_ops()
     self.model_config = model_config
     self.on_step = on_step
     self.on_validation = on_validation
@@ -129,9 +129,7 @@ class MetaTrainer:
     self.val_sampler = (EpisodeSampler(val_data, model_config.num_classes,
                                        model_config.num_shots, config.val_num_queries)
                         if val_data is not None else None)
-    # Keras draws unseeded initializers from Python's RNG: seed it, or two runs with
-    # the same TrainConfig.seed start from different weights.
-    keras.utils.set_random_seed(config.seed)
+    seeds.seed_everything(config.seed)  # the same seed, the same initial weights
     with self.strategy.scope():
       self.model = build_leo(model_config, train_data.dim)
       self.optimizer = keras.optimizers.Adam(config.outer_lr)
@@ -248,7 +246,7 @@ class MetaTrainer:
     variables = checkpoints.named_variables(self.model)
     path = checkpoints.restore_latest(
         self.checkpoint, self.latest.directory, self.latest,
-        verify=lambda p: checkpoints.check_compatible(p, variables, _dim_hint(self.model.dim)),
+        verify=lambda p: checkpoints.check_compatible(p, variables, weights.dim_hint(self.model.dim)),
         log=self.log)
     if path:
       self.log(f"[train] resumed from {path} at step {int(self.step.numpy())}"
@@ -306,11 +304,8 @@ class MetaTrainer:
       # Two phases: best.json.pending, the checkpoint, then the rename. A crash in
       # between is finished or undone by _recover_best, never a mismatched pair.
       pending = self._best_file + ".pending"
-      os.makedirs(os.path.dirname(pending), exist_ok=True)
-      with open(pending, "w") as f:
-        json.dump({"step": step, "accuracy": result.mean, "ci95": result.ci95}, f)
-        f.flush()
-        os.fsync(f.fileno())
+      files.atomic_write(pending, json.dumps(
+          {"step": step, "accuracy": result.mean, "ci95": result.ci95}), fsync=True)
       self.best.save(checkpoint_number=step)
       os.replace(pending, self._best_file)
       marker = " (new best)"
@@ -374,47 +369,3 @@ class MetaTrainer:
         f"{steps_per_s:.1f} steps/s, {steps_per_s * self.config.meta_batch_size:.0f} "
         f"episodes/s" + (f" | {100 * skipped:.0f}% non-finite steps guarded ({total} in total)"
                          if skipped else ""))
-
-
-def _dim_hint(dim: int):
-  """Names the embedding size when the checkpoint's finetune_lr [dim] says it differs."""
-  def hint(stored):
-    shape = stored.get("finetune_lr")
-    if shape and shape[0] != dim:
-      return (f"The checkpoint was trained on {shape[0]}-dimensional embeddings; these "
-              f"have {dim} dimensions")
-    return "Check the LEOConfig bindings (latent_size, num_classes, hidden sizes)"
-  return hint
-
-
-def load_model(checkpoint_dir: str, model_config: LEOConfig, dim: int,
-               which: str = "best", log: Callable[[str], None] = print) -> LEO:
-  """A model restored from ``<checkpoint_dir>/<best|latest>`` (its newest readable one).
-
-  Every weight is restored or the call fails: CheckpointMismatchError names the shapes
-  that differ from ``model_config`` / ``dim``.
-  """
-  model = build_leo(model_config, dim)
-  directory = os.path.join(checkpoint_dir, which)
-  variables = checkpoints.named_variables(model)
-  # Only the weights: the optimizer and counters in the file are left unread.
-  reader = tf.train.Checkpoint(**{checkpoints.MODEL_VARIABLES: variables})
-  path = checkpoints.restore_latest(
-      _Partial(reader), directory,
-      verify=lambda p: checkpoints.check_compatible(p, variables, _dim_hint(dim)),
-      log=log)
-  if path is None:
-    raise FileNotFoundError(f"no checkpoint in {directory}")
-  return model
-
-
-class _Partial:
-  """A checkpoint whose restore reads only the objects it tracks, and checks them all."""
-
-  def __init__(self, checkpoint: tf.train.Checkpoint):
-    self._checkpoint = checkpoint
-
-  def restore(self, path):
-    status = self._checkpoint.restore(path)
-    status.assert_existing_objects_matched()
-    return status.expect_partial()

@@ -26,6 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from leo_tf.runtime import files
 from leo_tf.serving import graph, warmup
 
 SERVING_DEFAULT = "serving_default"
@@ -119,11 +120,7 @@ def write_export(model, directory: str, normalize: bool,
   """
   if os.path.exists(directory):
     raise ExportError(f"{directory} already exists; choose another --version")
-  parent = os.path.dirname(os.path.abspath(directory))
-  os.makedirs(parent, exist_ok=True)
-  tmp = os.path.join(parent, f".tmp-{os.path.basename(directory)}-{os.getpid()}")
-  shutil.rmtree(tmp, ignore_errors=True)
-  try:
+  with files.atomic_directory(directory) as tmp:
     archive = build_archive(model, normalize, backbone, preprocess)
     archive.write_out(tmp, verbose=False)
     extra = os.path.join(tmp, ASSETS_EXTRA)
@@ -137,25 +134,10 @@ def write_export(model, directory: str, normalize: bool,
       json.dump(info, f, indent=2, sort_keys=True)
     for name, source in (extra_files or {}).items():
       shutil.copyfile(source, os.path.join(extra, name))
-    os.rename(tmp, directory)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
   return directory
 
 
 # ------------------------------------------------------------------ from a training run
-
-
-def checkpoint_dim(checkpoint_dir: str, which: str) -> int:
-  """The embedding size d, read from the checkpoint's [d] fine-tuning learning rate."""
-  directory = os.path.join(checkpoint_dir, which)
-  path = tf.train.latest_checkpoint(directory)
-  if path is None:
-    raise FileNotFoundError(f"no checkpoint in {directory}")
-  for name, shape in tf.train.list_variables(path):
-    if name.endswith("finetune_lr/.ATTRIBUTES/VARIABLE_VALUE") and len(shape) == 1:
-      return int(shape[0])
-  raise ExportError(f"{path} is not a LEO checkpoint (it has no finetune_lr weight)")
 
 
 def load_backbone(path: str) -> keras.Model:
@@ -176,26 +158,22 @@ def export_checkpoint(checkpoint_dir: str, export_base: str, version: Optional[i
   The saved config (plus ``bindings``) gives the test-time values: inner_steps_test,
   finetune_steps_test, and EmbeddingSource.l2_normalize for the in-graph normalisation.
   """
-  # Imported here: parsing gin registers every configurable of the package.
+  # Imported here: opening a run registers every configurable of the package.
   from leo_tf import gin_config  # pylint: disable=import-outside-toplevel
-  from leo_tf.data.source import EmbeddingSource  # pylint: disable=import-outside-toplevel
-  from leo_tf.leo.config import LEOConfig  # pylint: disable=import-outside-toplevel
-  from leo_tf.leo.trainer import load_model  # pylint: disable=import-outside-toplevel
+  from leo_tf.leo.run import open_run  # pylint: disable=import-outside-toplevel
   if version is None:
     version = next_version(export_base)
   elif version < 1:
     raise ExportError(f"--version must be a positive integer, got {version}")
-  gin_config.parse_saved(checkpoint_dir, bindings)
-  config, normalize = LEOConfig(), EmbeddingSource().l2_normalize
-  dim = checkpoint_dim(checkpoint_dir, which)
-  model = load_model(checkpoint_dir, config, dim, which)
+  run = open_run(checkpoint_dir, which, bindings, log=log)
+  model, config, dim, normalize = run.model, run.configs.model, run.dim, run.source.l2_normalize
   backbone, preprocess = None, None
   if backbone_path:
     from leo_tf.backbone import inputs  # pylint: disable=import-outside-toplevel
     backbone, preprocess = load_backbone(backbone_path), inputs.preprocess
   directory = os.path.join(export_base, str(version))
-  metadata = dict(checkpoint=tf.train.latest_checkpoint(os.path.join(checkpoint_dir, which)),
-                  which=which, backbone=backbone_path, version=version)
+  metadata = dict(checkpoint=run.checkpoint, which=which, backbone=backbone_path,
+                  version=version)
   write_export(model, directory, normalize, backbone, preprocess, metadata,
                {gin_config.CONFIG_FILE: gin_config.saved_config(checkpoint_dir)})
   log(f"[export] {config.num_classes}-way-trained LEO ({dim}-d, "

@@ -24,9 +24,12 @@ import tensorflow as tf
 from leo_tf import gin_config
 from leo_tf.data.embeddings import EmbeddingSet
 from leo_tf.data.source import EmbeddingSource
-from leo_tf.leo.config import ConfigError, LEOConfig
+from leo_tf.leo.config import ConfigError
 from leo_tf.leo.model import build_leo
-from leo_tf.leo.trainer import MetaTrainer, TrainConfig, TrainingDivergedError
+from leo_tf.leo.run import RunConfigs
+from leo_tf.leo.trainer import MetaTrainer, TrainingDivergedError
+from leo_tf.runtime import files, seeds
+from leo_tf.runtime.threads import Threads
 from leo_tf.tuning.space import OBJECTIVE, SearchSpace, SearchSpaceError, TuneConfig
 
 TRIAL_RECORD = "leo_trial.json"
@@ -39,21 +42,21 @@ class TrialSetup:
   bindings: Tuple[str, ...]
   space: SearchSpace
   tune: TuneConfig
+  threads: Threads = Threads()
 
   def trial_bindings(self, values: Dict[str, Any], epochs: Optional[int] = None) -> List[str]:
     """Base bindings, then the budget, then the trial's values (later ones win)."""
     return (list(self.bindings) + self.tune.budget_bindings(epochs) +
             self.space.bindings(values))
 
-  def apply(self, values: Dict[str, Any], epochs: Optional[int] = None
-            ) -> Tuple[LEOConfig, TrainConfig, EmbeddingSource]:
-    """Parses the trial's config into gin and returns the configs it yields."""
-    gin_config.parse(self.gin_files, self.trial_bindings(values, epochs))
-    train_config = TrainConfig()
-    if train_config.train_on_val:
+  def apply(self, values: Dict[str, Any], epochs: Optional[int] = None) -> RunConfigs:
+    """The configs of the trial's gin config (read in a scope: global gin is untouched)."""
+    with gin_config.scoped(self.gin_files, self.trial_bindings(values, epochs)):
+      configs = RunConfigs.from_gin()
+    if configs.train.train_on_val:
       raise ConfigError("TrainConfig.train_on_val = True leaves no validation split to "
                         "score trials on; tune with it False")
-    return LEOConfig(), train_config, EmbeddingSource()
+    return configs
 
   def check_extremes(self) -> None:
     """Fails before the search if a range end or choice is invalid for LEO's configs."""
@@ -75,16 +78,21 @@ class LEOHyperModel(kt.HyperModel):
     self.setup = setup
     self._data: Dict[EmbeddingSource, Dict[str, EmbeddingSet]] = {}
 
-  def _splits(self, source: EmbeddingSource) -> Dict[str, EmbeddingSet]:
-    # Loaded once per source: every trial of a search normally shares one.
+  def _splits(self, values: Dict[str, Any], epochs: Optional[int] = None
+              ) -> Tuple[RunConfigs, Dict[str, EmbeddingSet]]:
+    """The trial's configs and embeddings, loaded once per source: every trial of a
+    search normally shares one. Loaded under the trial's gin config, which a
+    configured ``EmbeddingSource.builder`` reads if it has to build them."""
+    configs = self.setup.apply(values, epochs)
+    source = configs.source
     if source not in self._data:
-      self._data[source] = source.load_all(("train", "val"))
-    return self._data[source]
+      with gin_config.scoped(self.setup.gin_files, self.setup.trial_bindings(values, epochs)):
+        self._data[source] = source.load_all(("train", "val"))
+    return configs, self._data[source]
 
   def build(self, hp):
-    values = self.setup.space.declare(hp)
-    model_config, _, source = self.setup.apply(values)
-    return build_leo(model_config, self._splits(source)["train"].dim)
+    configs, splits = self._splits(self.setup.space.declare(hp))
+    return build_leo(configs.model, splits["train"].dim)
 
   def fit(self, hp, model, *args, callbacks=(), epochs: Optional[int] = None,
           initial_epoch: int = 0, **kwargs):
@@ -92,9 +100,8 @@ class LEOHyperModel(kt.HyperModel):
     trial_dir = _trial_dir(callbacks)
     values = self.setup.space.values(hp.values)
     total_epochs = epochs or self.setup.tune.max_epochs
-    model_config, train_config, source = self.setup.apply(
-        values, epochs=total_epochs - initial_epoch)
-    splits = self._splits(source)
+    configs, splits = self._splits(values, epochs=total_epochs - initial_epoch)
+    model_config, train_config = configs.model, configs.train
     os.makedirs(trial_dir, exist_ok=True)
     log_file = open(os.path.join(trial_dir, "train.log"), "a")
     start = time.time()
@@ -120,7 +127,7 @@ class LEOHyperModel(kt.HyperModel):
                initial_epoch, log_file) -> MetaTrainer:
     every = self.setup.tune.validate_every
     # The same initial weights for every trial: differences come from the values tried.
-    keras.utils.set_random_seed(train_config.seed)
+    seeds.seed_everything(train_config.seed)
 
     def on_validation(step: int, result):
       epoch = initial_epoch + math.ceil(step / every) - 1
@@ -150,10 +157,8 @@ def _trial_dir(callbacks) -> str:
 def _write_record(trial_dir: str, values: Dict[str, Any], steps: int, seconds: float,
                   best: float) -> None:
   """What the summary table shows beyond keras-tuner's own trial.json."""
-  path = os.path.join(trial_dir, TRIAL_RECORD)
-  with open(path + ".tmp", "w") as f:
-    json.dump({"values": values, "steps": steps, "seconds": seconds, OBJECTIVE: best}, f)
-  os.replace(path + ".tmp", path)
+  files.atomic_write(os.path.join(trial_dir, TRIAL_RECORD), json.dumps(
+      {"values": values, "steps": steps, "seconds": seconds, OBJECTIVE: best}))
 
 
 def read_record(trial_dir: str) -> Dict[str, Any]:

@@ -21,7 +21,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import keras_tuner as kt
 
-from leo_tf import gin_config, threads
+from leo_tf import gin_config
+from leo_tf.runtime import files, threads
 from leo_tf.leo.config import ConfigError
 from leo_tf.tuning.hypermodel import LEOHyperModel, TrialSetup, read_record
 from leo_tf.tuning.space import OBJECTIVE, TuneConfig, search_space
@@ -126,11 +127,11 @@ def load_setup(gin_files: Sequence[str], bindings: Sequence[str] = (),
   """Parses the base config and the search-space files; flag values override TuneConfig."""
   if not gin_files:
     raise TuningError("give the base experiment config as --gin_file (see gin/experiments/)")
-  files = tuple(gin_config.resolve_gin_file(f) for f in list(gin_files) + list(space_files))
-  gin_config.parse(files, bindings)
-  tune = dataclasses.replace(TuneConfig(), **{k: v for k, v in overrides.items()
-                                              if v is not None})
-  return TrialSetup(files, tuple(bindings), search_space(), tune)
+  paths = tuple(gin_config.resolve_gin_file(f) for f in list(gin_files) + list(space_files))
+  with gin_config.scoped(paths, bindings):
+    tune, space, pools = TuneConfig(), search_space(), threads.Threads()
+  tune = dataclasses.replace(tune, **{k: v for k, v in overrides.items() if v is not None})
+  return TrialSetup(paths, tuple(bindings), space, tune, pools)
 
 
 def run_search(setup: TrialSetup, overwrite: bool = False,
@@ -138,7 +139,7 @@ def run_search(setup: TrialSetup, overwrite: bool = False,
   """Runs (or resumes) the search, then writes the table and the best .gin files."""
   _require_tensorboard()
   setup.check_extremes()
-  threads.configure(log=log)  # before keras-tuner's first op, as leo-train does
+  threads.configure(setup.threads, log=log)  # before keras-tuner's first op, as leo-train does
   out = setup.tune.output_dir
   _claim_output_dir(out, setup, overwrite)
   tuner = make_tuner(setup, LEOHyperModel(setup), overwrite, log)
@@ -177,9 +178,9 @@ def _finish(tuner, setup: TrialSetup, seconds: float, log) -> SearchResult:
     raise TuningError(f"no trial completed; see {tuner.project_dir}/trial_*/error.txt")
   best = best_trials[0]
   table = markdown_table(rows, setup)
-  _write(os.path.join(out, "trials.md"), table + "\n")
-  _write(os.path.join(out, "trials.csv"), csv_table(rows, setup))
-  paths = [_write(os.path.join(out, name), best_gin_text(setup, best, out, full))
+  files.atomic_write(os.path.join(out, "trials.md"), table + "\n")
+  files.atomic_write(os.path.join(out, "trials.csv"), csv_table(rows, setup))
+  paths = [files.atomic_write(os.path.join(out, name), best_gin_text(setup, best, out, full))
            for name, full in (("best.gin", False), ("best_full.gin", True))]
   log(table)
   log(f"[tune] {len(rows)} trials in {out} ({seconds:.0f} s this run); best: trial "
@@ -228,7 +229,7 @@ def _claim_output_dir(out: str, setup: TrialSetup, overwrite: bool) -> None:
   elif os.path.isdir(os.path.join(out, PROJECT)):
     raise TuningError(f"{out}/{PROJECT} exists but {SEARCH_FILE} does not; pass "
                       "--overwrite or choose another --output_dir")
-  _write(path, json.dumps(record, indent=2) + "\n")
+  files.atomic_write(path, json.dumps(record, indent=2) + "\n")
 
 
 # ------------------------------------------------------------------ tables
@@ -340,12 +341,4 @@ def _last_line(message: Optional[str]) -> str:
 
 def _write_error(trial_dir: str, message: Optional[str]) -> None:
   os.makedirs(trial_dir, exist_ok=True)
-  _write(os.path.join(trial_dir, "error.txt"), message or "")
-
-
-def _write(path: str, text: str) -> str:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path + ".tmp", "w") as f:
-    f.write(text)
-  os.replace(path + ".tmp", path)
-  return path
+  files.atomic_write(os.path.join(trial_dir, "error.txt"), message or "")
