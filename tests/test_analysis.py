@@ -257,3 +257,8 @@ def test_latent_tsne_png(trained_run, tmp_path):
   path = tsne.plot_latent_tsne(points, codes, str(tmp_path / "tsne.png"),
                                class_names=val.class_names)
   assert os.path.getsize(path) > 5000
+
+
+def teardown_module():
+  import gin  # pylint: disable=import-outside-toplevel
+  gin.clear_config()  # trained_run parsed the tiny run's bindings

@@ -35,6 +35,7 @@ from leo_tf.data.source import EmbeddingSource
 from leo_tf.leo import weights
 from leo_tf.leo.config import ConfigError, LEOConfig
 from leo_tf.leo.evaluation import EvalConfig, EvalResult
+from leo_tf.leo.model import episode_accuracy
 from leo_tf.leo.run import Run, RunConfigs, open_run
 from leo_tf.runtime import files
 
@@ -114,13 +115,6 @@ Predict = Callable[[Dict[str, tf.Tensor], tf.Tensor], tf.Tensor]
 # ------------------------------------------------------------------ evaluation
 
 
-def episode_accuracy(logits: np.ndarray, mask: np.ndarray) -> np.ndarray:
-  """Masked per-episode accuracy [B] of logits [B, N, Q, N]."""
-  labels = calibration.episode_labels(logits.shape)
-  correct = (logits.argmax(-1) == labels) * mask
-  return correct.sum(axis=(1, 2)) / mask.sum(axis=(1, 2))
-
-
 def softmax(logits: np.ndarray) -> np.ndarray:
   z = logits - logits.max(-1, keepdims=True)
   e = np.exp(z)
@@ -132,18 +126,17 @@ def evaluate_method(name: str, predict: Predict, sampler: EpisodeSampler,
                     num_bins: int = calibration.DEFAULT_NUM_BINS,
                     progress: bool = True) -> MethodResult:
   """Accuracy per episode and pooled calibration of one method on the seeded stream."""
-  batches = math.ceil(num_episodes / batch_size)
   stats = calibration.CalibrationStats(num_bins)
-  accuracies, left = [], num_episodes
+  accuracies = []
   bar = ProgressBar(num_episodes, name, "episodes") if progress else None
-  for i, batch in enumerate(sampler.dataset(batch_size, seed, count=batches)):
-    logits = predict(batch, tf.constant(i, tf.int64)).numpy()[:left]
-    mask = batch["query_mask"].numpy()[:left]
-    accuracies.append(episode_accuracy(logits, mask))
+  for i, batch, count in sampler.batches(num_episodes, batch_size, seed):
+    logits = predict(batch, tf.constant(i, tf.int64))[:count]
+    mask = batch["query_mask"][:count]
+    accuracies.append(episode_accuracy(logits, mask).numpy())
+    logits, mask = logits.numpy(), mask.numpy()
     stats.update(softmax(logits), calibration.episode_labels(logits.shape), mask)
-    left -= logits.shape[0]
     if bar:
-      bar.update(logits.shape[0])
+      bar.update(count)
   return MethodResult(name, EvalResult(np.concatenate(accuracies)), stats)
 
 
@@ -193,10 +186,9 @@ def fit_ncm_temperature(val_sampler: EpisodeSampler, num_episodes: int, batch_si
   """NLL-optimal temperature of the NCM distances on validation episodes."""
   raw = ncm_predict(1.0)
   logits, masks = [], []
-  for i, batch in enumerate(val_sampler.dataset(batch_size, seed,
-                                                count=math.ceil(num_episodes / batch_size))):
-    logits.append(raw(batch, tf.constant(i, tf.int64)).numpy())
-    masks.append(batch["query_mask"].numpy())
+  for i, batch, count in val_sampler.batches(num_episodes, batch_size, seed):
+    logits.append(raw(batch, tf.constant(i, tf.int64)).numpy()[:count])
+    masks.append(batch["query_mask"].numpy()[:count])
   return baselines.fit_temperature(logits, masks)
 
 

@@ -5,7 +5,8 @@ draws S codes per class from the encoder's posterior q(z | D_train) (from N(0, I
 the random-prior ablation), adapts and fine-tunes each of the S classifiers on the
 support set as usual (evaluation mode: mean decoded weights, no dropout), and averages
 their query probabilities. Samples are folded into the task axis ([S*B, ...]) so the
-model's own vectorised inner loop runs unchanged; queries are never copied S times.
+model's own vectorised inner loop runs unchanged; queries are never copied S times. The
+adaptation is ``LEO.adapt(samples=S)``, whose draws come from ``leo.noise``.
 
 Models without a latent distribution to sample from (MAML, or the deterministic
 ablation whose stddev was never trained) reduce to the ordinary single prediction.
@@ -13,7 +14,6 @@ ablation whose stddev was never trained) reduce to the ordinary single predictio
 
 import tensorflow as tf
 
-from leo_tf.leo.layers import gaussian, tfd
 from leo_tf.leo.model import LEO
 
 
@@ -25,14 +25,7 @@ def can_ensemble(model: LEO) -> bool:
 def sample_initial_latents(model: LEO, support: tf.Tensor, num_samples: int,
                            seed) -> tf.Tensor:
   """S codes per class from the test-time prior/posterior: [S, B, N, latent]."""
-  c = model.config
-  b, n = tf.shape(support)[0], tf.shape(support)[1]
-  if c.initialisation == "random_prior":
-    return tf.random.stateless_normal([num_samples, b, n, c.latent_size], seed)
-  posterior = gaussian(model.encoder(support, training=False), c.latent_stddev_offset)
-  # TFP wants int32 seeds; the wrap-around of the cast keeps them distinct enough.
-  return tfd.Normal(posterior.loc, posterior.scale).sample(
-      num_samples, seed=tf.cast(seed, tf.int32))
+  return model.sample_latents(tf.convert_to_tensor(support), num_samples, seed)
 
 
 def ensemble_logits(model: LEO, support: tf.Tensor, query: tf.Tensor, num_samples: int,
@@ -46,14 +39,10 @@ def ensemble_logits(model: LEO, support: tf.Tensor, query: tf.Tensor, num_sample
   query = tf.convert_to_tensor(query)
   if num_samples <= 1 or not can_ensemble(model):
     return model(dict(support=support, query=query), training=False)["logits"]
-  s = num_samples
-  latents = sample_initial_latents(model, support, s, seed)           # [S, B, N, z]
-  shape = tf.shape(latents)
-  folded = tf.reshape(latents, [shape[0] * shape[1], shape[2], 1, shape[3]])
-  tiled = tf.tile(support, [s, 1, 1, 1])                               # sample-major
-  _, weights = model.adapt_latents(tiled, folded, False)
-  weights = model.finetune(tiled, weights, False)               # [S*B, N, d]
-  weights = tf.reshape(weights, [s, shape[1], shape[2], -1])
+  weights = model.adapt(support, training=False, seed=seed,
+                        samples=num_samples)["weights"]                 # [S*B, N, d]
+  b, n = tf.shape(support)[0], tf.shape(support)[1]
+  weights = tf.reshape(weights, [num_samples, b, n, -1])
   logits = tf.einsum("bnqd,sbcd->sbnqc", query, weights)
   log_probs = tf.nn.log_softmax(logits, axis=-1)
-  return tf.reduce_logsumexp(log_probs, axis=0) - tf.math.log(float(s))
+  return tf.reduce_logsumexp(log_probs, axis=0) - tf.math.log(float(num_samples))

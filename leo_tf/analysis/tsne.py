@@ -7,7 +7,6 @@ jointly with t-SNE, and draw them (a) coloured by stage (before: blue, after: or
 """
 
 import dataclasses
-import math
 from typing import Optional
 
 import numpy as np
@@ -36,15 +35,14 @@ def collect_latents(model, sampler: EpisodeSampler, num_tasks: int, batch_size: 
     return out["initial_latents"][:, :, 0], out["final_latents"][:, :, 0]
 
   bar = ProgressBar(num_tasks, "latents", "tasks") if progress else None
-  initial, final, classes, left = [], [], [], num_tasks
-  for batch in sampler.dataset(batch_size, seed, count=math.ceil(num_tasks / batch_size)):
-    z0, z1 = (t.numpy()[:left] for t in adapt(batch["support"]))
+  initial, final, classes = [], [], []
+  for _, batch, count in sampler.batches(num_tasks, batch_size, seed):
+    z0, z1 = (t.numpy()[:count] for t in adapt(batch["support"]))
     initial.append(z0.reshape(-1, z0.shape[-1]))
     final.append(z1.reshape(-1, z1.shape[-1]))
-    classes.append(batch["classes"].numpy()[:left].reshape(-1))
-    left -= z0.shape[0]
+    classes.append(batch["classes"].numpy()[:count].reshape(-1))
     if bar:
-      bar.update(z0.shape[0])
+      bar.update(count)
   return LatentCodes(np.concatenate(initial), np.concatenate(final),
                      np.concatenate(classes))
 

@@ -11,7 +11,8 @@ tensor, whatever ran before it, which is what makes resumed training and evaluat
 reproducible.
 """
 
-from typing import Dict, Optional
+import math
+from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -134,6 +135,16 @@ class EpisodeSampler:
                       count: Optional[int] = None) -> tf.data.Dataset:
     """``dataset`` of ``sample_support`` batches: the same episodes, no query copies."""
     return self._stream(self.sample_support, batch_size, seed, start, count)
+
+  def batches(self, num_episodes: int, batch_size: int, seed: int,
+              support_only: bool = False) -> Iterator[Tuple[int, Episode, int]]:
+    """The first ``num_episodes`` episodes of the seeded stream as (index, batch, count):
+    batch ``index`` of ``batch_size`` episodes, of which the first ``count`` belong to
+    the stream (the last batch is trimmed). ``support_only``: ``support_dataset``'s."""
+    stream = self.support_dataset if support_only else self.dataset
+    batches = math.ceil(num_episodes / batch_size)
+    for i, batch in enumerate(stream(batch_size, seed, count=batches)):
+      yield i, batch, min(batch_size, num_episodes - i * batch_size)
 
   @staticmethod
   def _stream(sample_fn, batch_size, seed, start, count):

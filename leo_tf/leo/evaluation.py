@@ -50,17 +50,15 @@ def episode_accuracies(predict: Callable, sampler: EpisodeSampler, num_episodes:
 
   ``support_only`` streams ``sampler.support_dataset`` (the same episodes, no queries).
   """
-  batches = math.ceil(num_episodes / batch_size)
-  stream = sampler.support_dataset if support_only else sampler.dataset
   accuracies, start, last_log = [], time.time(), time.time()
-  for i, batch in enumerate(stream(batch_size, seed, count=batches)):
-    accuracies.append(predict(batch).numpy())
+  for _, batch, count in sampler.batches(num_episodes, batch_size, seed, support_only):
+    accuracies.append(predict(batch).numpy()[:count])
+    done = sum(a.size for a in accuracies)
     if log and time.time() - last_log > 10:
-      done = (i + 1) * batch_size
-      log(f"[{label}] {min(done, num_episodes)}/{num_episodes} episodes, "
+      log(f"[{label}] {done}/{num_episodes} episodes, "
           f"{done / (time.time() - start):.0f} episodes/s")
       last_log = time.time()
-  return np.concatenate(accuracies)[:num_episodes]
+  return np.concatenate(accuracies)
 
 
 def class_block_accuracy(weights: tf.Tensor, classes: tf.Tensor, shots: tf.Tensor,

@@ -21,13 +21,22 @@ from leo_tf.leo import closed_form, regularizers
 from leo_tf.leo.config import LEOConfig
 from leo_tf.leo.layers import (LatentEncoder, WeightDecoder, gaussian,
                                kl_to_standard_normal, tfd)
-from leo_tf.leo.noise import Noise, dropout
+from leo_tf.leo.noise import Noise, dropout, standard_normal
 
 
 def num_shots(support):
   """K of support [B, N, K, d]: static if known, else a tensor (serving varies K)."""
   k = support.shape[2]
   return k if k is not None else tf.cast(tf.shape(support)[2], tf.float32)
+
+
+def episode_accuracy(logits, mask=None) -> tf.Tensor:
+  """Per-task accuracy [B] of query logits [B, N, Q, N] (the true class of query
+  [b, n, q] is n) over the queries ``mask`` [B, N, Q] marks (None: all)."""
+  correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32),
+                             tf.range(tf.shape(logits)[1])[None, :, None]), tf.float32)
+  mask = tf.ones_like(correct) if mask is None else tf.cast(mask, tf.float32)
+  return tf.reduce_sum(correct * mask, axis=[1, 2]) / tf.reduce_sum(mask, axis=[1, 2])
 
 
 class LEO(keras.Model):
@@ -177,13 +186,38 @@ class LEO(keras.Model):
 
   # ------------------------------------------------------------------ the forward pass
 
-  def adapt(self, support, training=False, seed=None) -> Dict[str, tf.Tensor]:
+  def sample_latents(self, support, num_samples: int, seed) -> tf.Tensor:
+    """S codes per class from the test-time posterior q(z | D_train) (N(0, I) for the
+    random-prior ablation): [S, B, N, latent], drawn with ``noise.standard_normal``."""
+    c = self.config
+    b, n = tf.shape(support)[0], tf.shape(support)[1]
+    normal = standard_normal(tf.stack([num_samples, b, n, c.latent_size]),
+                             tf.cast(seed, tf.int64))
+    if c.initialisation == "random_prior":
+      return normal
+    posterior = gaussian(self.encoder(support, training=False), c.latent_stddev_offset)
+    return posterior.loc[None] + posterior.scale[None] * normal
+
+  def adapt(self, support, training=False, seed=None, samples: int = 1
+            ) -> Dict[str, tf.Tensor]:
     """The whole adaptation of a meta-batch: returns weights, codes, the KL and, in
-    training, the forward pass's :class:`Noise` (the query's dropout comes from it)."""
+    training, the forward pass's :class:`Noise` (the query's dropout comes from it).
+
+    ``samples`` > 1 (evaluation only) adapts S codes per class drawn with ``seed``
+    (:meth:`sample_latents`, a test-time ensemble), folded sample-major into the task
+    axis: weights [S*B, N, d]. The model's vectorised loops run unchanged.
+    """
     # Embeddings are fixed features: meta-learning never changes them.
     support = tf.stop_gradient(tf.convert_to_tensor(support))
     noise = Noise(self.config, support, seed, self.latent_samples(True)) if training else None
-    if self.config.initialisation == "maml":
+    if samples > 1 and not training:
+      latents = self.sample_latents(support, samples, seed)                # [S, B, N, z]
+      shape = tf.shape(latents)
+      initial = tf.reshape(latents, [shape[0] * shape[1], shape[2], 1, shape[3]])
+      support = tf.tile(support, [samples, 1, 1, 1])
+      kl = tf.zeros([shape[0] * shape[1]])
+      final, weights = self.adapt_latents(support, initial, training)
+    elif self.config.initialisation == "maml":
       b = tf.shape(support)[0]
       weights = tf.tile(tf.convert_to_tensor(self.initial_weights)[None], [b, 1, 1])
       empty = tf.zeros([b, self.config.num_classes, 1, self.config.latent_size])
@@ -212,13 +246,11 @@ class LEO(keras.Model):
       mask = tf.ones(tf.shape(logits)[:3])
     count = tf.reduce_sum(mask, axis=[1, 2])
     ce = self.cross_entropy(logits)
-    correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32),
-                               tf.range(tf.shape(logits)[1])[None, :, None]), tf.float32)
     penalty = tf.reduce_mean(tf.square(tf.stop_gradient(adapted["final_latents"]) -
                                        adapted["initial_latents"]), axis=[1, 2, 3])
     return dict(query_loss=tf.reduce_sum(ce * mask, axis=[1, 2]) / count,
                 kl=adapted["kl"], encoder_penalty=penalty,
-                accuracy=tf.reduce_sum(correct * mask, axis=[1, 2]) / count,
+                accuracy=episode_accuracy(logits, mask),
                 logits=logits, initial_latents=adapted["initial_latents"],
                 final_latents=adapted["final_latents"])
 
