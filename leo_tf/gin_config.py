@@ -32,6 +32,7 @@ CONFIGURABLE_MODULES = (
     "leo_tf.leo.experiment",
     "leo_tf.data.source",
     "leo_tf.data.glyphs",
+    "leo_tf.data.typefaces",
     "leo_tf.data.images",
     "leo_tf.runtime.threads",
     "leo_tf.runtime.strategy",

@@ -39,13 +39,16 @@ from leo_tf.leo.model import episode_accuracy
 from leo_tf.leo.run import Run, RunConfigs, open_run
 from leo_tf.runtime import files
 
+# {shots}: the base run's K (the paper's variant differs between 1- and 5-shot).
 ABLATION_GIN = {
+    "paper": "models/leo_paper_{shots}shot.gin",
     "deterministic": "ablations/deterministic.gin",
     "random_prior": "ablations/random_prior.gin",
     "maml": "ablations/maml.gin",
 }
 LABELS = {
     "leo": "LEO",
+    "paper": "LEO (the paper's variant)",
     "deterministic": "LEO (deterministic)",
     "random_prior": "LEO (random prior)",
     "maml": "MAML (same features)",
@@ -61,7 +64,8 @@ class CompareConfig:
   """What ``leo-eval --compare`` puts in the table.
 
   Attributes:
-    ablations: ablation names (keys of ABLATION_GIN) to include.
+    ablations: ablation names (keys of ABLATION_GIN) to include; "paper" is the
+      paper's variant (models/leo_paper_{1,5}shot.gin) meta-trained like the others.
     ablation_train_steps: meta-training budget for ablations without a given run
       directory; 0 leaves them out instead.
     ablation_bindings: extra gin bindings for those budgeted runs.
@@ -76,7 +80,7 @@ class CompareConfig:
     logreg_steps: accelerated gradient steps of its batched solver.
     num_bins: equal-width confidence bins of ECE and the reliability diagram.
   """
-  ablations: Tuple[str, ...] = ("deterministic", "random_prior", "maml")
+  ablations: Tuple[str, ...] = ("paper", "deterministic", "random_prior", "maml")
   ablation_train_steps: int = 0
   ablation_bindings: Tuple[str, ...] = ()
   ensemble_samples: Optional[int] = None
@@ -206,7 +210,7 @@ def fit_logreg_c(val_sampler: EpisodeSampler, grid: Sequence[float], steps: int,
 
 def train_ablation(base_dir: str, name: str, output_dir: str, steps: int,
                    bindings: Sequence[str], extra_files: Sequence[str],
-                   log: Callable[[str], None]) -> str:
+                   log: Callable[[str], None], shots: int = 1) -> str:
   """Meta-trains (or resumes, or reuses) ablation ``name`` from the base run's config."""
   from leo_tf.leo.experiment import run_experiment  # pylint: disable=g-import-not-at-top
   run_dir = os.path.join(output_dir, "ablations", name)
@@ -216,7 +220,7 @@ def train_ablation(base_dir: str, name: str, output_dir: str, steps: int,
       "(reused if already there)")
   # The ablation's own gin state while it trains: its config.gin records it.
   with gin_config.scoped(gin_config.saved_files(
-      base_dir, [ABLATION_GIN[name]] + list(extra_files)), overrides):
+      base_dir, [ABLATION_GIN[name].format(shots=shots)] + list(extra_files)), overrides):
     run_experiment(RunConfigs.from_gin(), output_dir=run_dir, evaluate_test=False, log=log)
   return run_dir
 
@@ -229,7 +233,7 @@ def read_compare_config(run_dir: str, bindings: Sequence[str] = (),
 def resolve_ablation_dirs(base_dir: str, cfg: CompareConfig, given: Mapping[str, str],
                           output_dir: str, bindings: Sequence[str],
                           extra_files: Sequence[str],
-                          log: Callable[[str], None]) -> Dict[str, str]:
+                          log: Callable[[str], None], shots: int = 1) -> Dict[str, str]:
   unknown = sorted(set(given) - set(ABLATION_GIN))
   if unknown:
     raise ConfigError(f"--compare_dirs: unknown ablation names {unknown}; "
@@ -241,7 +245,7 @@ def resolve_ablation_dirs(base_dir: str, cfg: CompareConfig, given: Mapping[str,
     elif cfg.ablation_train_steps > 0:
       dirs[name] = train_ablation(base_dir, name, output_dir, cfg.ablation_train_steps,
                                   list(bindings) + list(cfg.ablation_bindings),
-                                  extra_files, log)
+                                  extra_files, log, shots)
     else:
       log(f"[compare] {LABELS[name]} left out: give its run directory "
           f"(--compare_dirs={name}=DIR) or a budget "
@@ -317,7 +321,7 @@ def run_comparison(base: Run, cfg: CompareConfig, output_dir: Optional[str] = No
   eval_cfg, base_config, source = base.configs.eval, base.configs.model, base.source
   test = base.load(eval_cfg.split)
   dirs = resolve_ablation_dirs(base.directory, cfg, dict(ablation_dirs or {}), output_dir,
-                               bindings, extra_files, log)
+                               bindings, extra_files, log, base_config.num_shots)
   methods: List[Tuple[str, Predict]] = [(LABELS["leo"], leo_predict(base.model))]
   samples = cfg.ensemble_samples or base_config.ensemble_samples
   if samples > 1 and ensemble.can_ensemble(base.model):

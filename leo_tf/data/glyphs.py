@@ -119,6 +119,35 @@ def glyph_config(num_classes: int = DEFAULT_NUM_CLASSES,
   return registered.get(config.name, config)
 
 
+def rendered_split(builder: tfds.core.GeneratorBasedBuilder, split: str):
+  """One prepared split of a rendered dataset as a ``splits.ImageSplit``."""
+  def example(ex):
+    return {"image": ex["image"], "label": tf.cast(ex["label"], tf.int32), "key": ex["key"]}
+
+  size = builder.builder_config.image_size
+  return splits.ImageSplit(
+      dataset=builder.as_dataset(split=split, shuffle_files=False).map(
+          example, num_parallel_calls=tf.data.AUTOTUNE),
+      class_names=list(builder.info.metadata["class_names"][split]),
+      num_examples=builder.info.splits[split].num_examples,
+      image_shape=(size, size, 1))
+
+
+def rendered_info(builder: tfds.core.GeneratorBasedBuilder, doc: str) -> tfds.core.DatasetInfo:
+  """The features of a rendered dataset (glyphs, typefaces): one-channel square images."""
+  size = builder.builder_config.image_size
+  return builder.dataset_info_from_configs(
+      description=doc.split("\n\n")[1],
+      features=tfds.features.FeaturesDict({
+          "image": tfds.features.Image(shape=(size, size, 1), dtype=np.uint8),
+          "label": tfds.features.Scalar(dtype=np.int64),
+          "class_name": tfds.features.Text(),
+          "key": tfds.features.Text(),
+      }),
+      supervised_keys=("image", "label"),
+      metadata=tfds.core.MetadataDict())
+
+
 class HanGlyphs(tfds.core.GeneratorBasedBuilder):
   """Han characters (GB2312) rendered from the installed CJK fonts."""
 
@@ -132,18 +161,7 @@ class HanGlyphs(tfds.core.GeneratorBasedBuilder):
     super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
-    size = self.builder_config.image_size
-    return self.dataset_info_from_configs(
-        description=__doc__.split("\n\n")[1],
-        features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(size, size, 1), dtype=np.uint8),
-            "label": tfds.features.Scalar(dtype=np.int64),
-            "class_name": tfds.features.Text(),
-            "key": tfds.features.Text(),
-        }),
-        supervised_keys=("image", "label"),
-        metadata=tfds.core.MetadataDict(),
-    )
+    return rendered_info(self, __doc__)
 
   def _split_generators(self, dl_manager):
     del dl_manager  # nothing to download
@@ -240,15 +258,7 @@ def load_glyph_split(split: str, data_dir: Optional[str] = None,
                           font_files=font_files)
   builder.download_and_prepare()
   _warn_if_fonts_changed(builder)
-  dataset = builder.as_dataset(split=split, shuffle_files=False).map(
-      lambda ex: {"image": ex["image"], "label": tf.cast(ex["label"], tf.int32),
-                  "key": ex["key"]},
-      num_parallel_calls=tf.data.AUTOTUNE)
-  return splits.ImageSplit(
-      dataset=dataset,
-      class_names=list(builder.info.metadata["class_names"][split]),
-      num_examples=builder.info.splits[split].num_examples,
-      image_shape=(image_size, image_size, 1))
+  return rendered_split(builder, split)
 
 
 def _warn_if_fonts_changed(builder: HanGlyphs):

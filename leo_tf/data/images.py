@@ -3,6 +3,7 @@
 Sources (choose one with the gin-configurable ``image_source``):
 
 - ``glyphs``: the built-in rendered Han characters (``glyphs.load_glyph_split``);
+- ``typefaces``: the built-in typeface benchmark (``typefaces.load_typeface_split``);
 - ``mini_imagenet``: ``<root>/images/*.jpg`` + ``<root>/{train,val,test}.csv`` with
   columns ``filename,label`` (the Ravi & Larochelle layout);
 - ``tiered_imagenet`` / ``folder``: ``<root>/<split>/<class>/<image>``, or for
@@ -28,6 +29,7 @@ import tensorflow_datasets as tfds
 
 from leo_tf.data import glyphs
 from leo_tf.data.splits import SPLITS, ImageSplit, check_split, split_classes
+from leo_tf.data import typefaces
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 ImageSize = Union[None, int, Tuple[int, int]]
@@ -301,7 +303,7 @@ def with_channels(image_split: ImageSplit, channels: Optional[int]) -> ImageSpli
 # ---------------------------------------------------------------------------------
 # Choosing a source from gin.
 
-SOURCE_KINDS = ("glyphs", "mini_imagenet", "tiered_imagenet", "folder", "tfds")
+SOURCE_KINDS = ("glyphs", "typefaces", "mini_imagenet", "tiered_imagenet", "folder", "tfds")
 
 
 @gin.configurable
@@ -321,6 +323,10 @@ def image_source(split: str, kind: str = "glyphs", root: Optional[str] = None,
   if kind == "glyphs":
     kwargs = {"image_size": image_size} if image_size is not None else {}
     return with_channels(glyphs.load_glyph_split(split, data_dir=root, **kwargs),
+                         channels)
+  if kind == "typefaces":
+    kwargs = {"image_size": image_size} if image_size is not None else {}
+    return with_channels(typefaces.load_typeface_split(split, data_dir=root, **kwargs),
                          channels)
   if kind == "tfds":
     if not name:

@@ -11,6 +11,8 @@ import numpy as np
 import tensorflow as tf
 
 SPLITS = ("train", "val", "test")
+# miniImageNet's class proportions (64/16/20 of 100 classes).
+SPLIT_FRACTIONS = {"train": 0.64, "val": 0.16, "test": 0.20}
 
 
 def check_split(split: str) -> None:
@@ -20,8 +22,8 @@ def check_split(split: str) -> None:
 
 def split_sizes(num_classes: int) -> Dict[str, int]:
   """miniImageNet's 64/16/20 class proportions, each split non-empty."""
-  val = max(1, round(0.16 * num_classes))
-  test = max(1, round(0.20 * num_classes))
+  val = max(1, round(SPLIT_FRACTIONS["val"] * num_classes))
+  test = max(1, round(SPLIT_FRACTIONS["test"] * num_classes))
   return {"train": num_classes - val - test, "val": val, "test": test}
 
 
