@@ -100,12 +100,13 @@ def test_non_finite_steps_leave_weights_untouched_and_stop_training(tmp_path, da
   model = LEOConfig(num_shots=1, latent_size=8, relation_hidden=(16,), l2_weight=0.0,
                     **STEPS)
   lines = []
-  trainer = MetaTrainer(model, _train_config(max_bad_steps=3), broken, None, str(tmp_path),
-                        log=lines.append)
+  trainer = MetaTrainer(model, _train_config(max_bad_steps=3, guard_l2_weight=0.0), broken,
+                        None, str(tmp_path), log=lines.append)
   before = [v.numpy() for v in trainer.model.trainable_variables]
   with pytest.raises(TrainingDivergedError, match="3 consecutive"):
     trainer.train()
-  # With l2_weight = 0 the guard applies zero gradients: Adam leaves every weight as it was.
+  # With a zero guard weight the guard applies zero gradients: Adam leaves every weight as
+  # it was (tests/test_protocol.py checks the step of the authors' 1e-4).
   for a, v in zip(before, trainer.model.trainable_variables):
     np.testing.assert_array_equal(a, v.numpy())
   assert int(trainer.bad_steps.numpy()) == 3

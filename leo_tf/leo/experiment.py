@@ -56,8 +56,13 @@ def run_experiment(configs: RunConfigs, output_dir: str = gin.REQUIRED,
       for s, d in splits.items()))
   train, val = splits["train"], splits["val"]
   if train_config.train_on_val:
-    train, val = EmbeddingSet.concatenate([train, val]), None
-    log("[data] meta-training on train + val (no validation, the last step is kept)")
+    train = EmbeddingSet.concatenate([train, val])
+    log(f"[data] meta-training on train + val classes ({train.num_classes})" + (
+        "; validation still selects the best checkpoint, on classes it also trains on "
+        "(the authors' protocol)" if train_config.select_on_val else
+        " (no validation, the last step is tested)"))
+  if not train_config.select_on_val:
+    val = None
   os.makedirs(output_dir, exist_ok=True)
   gin_config.save_config(output_dir)
   # Before meta-training's first op (loading the files runs none). If the embeddings were

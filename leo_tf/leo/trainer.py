@@ -3,9 +3,11 @@
 The outer step is one ``tf.function``: each replica runs the vectorised model on its
 share of the meta-batch (the inner-loop ``tf.GradientTape`` nests inside the outer one),
 gradients are summed across replicas, clipped per tensor (by value, then by norm), and
-applied with Adam. A non-finite loss or gradient applies only the L2 gradient (the
-authors' guard); such steps are counted (in a row and in total, both checkpointed) and
-too many in a row stop training with an error.
+applied with Adam (epsilon 1e-8, TF1's default, as the authors ran it). A non-finite loss
+or gradient applies instead the gradient of 0.5 * guard_l2_weight * sum w^2, clipped like
+any gradient (the authors' guard: their (1e-4 / lambda1) * L2); such steps are counted
+(in a row and in total, both checkpointed) and too many in a row stop training with an
+error.
 
 Crash safety (docs/reliability.md): ``restore`` falls back to the previous checkpoint
 when the newest is unreadable; a new best-on-validation checkpoint is committed in two
@@ -30,7 +32,7 @@ from leo_tf.data.episodes import EpisodeSampler, fold_seed
 from leo_tf.leo.config import ConfigError, LEOConfig
 from leo_tf.leo.evaluation import EvalResult, evaluate, predictor
 from leo_tf.leo.model import LEO, build_leo, task_losses
-from leo_tf.leo import regularizers, weights
+from leo_tf.leo import weights
 from leo_tf.runtime import files, seeds
 
 
@@ -55,7 +57,17 @@ class TrainConfig:
   clip_value: float = 0.1
   clip_norm: float = 0.1
   seed: int = 0
+  # The authors' reported numbers: the validation classes join meta-training, and (with
+  # select_on_val) validation still runs on them and picks the checkpoint that is tested,
+  # i.e. model selection on classes also trained on. select_on_val=False: no validation,
+  # the last step is tested.
   train_on_val: bool = False
+  select_on_val: bool = True
+  # Keras defaults to 1e-7; the authors' TF1 AdamOptimizer used 1e-8.
+  adam_epsilon: float = 1e-8
+  # A non-finite step applies the gradient guard_l2_weight * w of the network weights
+  # (clipped): the authors' 1e-4, which pulls the weights back towards a finite region.
+  guard_l2_weight: float = 1e-4
   max_bad_steps: int = 50
   jit_compile: bool = False
   # Each replica's tasks run as this many independent chains of ops, which TF's inter-op
@@ -74,6 +86,10 @@ class TrainConfig:
         raise ConfigError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
     if self.outer_lr <= 0:
       raise ConfigError(f"TrainConfig.outer_lr must be > 0, got {self.outer_lr}")
+    if self.adam_epsilon <= 0:
+      raise ConfigError(f"TrainConfig.adam_epsilon must be > 0, got {self.adam_epsilon}")
+    if self.guard_l2_weight < 0:
+      raise ConfigError(f"TrainConfig.guard_l2_weight must be >= 0, got {self.guard_l2_weight}")
 
 
 # The outputs of LEO.call that the outer step reads: one value per task.
@@ -132,7 +148,7 @@ class MetaTrainer:
     seeds.seed_everything(config.seed)  # the same seed, the same initial weights
     with self.strategy.scope():
       self.model = build_leo(model_config, train_data.dim)
-      self.optimizer = keras.optimizers.Adam(config.outer_lr)
+      self.optimizer = keras.optimizers.Adam(config.outer_lr, epsilon=config.adam_epsilon)
       self.optimizer.build(self.model.trainable_variables)
       self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
       self.bad_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="bad_steps")
@@ -199,24 +215,24 @@ class MetaTrainer:
                           seed=fold_seed(seed, g)) for g in range(len(sizes))]
     return {k: tf.concat([o[k] for o in outputs], axis=0) for k in PER_TASK_OUTPUTS}
 
-  def _l2_gradients(self):
-    """Gradients of the L2 term alone: what the guard applies on a non-finite step."""
-    variables = self.model.trainable_variables
-    with tf.GradientTape() as tape:
-      l2 = self.model_config.l2_weight * regularizers.l2_penalty(
-          self.model.network_variables())
-    grads = tape.gradient(l2, variables)
-    return [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
+  def guard_gradients(self):
+    """What a non-finite step applies: d/dw of 0.5 * guard_l2_weight * sum w^2 over the
+    network weights (zero for the step sizes), i.e. guard_l2_weight * w, clipped."""
+    network = {id(v) for v in self.model.network_variables()}
+    c = self.config
+    return [clip_gradient(c.guard_l2_weight * tf.convert_to_tensor(v), c.clip_value,
+                          c.clip_norm) if id(v) in network else tf.zeros_like(v)
+            for v in self.model.trainable_variables]
 
   def _outer_step(self):
     step = self.step.read_value()
     grads, metrics = self.strategy.run(self._replica_step, args=(step,))
     grads = self.strategy.reduce(tf.distribute.ReduceOp.SUM, grads, axis=None)
     metrics = self.strategy.reduce(tf.distribute.ReduceOp.SUM, metrics, axis=None)
-    grads = [clip_gradient(g, self.config.clip_value, self.config.clip_norm) for g in grads]
+    # Checked before clipping: clipping by value would turn an infinite gradient finite.
     finite = tf.logical_and(tf.math.is_finite(metrics["loss"]), all_finite(grads))
-    safe = self._l2_gradients()
-    grads = [tf.where(finite, g, s) for g, s in zip(grads, safe)]
+    grads = [clip_gradient(g, self.config.clip_value, self.config.clip_norm) for g in grads]
+    grads = [tf.where(finite, g, s) for g, s in zip(grads, self.guard_gradients())]
     self.optimizer.apply(grads, self.model.trainable_variables)
     self.step.assign_add(1)
     self.bad_steps.assign(tf.where(finite, tf.constant(0, tf.int64), self.bad_steps + 1))

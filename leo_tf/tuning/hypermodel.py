@@ -54,8 +54,11 @@ class TrialSetup:
     with gin_config.scoped(self.gin_files, self.trial_bindings(values, epochs)):
       configs = RunConfigs.from_gin()
     if configs.train.train_on_val:
-      raise ConfigError("TrainConfig.train_on_val = True leaves no validation split to "
-                        "score trials on; tune with it False")
+      raise ConfigError("TrainConfig.train_on_val = True meta-trains on the validation "
+                        "classes that score the trials; tune with it False")
+    if not configs.train.select_on_val:
+      raise ConfigError("TrainConfig.select_on_val = False runs no validation to score "
+                        "trials on; tune with it True")
     return configs
 
   def check_extremes(self) -> None:
