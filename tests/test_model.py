@@ -111,6 +111,9 @@ def test_l2_excludes_learning_rates():
 @pytest.mark.parametrize("overrides", [
     dict(initialisation="random_prior"),
     dict(initialisation="maml", finetune_lr_init=1.0),
+    dict(initialisation="maml", classifier_bias=True, inner_loss="mean",
+         learn_finetune_lr=False, finetune_lr_init=0.01, finetune_steps_test=10),
+    dict(latent_codes="per_class", use_relation_net=False, learn_inner_lr=False),
     dict(stochastic=False),
     dict(use_relation_net=False, encoder_hidden=(32,), decoder_hidden=(32,)),
     dict(first_order=True),

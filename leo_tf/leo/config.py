@@ -12,6 +12,8 @@ import gin
 
 INITIALISATIONS = ("encoder", "random_prior", "maml")
 INNER_GRADIENTS = ("closed_form", "tape")
+LATENT_CODES = ("per_shot", "per_class")
+INNER_LOSSES = ("sum", "mean")
 
 
 class ConfigError(ValueError):
@@ -36,6 +38,18 @@ class LEOConfig:
       ablation) or "maml" (no latent space: a learned weight initialisation adapted
       directly, MAML on the same features).
     stochastic: sample z and the weights in training (False: the deterministic ablation).
+    latent_codes: "per_shot" (the final code: in training each of the K shots of a class
+      draws its own z, the logits average their K decoded weights, and each copy steps
+      lr/K times the gradient of the summed support loss; at test the K copies are the
+      mean and step alike) or "per_class" (the paper's eq.: one z_n per class and
+      z'_n = z_n - lr * grad, so lr = 1 is a step K times the per-shot one). The two are
+      the same at 1-shot.
+    inner_loss: the inner loops' objective over the support set: "sum" of the
+      cross-entropies (LEO) or their "mean" (MAML's original form), i.e. steps 1/(N*K)
+      as large.
+    classifier_bias: a per-class bias in the softmax classifier, learned as an
+      initialisation and adapted by the fine-tuning steps with the fixed step
+      finetune_lr_init (MAML's original form; only with initialisation = "maml").
     inner_steps_train / inner_steps_test: latent-space adaptation steps.
     finetune_steps_train / finetune_steps_test: weight-space fine-tuning steps.
     inner_lr_init, learn_inner_lr: latent step size, a learned [latent_size] vector or fixed.
@@ -65,6 +79,9 @@ class LEOConfig:
   decoder_hidden: Tuple[int, ...] = ()
   initialisation: str = "encoder"
   stochastic: bool = True
+  latent_codes: str = "per_shot"
+  inner_loss: str = "sum"
+  classifier_bias: bool = False
   inner_steps_train: int = 5
   inner_steps_test: int = 5
   finetune_steps_train: int = 5
@@ -107,6 +124,16 @@ class LEOConfig:
     if self.initialisation not in INITIALISATIONS:
       raise ConfigError(f"LEOConfig.initialisation must be one of {INITIALISATIONS}, "
                         f"got {self.initialisation!r}")
+    if self.latent_codes not in LATENT_CODES:
+      raise ConfigError(f"LEOConfig.latent_codes must be one of {LATENT_CODES}, "
+                        f"got {self.latent_codes!r}")
+    if self.inner_loss not in INNER_LOSSES:
+      raise ConfigError(f"LEOConfig.inner_loss must be one of {INNER_LOSSES}, "
+                        f"got {self.inner_loss!r}")
+    if self.classifier_bias and (self.initialisation != "maml" or self.learn_finetune_lr):
+      raise ConfigError("LEOConfig.classifier_bias needs initialisation = 'maml' and "
+                        "learn_finetune_lr = False (LEO's decoder makes no bias; the bias "
+                        "steps with the fixed finetune_lr_init)")
     if self.inner_gradients not in INNER_GRADIENTS:
       raise ConfigError(f"LEOConfig.inner_gradients must be one of {INNER_GRADIENTS}, "
                         f"got {self.inner_gradients!r}")

@@ -62,7 +62,8 @@ def episode_accuracies(predict: Callable, sampler: EpisodeSampler, num_episodes:
 
 
 def class_block_accuracy(weights: tf.Tensor, classes: tf.Tensor, shots: tf.Tensor,
-                         table: tf.Tensor, counts: tf.Tensor) -> tf.Tensor:
+                         table: tf.Tensor, counts: tf.Tensor,
+                         bias: Optional[tf.Tensor] = None) -> tf.Tensor:
   """Per-task accuracy [B] on every non-shot example of each episode class.
 
   Instead of gathering [B, N, Q, d] query copies (the memory traffic that dominated
@@ -72,7 +73,7 @@ def class_block_accuracy(weights: tf.Tensor, classes: tf.Tensor, shots: tf.Tenso
   logits. Shots and padding are masked out, so the counts are those of the simple path.
 
   weights [B, N, d]; classes [B, N] dataset class ids; shots [B, N, K] positions in
-  ``table`` [C, P, d]; counts [C] examples per class.
+  ``table`` [C, P, d]; counts [C] examples per class; bias [B, N] of the classifier, if any.
   """
   b, n, k = tf.shape(shots)[0], tf.shape(shots)[1], tf.shape(shots)[2]
   c, p, d = tf.shape(table)[0], tf.shape(table)[1], tf.shape(table)[2]
@@ -84,8 +85,10 @@ def class_block_accuracy(weights: tf.Tensor, classes: tf.Tensor, shots: tf.Tenso
   task_weights = tf.gather(weights, tf.repeat(tf.range(b), n))           # [B*N, N, d]
   grouped = tf.scatter_nd(slot, task_weights, tf.stack([c, groups, n, d]))
   logits = tf.matmul(table, tf.reshape(grouped, [c, groups * n, d]), transpose_b=True)
-  predicted = tf.argmax(tf.reshape(logits, [c, p, groups, n]), axis=-1,
-                        output_type=tf.int32)                             # [C, P, G]
+  logits = tf.reshape(logits, [c, p, groups, n])
+  if bias is not None:
+    logits += tf.scatter_nd(slot, tf.repeat(bias, n, axis=0), tf.stack([c, groups, n]))[:, None]
+  predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)           # [C, P, G]
   label = tf.scatter_nd(slot, tf.tile(tf.range(n), [b]), tf.stack([c, groups]))
   shot_slots = tf.concat([tf.repeat(slot, k, axis=0), tf.reshape(shots, [-1, 1])], axis=1)
   is_shot = tf.scatter_nd(shot_slots, tf.ones([b * n * k], tf.bool), tf.stack([c, groups, p]))
@@ -103,8 +106,9 @@ def class_block_predictor(model, sampler: EpisodeSampler) -> Callable:
 
   @tf.function
   def predict(batch):
-    weights = model.adapt(batch["support"], training=False)["weights"]
-    return class_block_accuracy(weights, batch["classes"], batch["shots"], table, counts)
+    adapted = model.adapt(batch["support"], training=False)
+    return class_block_accuracy(adapted["weights"], batch["classes"], batch["shots"], table,
+                                counts, adapted["bias"])
 
   return predict
 

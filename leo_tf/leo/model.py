@@ -10,6 +10,8 @@ the model carries the mean weight vector [B, N, d] ("fused" weight samples).
 Step-size bookkeeping that keeps the fused form exact: in the authors' form every one of
 the K copies of a class's code/weights receives 1/K of the gradient of the averaged
 logits. Hence latents take steps of lr * S / K and the fused weights steps of lr / K.
+With ``LEOConfig.latent_codes = "per_class"`` (the paper's form) a class has one code and
+one weight vector, which take the whole step lr (``step_scale``).
 """
 
 from typing import Dict, Optional
@@ -39,6 +41,12 @@ def episode_accuracy(logits, mask=None) -> tf.Tensor:
   return tf.reduce_sum(correct * mask, axis=[1, 2]) / tf.reduce_sum(mask, axis=[1, 2])
 
 
+def num_ways(support):
+  """N of support [B, N, K, d], static if known."""
+  n = support.shape[1]
+  return n if n is not None else tf.cast(tf.shape(support)[1], tf.float32)
+
+
 class LEO(keras.Model):
   """Latent Embedding Optimization over a meta-batch of episodes."""
 
@@ -59,6 +67,9 @@ class LEO(keras.Model):
     else:
       self.initial_weights = self.add_weight(
           name="initial_weights", shape=(c.num_classes, dim), initializer="zeros")
+    if c.classifier_bias:
+      self.initial_bias = self.add_weight(
+          name="initial_bias", shape=(c.num_classes,), initializer="zeros")
     self.inner_lr = self.add_weight(
         name="inner_lr", shape=(c.latent_size,),
         initializer=keras.initializers.Constant(c.inner_lr_init),
@@ -71,9 +82,11 @@ class LEO(keras.Model):
 
   # ------------------------------------------------------------------ building blocks
 
-  def logits(self, x, weights, keep=None):
-    """x [B, N, M, d] (dropout decisions ``keep``), weights [B, N, d] -> [B, N, M, N]."""
-    return tf.einsum("bnmd,bcd->bnmc", dropout(x, keep, self.config.dropout_rate), weights)
+  def logits(self, x, weights, keep=None, bias=None):
+    """x [B, N, M, d] (dropout decisions ``keep``), weights [B, N, d], optional bias
+    [B, N] -> [B, N, M, N]."""
+    logits = tf.einsum("bnmd,bcd->bnmc", dropout(x, keep, self.config.dropout_rate), weights)
+    return logits if bias is None else logits + bias[:, None, None, :]
 
   @staticmethod
   def cross_entropy(logits):
@@ -82,14 +95,27 @@ class LEO(keras.Model):
                              tf.shape(logits)[:3])
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
 
-  def support_loss(self, support, weights, keep):
-    """Sum of support cross-entropies (the inner-loop objective), summed over tasks too."""
-    return tf.reduce_sum(self.cross_entropy(self.logits(support, weights, keep)))
+  def support_loss(self, support, weights, keep, bias=None):
+    """Sum of support cross-entropies (the inner-loop objective), summed over tasks too
+    (``inner_loss = 'mean'`` is carried by the step sizes, see step_scale)."""
+    return tf.reduce_sum(self.cross_entropy(self.logits(support, weights, keep, bias)))
 
   def latent_samples(self, training: bool) -> int:
     """S, codes per class: one per shot when sampling in training, else the mean only."""
     c = self.config
-    return c.num_shots if training and c.stochastic else 1
+    return c.num_shots if training and c.stochastic and c.latent_codes == "per_shot" else 1
+
+  def step_scale(self, support):
+    """The factor on a step size for one class's code or (fused) weights: 1/K when the
+    class stands for K per-shot copies that each take 1/K of the gradient, 1 for a single
+    code or weight vector (the paper's form, MAML), and 1/(N*K) more on the mean loss."""
+    c = self.config
+    scale = 1.0
+    if c.latent_codes == "per_shot" and c.initialisation != "maml":
+      scale = 1.0 / num_shots(support)
+    if c.inner_loss == "mean":
+      scale = scale / (num_ways(support) * num_shots(support))
+    return scale
 
   def initial_latents(self, support, training, noise: Optional[Noise]):
     """z0 [B, N, S, latent] and the KL of q(z | D_train) to N(0, I) per task [B]."""
@@ -139,14 +165,15 @@ class LEO(keras.Model):
     return tf.reduce_mean(weights.loc + weights.scale * noise, axis=2)
 
   def _gradient_step(self, objective, point, step_size):
-    """point - step_size * d objective(point) / d point; second order unless configured."""
+    """point - step_size * d objective(point) / d point; second order unless configured.
+    ``point`` and ``step_size`` are tensors or tuples of them, matched in order."""
     with tf.GradientTape(watch_accessed_variables=False) as tape:
       tape.watch(point)
       loss = objective(point)
     grad = tape.gradient(loss, point)
     if self.config.first_order:
-      grad = tf.stop_gradient(grad)
-    return point - step_size * grad
+      grad = tf.nest.map_structure(tf.stop_gradient, grad)
+    return tf.nest.map_structure(lambda p, g, lr: p - lr * g, point, grad, step_size)
 
   def _closed_form(self, latent_space: bool) -> bool:
     """Whether a loop runs in closed form (the latent loop needs a linear decoder)."""
@@ -161,9 +188,9 @@ class LEO(keras.Model):
     if self._closed_form(latent_space=True):
       return closed_form.adapt_latents(
           latents, support, self._decoder_kernel(latents), self.dim, self._weight_offset,
-          self.inner_lr / num_shots(support), self.config.first_order, keeps,
+          self.inner_lr * self.step_scale(support), self.config.first_order, keeps,
           self.config.dropout_rate, decode_noise)
-    step_size = self.inner_lr * (latents.shape[2] / num_shots(support))
+    step_size = self.inner_lr * (latents.shape[2] * self.step_scale(support))
     for keep, weight_noise in zip(keeps, decode_noise):
       latents = self._gradient_step(
           lambda z: self.support_loss(support, self.decode(z, weight_noise), keep),
@@ -174,8 +201,7 @@ class LEO(keras.Model):
     """Gradient descent on the (fused) classifier weights [B, N, d]."""
     steps = self.config.finetune_steps(training)
     keeps = noise.finetune_keep if noise is not None else [None] * steps
-    scale = 1.0 if self.config.initialisation == "maml" else 1.0 / num_shots(support)
-    step_size = self.finetune_lr * scale
+    step_size = self.finetune_lr * self.step_scale(support)
     if self._closed_form(latent_space=False):
       return closed_form.finetune(weights, support, step_size, self.config.first_order,
                                   keeps, self.config.dropout_rate)
@@ -183,6 +209,19 @@ class LEO(keras.Model):
       weights = self._gradient_step(
           lambda w: self.support_loss(support, w, keep), weights, step_size)
     return weights
+
+  def finetune_with_bias(self, support, weights, bias, training, noise=None):
+    """finetune() of a classifier with a bias [B, N] (MAML's original form): both take
+    gradient steps (the bias a fixed finetune_lr_init), through the tape."""
+    keeps = (noise.finetune_keep if noise is not None
+             else [None] * self.config.finetune_steps(training))
+    scale = self.step_scale(support)
+    step_sizes = (self.finetune_lr * scale, self.config.finetune_lr_init * scale)
+    for keep in keeps:
+      weights, bias = self._gradient_step(
+          lambda p: self.support_loss(support, p[0], keep, p[1]), (weights, bias),
+          step_sizes)
+    return weights, bias
 
   # ------------------------------------------------------------------ the forward pass
 
@@ -210,6 +249,7 @@ class LEO(keras.Model):
     # Embeddings are fixed features: meta-learning never changes them.
     support = tf.stop_gradient(tf.convert_to_tensor(support))
     noise = Noise(self.config, support, seed, self.latent_samples(True)) if training else None
+    bias = None
     if samples > 1 and not training:
       latents = self.sample_latents(support, samples, seed)                # [S, B, N, z]
       shape = tf.shape(latents)
@@ -223,12 +263,17 @@ class LEO(keras.Model):
       empty = tf.zeros([b, self.config.num_classes, 1, self.config.latent_size])
       initial = final = empty
       kl = tf.zeros([b])
+      if self.config.classifier_bias:
+        bias = tf.tile(tf.convert_to_tensor(self.initial_bias)[None], [b, 1])
     else:
       initial, kl = self.initial_latents(support, training, noise)
       final, weights = self.adapt_latents(support, initial, training, noise)
-    weights = self.finetune(support, weights, training, noise)
-    return dict(weights=weights, initial_latents=initial, final_latents=final, kl=kl,
-                noise=noise)
+    if bias is None:
+      weights = self.finetune(support, weights, training, noise)
+    else:
+      weights, bias = self.finetune_with_bias(support, weights, bias, training, noise)
+    return dict(weights=weights, bias=bias, initial_latents=initial, final_latents=final,
+                kl=kl, noise=noise)
 
   def call(self, episode, training=False, seed=None):
     """Adapts on ``episode['support']`` and classifies ``episode['query']``.
@@ -240,7 +285,8 @@ class LEO(keras.Model):
     query = tf.stop_gradient(tf.convert_to_tensor(episode["query"]))
     noise = adapted["noise"]
     logits = self.logits(query, adapted["weights"],
-                         noise.query_keep(query) if noise is not None else None)
+                         noise.query_keep(query) if noise is not None else None,
+                         adapted["bias"])
     mask = episode.get("query_mask")
     if mask is None:
       mask = tf.ones(tf.shape(logits)[:3])

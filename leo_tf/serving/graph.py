@@ -106,8 +106,8 @@ def group_support(embeddings: tf.Tensor, labels: tf.Tensor, dim: int,
 
 def classify(model, support: tf.Tensor, query: tf.Tensor) -> Dict[str, tf.Tensor]:
   """Evaluation-mode adaptation on support [1, N, K, d]; query [M, d] -> probabilities."""
-  weights = model.adapt(support, training=False)["weights"]            # [1, N, d]
-  logits = model.logits(query[None, None], weights)[0, 0]  # [M, N]
+  adapted = model.adapt(support, training=False)                       # weights [1, N, d]
+  logits = model.logits(query[None, None], adapted["weights"], bias=adapted["bias"])[0, 0]
   return dict(probabilities=tf.nn.softmax(logits),
               labels=tf.argmax(logits, axis=-1, output_type=tf.int64))
 
