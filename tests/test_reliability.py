@@ -77,17 +77,16 @@ class _NaNAt(MetaTrainer):
 def test_non_finite_steps_are_guarded_counted_and_stop_training(tmp_path, data):
   _NaNAt.bad = (0, 4, 5) + tuple(range(8, 20))
   seen = []
-  model = dataclasses.replace(MODEL, l2_weight=0.0)
   trainer, logs = _trainer(tmp_path, data, dataclasses.replace(
-      TRAIN, num_steps=20, max_bad_steps=3, log_every=4), model=model, val=False,
+      TRAIN, num_steps=20, max_bad_steps=3, log_every=4, guard_l2_weight=0.0), val=False,
       cls=_NaNAt, on_step=lambda s, m: seen.append(
           (s, m["finite"], int(trainer.bad_steps.numpy()),
            [v.numpy().copy() for v in trainer.model.weights])))
   initial = [v.numpy().copy() for v in trainer.model.weights]
   with pytest.raises(TrainingDivergedError, match=r"3 consecutive .* step 11, 6 in total"):
     trainer.train()
-  # Step 1 was non-finite: with l2_weight=0 the guard applies zero gradients, and Adam
-  # with zero moments does not move: every weight is bit-identical.
+  # Step 1 was non-finite: with guard_l2_weight=0 the guard applies zero gradients, and
+  # Adam with zero moments does not move: every weight is bit-identical.
   for before, after in zip(initial, seen[0][3]):
     np.testing.assert_array_equal(before, after)
   assert not np.array_equal(seen[1][3][2], seen[0][3][2])  # a finite step moves them
