@@ -1,0 +1,57 @@
+"""leo-reproduce: the paper's table from the authors' four final-code experiments.
+
+  leo-reproduce --embeddings_root=/data/leo_embeddings [--seeds=0,1,2] \
+      [--experiments=mini_1shot,mini_5shot] [--protocol=trainval|train] [--steps=N]
+
+Each experiment x seed is a leo-train run under --output_dir (resumed when run again);
+prints the table and writes it as table.json and table.md there.
+"""
+
+from absl import app, flags
+
+from leo_tf.cli import common
+
+flags.DEFINE_string("embeddings_root", None,
+                    "Root of the embeddings in the released layout: "
+                    "<root>/<miniImageNet|tieredImageNet>/center/<split>_embeddings.pkl.")
+flags.DEFINE_string("output_dir", "runs/reproduce", "Runs and the table go here.")
+flags.DEFINE_list("experiments", ["mini_1shot", "mini_5shot", "tiered_1shot", "tiered_5shot"],
+                  "Which of the four final-code experiments to run.")
+flags.DEFINE_list("seeds", ["0"], "Meta-training seeds (TrainConfig.seed), e.g. 0,1,2.")
+flags.DEFINE_enum("protocol", "trainval", ["trainval", "train"],
+                  "trainval: meta-train on train + val, select on val (how the authors "
+                  "produced their numbers); train: validation classes held out.")
+flags.DEFINE_integer("steps", None, "Overrides TrainConfig.num_steps (e.g. a short test).")
+common.define_gin_flags()
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  common.check_arguments(argv)
+  if not FLAGS.embeddings_root:
+    common.fail("--embeddings_root is required (the folder holding miniImageNet/ and "
+                "tieredImageNet/)")
+  try:
+    seeds = [int(s) for s in FLAGS.seeds]
+  except ValueError:
+    common.fail(f"--seeds must be integers, got {','.join(FLAGS.seeds)}")
+  common.run_guarded(lambda: _reproduce(seeds))
+
+
+def _reproduce(seeds):
+  from leo_tf import reproduce
+  data = reproduce.reproduce(FLAGS.embeddings_root, FLAGS.output_dir, FLAGS.experiments,
+                             seeds, FLAGS.protocol, FLAGS.steps, FLAGS.gin_file,
+                             FLAGS.gin_bindings)
+  paths = reproduce.write_table(data, FLAGS.output_dir)
+  print()
+  print(reproduce.markdown(data), end="")
+  print(f"\n[reproduce] table written to {paths['json']} and {paths['markdown']}")
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

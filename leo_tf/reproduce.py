@@ -1,0 +1,236 @@
+"""Reproducing the paper's table: the authors' four final-code experiments (miniImageNet /
+tieredImageNet x 1 / 5-shot) on a user's embeddings, over seeds, beside the numbers of the
+authors' code and of the paper. What ``leo-reproduce`` runs.
+
+Every (experiment, seed) is a leo-train run in ``<output_dir>/<experiment>_<protocol>/
+seed_<s>/``: an interrupted run resumes from its latest checkpoint, and a finished one
+(its ``result.json`` records what was asked) is not run again. The table is rewritten
+after every run, so a partial reproduction leaves a partial table.
+"""
+
+import dataclasses
+import json
+import math
+import os
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from leo_tf import gin_config
+from leo_tf.leo.config import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+  """An experiment and the test accuracies (%) reported for it, 5-way."""
+  dataset: str
+  shots: int
+  authors_code: float       # what the authors' released final code reached
+  authors_code_ci95: float
+  paper: float              # the published paper (final version)
+  paper_ci95: float
+
+
+EXPERIMENTS = {
+    "mini_1shot": Reference("miniImageNet", 1, 61.89, 0.16, 61.76, 0.08),
+    "mini_5shot": Reference("miniImageNet", 5, 77.65, 0.09, 77.59, 0.12),
+    "tiered_1shot": Reference("tieredImageNet", 1, 66.25, 0.14, 66.33, 0.05),
+    "tiered_5shot": Reference("tieredImageNet", 5, 81.77, 0.09, 81.44, 0.09),
+}
+# "trainval": as the authors produced their numbers (meta-training on train + val classes,
+# validation still selecting on val); "train": validation classes held out.
+PROTOCOLS = {
+    "trainval": "meta-trained on train + val, best checkpoint on val (the authors' protocol)",
+    "train": "meta-trained on train, best checkpoint on val",
+}
+RESULT_FILE = "result.json"
+TABLE_JSON, TABLE_MARKDOWN = "table.json", "table.md"
+
+
+class ReproduceError(ConfigError):
+  """An experiment name, seed or protocol that leo-reproduce cannot run."""
+
+
+def experiment_file(name: str, protocol: str) -> str:
+  """The shipped gin file of ``name`` ("mini_1shot") under ``protocol``."""
+  dataset, shots = name.split("_")
+  return f"experiments/{dataset}_final_{shots}" + (
+      "_trainval.gin" if protocol == "trainval" else ".gin")
+
+
+def check_request(experiments: Sequence[str], seeds: Sequence[int], protocol: str,
+                  steps: Optional[int]) -> None:
+  unknown = [e for e in experiments if e not in EXPERIMENTS]
+  if unknown or not experiments:
+    raise ReproduceError(f"unknown experiment(s) {unknown}: choose from "
+                         f"{', '.join(EXPERIMENTS)}")
+  if protocol not in PROTOCOLS:
+    raise ReproduceError(f"protocol {protocol!r}: choose from {', '.join(PROTOCOLS)}")
+  if not seeds or len(set(seeds)) != len(seeds):
+    raise ReproduceError(f"seeds {list(seeds)}: give one or more distinct seeds")
+  if steps is not None and steps < 1:
+    raise ReproduceError(f"--steps must be >= 1, got {steps}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One (experiment, seed) and everything that configures it."""
+  experiment: str
+  seed: int
+  gin_files: List[str]
+  bindings: List[str]
+  output_dir: str
+
+  def parse(self) -> None:
+    gin_config.parse(self.gin_files, self.bindings)
+
+  def request(self) -> dict:
+    return dict(gin_files=self.gin_files, bindings=self.bindings)
+
+  def finished(self) -> Optional[dict]:
+    """The recorded result if this exact run finished before."""
+    path = os.path.join(self.output_dir, RESULT_FILE)
+    if not os.path.exists(path):
+      return None
+    with open(path) as f:
+      record = json.load(f)
+    return record if record.get("request") == self.request() else None
+
+
+def plan(root: str, output_dir: str, experiments: Sequence[str], seeds: Sequence[int],
+         protocol: str, steps: Optional[int], gin_files: Sequence[str] = (),
+         bindings: Sequence[str] = ()) -> List[Run]:
+  """The runs, experiment-major; fails before any training when a split file is missing."""
+  from leo_tf.data.source import EmbeddingSource
+  check_request(experiments, seeds, protocol, steps)
+  runs = []
+  for name in experiments:
+    for seed in seeds:
+      runs.append(Run(
+          name, seed, [experiment_file(name, protocol)] + list(gin_files),
+          [f"EmbeddingSource.root = {root!r}", f"TrainConfig.seed = {seed}"] +
+          ([f"TrainConfig.num_steps = {steps}"] if steps else []) + list(bindings),
+          os.path.join(output_dir, f"{name}_{protocol}", f"seed_{seed}")))
+    runs[-1].parse()
+    source = EmbeddingSource()
+    missing = source.missing_splits(("train", "val", "test"))
+    if missing:
+      raise FileNotFoundError(
+          f"{name}: no {', '.join(missing)} embeddings under "
+          f"{os.path.join(source.root, source.dataset, source.crop)} (expected "
+          f"<split>_embeddings.pkl or .npz); choose the experiments you have with "
+          f"--experiments")
+  return runs
+
+
+def run_one(run: Run, log: Callable[[str], None] = print) -> dict:
+  """Meta-trains and tests one run (resuming it), or returns its recorded result."""
+  record = run.finished()
+  if record is not None:
+    log(f"[reproduce] {run.experiment} seed {run.seed}: finished before, "
+        f"{100 * record['accuracy']:.2f} +- {100 * record['ci95']:.2f} % ({run.output_dir})")
+    return record
+  from leo_tf.leo.experiment import run_experiment
+  from leo_tf.leo.trainer import TrainConfig
+  log(f"[reproduce] {run.experiment} seed {run.seed}: {' '.join(run.gin_files)} -> "
+      f"{run.output_dir}")
+  run.parse()
+  steps = TrainConfig().num_steps
+  result = run_experiment(output_dir=run.output_dir, log=log)
+  record = dict(request=run.request(), experiment=run.experiment, seed=run.seed,
+                steps=steps, accuracy=result.test.mean, ci95=result.test.ci95,
+                episodes=int(result.test.accuracies.size),
+                best_validation=result.best_validation, run_dir=run.output_dir)
+  _write_json(os.path.join(run.output_dir, RESULT_FILE), record)
+  return record
+
+
+def _write_json(path: str, value) -> None:
+  with open(path + ".tmp", "w") as f:
+    json.dump(value, f, indent=1)
+  os.replace(path + ".tmp", path)
+
+
+def over_seeds(accuracies: Sequence[float]):
+  """Mean and the 95% half-width over seeds (normal approximation; NaN for one seed)."""
+  values = np.asarray(accuracies, dtype=np.float64)
+  if values.size < 2:
+    return float(values.mean()), float("nan")
+  return float(values.mean()), float(1.96 * values.std(ddof=1) / math.sqrt(values.size))
+
+
+def table(records: Sequence[dict], experiments: Sequence[str], seeds: Sequence[int],
+          protocol: str) -> dict:
+  """The reproduction table as data (accuracies in %)."""
+  rows = []
+  for name in experiments:
+    ref = EXPERIMENTS[name]
+    done = {r["seed"]: r for r in records if r["experiment"] == name}
+    per_seed = {str(s): (dict(accuracy=100 * done[s]["accuracy"], ci95=100 * done[s]["ci95"],
+                              episodes=done[s]["episodes"], steps=done[s]["steps"],
+                              run_dir=done[s]["run_dir"]) if s in done else None)
+                for s in seeds}
+    finished = [v["accuracy"] for v in per_seed.values() if v is not None]
+    mean, ci = over_seeds(finished) if finished else (None, None)
+    rows.append(dict(experiment=name, dataset=ref.dataset, ways=5, shots=ref.shots,
+                     seeds=per_seed, mean=mean, ci95_over_seeds=ci,
+                     authors_code=ref.authors_code,
+                     authors_code_ci95=ref.authors_code_ci95, paper=ref.paper,
+                     paper_ci95=ref.paper_ci95))
+  return dict(protocol=protocol, protocol_description=PROTOCOLS[protocol],
+              seeds=list(seeds), rows=rows)
+
+
+def _pm(value: Optional[float], ci: Optional[float]) -> str:
+  if value is None:
+    return "-"
+  return f"{value:.2f}" + ("" if ci is None or math.isnan(ci) else f" ± {ci:.2f}")
+
+
+def markdown(data: dict) -> str:
+  """The table as Markdown: per seed mean ± 95% CI over test episodes, then over seeds."""
+  seeds = data["seeds"]
+  steps = sorted({v["steps"] for row in data["rows"] for v in row["seeds"].values() if v})
+  head = (["experiment", "steps"] + [f"seed {s}" for s in seeds] +
+          ["ours, over seeds", "authors' code", "paper"])
+  lines = [f"5-way test accuracy (%), {data['protocol_description']}; per seed: mean ± 95% "
+           "CI over test episodes; over seeds: mean ± 95% CI of the seed means.", "",
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for row in data["rows"]:
+    row_steps = sorted({v["steps"] for v in row["seeds"].values() if v})
+    cells = ([f"{row['dataset']} {row['shots']}-shot",
+              ", ".join(str(s) for s in row_steps) or "-"] +
+             [_pm(v["accuracy"], v["ci95"]) if v else "-" for v in row["seeds"].values()] +
+             [_pm(row["mean"], row["ci95_over_seeds"]),
+              _pm(row["authors_code"], row["authors_code_ci95"]),
+              _pm(row["paper"], row["paper_ci95"])])
+    lines.append("| " + " | ".join(cells) + " |")
+  if steps and steps != [100000]:
+    lines += ["", f"Meta-trained for {', '.join(map(str, steps))} steps (the authors: "
+              "100000): not comparable with the reference columns."]
+  return "\n".join(lines) + "\n"
+
+
+def write_table(data: dict, output_dir: str) -> Dict[str, str]:
+  os.makedirs(output_dir, exist_ok=True)
+  paths = dict(json=os.path.join(output_dir, TABLE_JSON),
+               markdown=os.path.join(output_dir, TABLE_MARKDOWN))
+  _write_json(paths["json"], data)
+  with open(paths["markdown"] + ".tmp", "w") as f:
+    f.write(markdown(data))
+  os.replace(paths["markdown"] + ".tmp", paths["markdown"])
+  return paths
+
+
+def reproduce(root: str, output_dir: str, experiments: Sequence[str] = tuple(EXPERIMENTS),
+              seeds: Sequence[int] = (0,), protocol: str = "trainval",
+              steps: Optional[int] = None, gin_files: Sequence[str] = (),
+              bindings: Sequence[str] = (), log: Callable[[str], None] = print) -> dict:
+  """Runs (or resumes) every experiment x seed and returns the table; the table files
+  in ``output_dir`` are rewritten after each run."""
+  runs = plan(root, output_dir, experiments, seeds, protocol, steps, gin_files, bindings)
+  records = []
+  for run in runs:
+    records.append(run_one(run, log))
+    write_table(table(records, experiments, seeds, protocol), output_dir)
+  return table(records, experiments, seeds, protocol)
