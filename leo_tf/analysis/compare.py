@@ -45,6 +45,7 @@ ABLATION_GIN = {
     "deterministic": "ablations/deterministic.gin",
     "random_prior": "ablations/random_prior.gin",
     "maml": "ablations/maml.gin",
+    "maml_original": "ablations/maml_original.gin",
 }
 LABELS = {
     "leo": "LEO",
@@ -52,6 +53,7 @@ LABELS = {
     "deterministic": "LEO (deterministic)",
     "random_prior": "LEO (random prior)",
     "maml": "MAML (same features)",
+    "maml_original": "MAML (original form, same features)",
     "ncm": "Nearest class mean",
     "logreg": "Logistic regression",
 }
