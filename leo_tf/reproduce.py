@@ -18,6 +18,7 @@ import numpy as np
 
 from leo_tf import gin_config
 from leo_tf.leo.config import ConfigError
+from leo_tf.runtime import files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,8 +82,11 @@ class Run:
   bindings: List[str]
   output_dir: str
 
-  def parse(self) -> None:
-    gin_config.parse(self.gin_files, self.bindings)
+  def configs(self):
+    """The run's RunConfigs, read in a gin scope (the caller's gin state is untouched)."""
+    from leo_tf.leo.run import RunConfigs
+    with gin_config.scoped(self.gin_files, self.bindings):
+      return RunConfigs.from_gin()
 
   def request(self) -> dict:
     return dict(gin_files=self.gin_files, bindings=self.bindings)
@@ -101,7 +105,6 @@ def plan(root: str, output_dir: str, experiments: Sequence[str], seeds: Sequence
          protocol: str, steps: Optional[int], gin_files: Sequence[str] = (),
          bindings: Sequence[str] = ()) -> List[Run]:
   """The runs, experiment-major; fails before any training when a split file is missing."""
-  from leo_tf.data.source import EmbeddingSource
   check_request(experiments, seeds, protocol, steps)
   runs = []
   for name in experiments:
@@ -111,8 +114,7 @@ def plan(root: str, output_dir: str, experiments: Sequence[str], seeds: Sequence
           [f"EmbeddingSource.root = {root!r}", f"TrainConfig.seed = {seed}"] +
           ([f"TrainConfig.num_steps = {steps}"] if steps else []) + list(bindings),
           os.path.join(output_dir, f"{name}_{protocol}", f"seed_{seed}")))
-    runs[-1].parse()
-    source = EmbeddingSource()
+    source = runs[-1].configs().source
     missing = source.missing_splits(("train", "val", "test"))
     if missing:
       raise FileNotFoundError(
@@ -131,12 +133,13 @@ def run_one(run: Run, log: Callable[[str], None] = print) -> dict:
         f"{100 * record['accuracy']:.2f} +- {100 * record['ci95']:.2f} % ({run.output_dir})")
     return record
   from leo_tf.leo.experiment import run_experiment
-  from leo_tf.leo.trainer import TrainConfig
   log(f"[reproduce] {run.experiment} seed {run.seed}: {' '.join(run.gin_files)} -> "
       f"{run.output_dir}")
-  run.parse()
-  steps = TrainConfig().num_steps
-  result = run_experiment(output_dir=run.output_dir, log=log)
+  # Parsed into the global state for the run: run_experiment saves it as config.gin.
+  gin_config.parse(run.gin_files, run.bindings)
+  configs = run.configs()
+  steps = configs.train.num_steps
+  result = run_experiment(configs, output_dir=run.output_dir, log=log)
   record = dict(request=run.request(), experiment=run.experiment, seed=run.seed,
                 steps=steps, accuracy=result.test.mean, ci95=result.test.ci95,
                 episodes=int(result.test.accuracies.size),
@@ -146,9 +149,7 @@ def run_one(run: Run, log: Callable[[str], None] = print) -> dict:
 
 
 def _write_json(path: str, value) -> None:
-  with open(path + ".tmp", "w") as f:
-    json.dump(value, f, indent=1)
-  os.replace(path + ".tmp", path)
+  files.atomic_write(path, json.dumps(value, indent=1))
 
 
 def over_seeds(accuracies: Sequence[float]):
@@ -216,9 +217,7 @@ def write_table(data: dict, output_dir: str) -> Dict[str, str]:
   paths = dict(json=os.path.join(output_dir, TABLE_JSON),
                markdown=os.path.join(output_dir, TABLE_MARKDOWN))
   _write_json(paths["json"], data)
-  with open(paths["markdown"] + ".tmp", "w") as f:
-    f.write(markdown(data))
-  os.replace(paths["markdown"] + ".tmp", paths["markdown"])
+  files.atomic_write(paths["markdown"], markdown(data))
   return paths
 
 

@@ -216,6 +216,7 @@ def _write_split(root, split, data):
 
 def test_train_on_val_trains_on_val_classes_and_still_selects_on_them(tmp_path):
   from leo_tf.leo.experiment import run_experiment
+  from leo_tf.leo.run import RunConfigs
   root, run = str(tmp_path / "emb"), str(tmp_path / "run")
   for split, seed in (("train", 0), ("val", 1), ("test", 2)):
     _write_split(root, split, synthetic_embeddings(6, 8, dim=16, seed=seed, prefix=split))
@@ -228,7 +229,7 @@ def test_train_on_val_trains_on_val_classes_and_still_selects_on_them(tmp_path):
       "LEOConfig.inner_steps_train = 1", "LEOConfig.inner_steps_test = 1",
       "LEOConfig.finetune_steps_train = 1", "LEOConfig.finetune_steps_test = 1"])
   lines = []
-  result = run_experiment(output_dir=run, log=lines.append)
+  result = run_experiment(RunConfigs.from_gin(), output_dir=run, log=lines.append)
   assert any("train + val classes (12)" in l and "validation still selects" in l
              for l in lines)
   assert sum("[validate] step" in l for l in lines) == 2
