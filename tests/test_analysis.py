@@ -262,3 +262,21 @@ def test_latent_tsne_png(trained_run, tmp_path):
 def teardown_module():
   import gin  # pylint: disable=import-outside-toplevel
   gin.clear_config()  # trained_run parsed the tiny run's bindings
+
+
+@pytest.mark.parametrize("shots, hidden", [(1, ()), (5, (256,))])
+def test_paper_variant_row_takes_the_papers_model_for_the_shots(shots, hidden):
+  with gin_config.scoped([compare.ABLATION_GIN["paper"].format(shots=shots)]):
+    c = LEOConfig()
+  assert c.use_relation_net is False and c.encoder_hidden == hidden
+  assert (c.inner_steps_train, c.inner_steps_test, c.finetune_steps_test) == (3, 6, 0)
+
+
+def test_paper_variant_row_is_meta_trained_from_the_base_run(trained_run, tmp_path):
+  run_dir, _ = trained_run
+  out = compare.train_ablation(run_dir, "paper", str(tmp_path), 4, [], [],
+                               lambda _: None, shots=1)
+  with gin_config.scoped(gin_config.saved_files(out)):
+    c = LEOConfig()
+  assert c.use_relation_net is False and c.num_classes == 3  # the paper's model, the base task
+  assert os.path.isdir(os.path.join(out, "latest"))
