@@ -25,8 +25,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-# DESIGN.md section 5; all exist in Debian 12 (bookworm). Keep in sync with
-# tools/install_fonts.sh.
+# The Debian font packages of the glyph dataset (docs/data.md); all exist in Debian 12
+# (bookworm). Keep in sync with tools/install_fonts.sh.
 FONT_PACKAGES = (
     "fonts-noto-cjk", "fonts-arphic-ukai", "fonts-arphic-uming", "fonts-arphic-bkai00mp",
     "fonts-arphic-bsmi00lp", "fonts-arphic-gbsn00lp", "fonts-arphic-gkai00mp",

@@ -1,6 +1,6 @@
 """Hyperparameters of the LEO model, bound through gin.
 
-Defaults are the authors' final code (DESIGN.md section 6) for 5-way 1-shot; the gin
+Defaults are the authors' final code (docs/design.md) for 5-way 1-shot; the gin
 files in ``gin/`` switch to the paper's variant, the tuned values and the ablations.
 """
 

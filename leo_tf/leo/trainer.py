@@ -43,7 +43,7 @@ class TrainingDivergedError(RuntimeError):
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  """The outer loop. Defaults follow the authors' final code (DESIGN.md section 6)."""
+  """The outer loop. Defaults follow the authors' final code (docs/design.md)."""
   outer_lr: float = 1e-4
   meta_batch_size: int = 12
   num_queries: int = 15
