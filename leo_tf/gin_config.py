@@ -7,12 +7,13 @@ Gin is global state, so it is parsed in two ways only:
   ``with`` block and gives the caller's state back afterwards, untouched.
 
 Gin resolves ``include`` lines against its search path: we add the directory of each
-file being parsed and the repository's ``gin/`` directory, so experiment files can
+file being parsed and the shipped ``gin/`` directory, so experiment files can
 include building blocks as ``include 'models/leo_final.gin'``.
 """
 
 import contextlib
 import importlib
+import importlib.resources
 import os
 import re
 import tokenize
@@ -44,7 +45,8 @@ CONFIGURABLE_MODULES = (
     "leo_tf.analysis.compare",
 )
 
-GIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
+# The shipped gin files: package data (leo_tf/gin links to the top-level gin/ folder).
+GIN_DIR = str(importlib.resources.files("leo_tf") / "gin")
 CONFIG_FILE = "config.gin"
 OPERATIVE_CONFIG_FILE = "operative_config.gin"
 

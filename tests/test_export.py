@@ -251,13 +251,14 @@ def test_warmup_requests_replay(exported, loaded):
   for name, inputs in records:
     out = loaded.signatures[name](**{k: tf.constant(v) for k, v in inputs.items()})
     assert out["probabilities"].shape[1] == 5
-  try:
-    from tensorflow_serving.apis import prediction_log_pb2  # optional, not a dependency
-  except ImportError:
-    return
+  # The file as TF Serving reads it: PredictionLog records of the real protos.
+  from tensorflow_serving.apis import prediction_log_pb2
   path = os.path.join(exported["dir"], export.ASSETS_EXTRA, warmup.WARMUP_FILE)
-  for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
-    log = prediction_log_pb2.PredictionLog.FromString(record)
+  logs = [prediction_log_pb2.PredictionLog.FromString(record)
+          for record in tf.data.TFRecordDataset(path).as_numpy_iterator()]
+  assert len(logs) == 3
+  for log in logs:
+    assert log.predict_log.request.model_spec.name == "leo"
     assert set(log.predict_log.request.inputs) >= {"support_labels"}
 
 

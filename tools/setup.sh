@@ -23,12 +23,21 @@ extra=""
 echo "[setup] installing leo_tf$extra and its pinned dependencies into .venv"
 # pip's own chatter goes to a log; it is shown only when an install fails.
 log=.venv/pip-install.log
-pip_install() {
-  .venv/bin/python -m pip install --disable-pip-version-check "$@" >"$log" 2>&1 \
-    || { tail -n 40 "$log" >&2; echo "[setup] pip install $* failed (full log: $log)" >&2; exit 1; }
+venv_pip() {
+  .venv/bin/python -m pip --disable-pip-version-check "$@" >"$log" 2>&1 \
+    || { tail -n 40 "$log" >&2; echo "[setup] pip $* failed (full log: $log)" >&2; exit 1; }
 }
-pip_install --upgrade pip
-pip_install -e ".$extra"
+venv_pip install --upgrade pip
+venv_pip install -e ".$extra"
+# A venv made while leo_tf pinned tensorflow-cpu also holds that distribution, a second
+# copy of the `tensorflow` module: remove it, then rewrite the module from `tensorflow`.
+tf_cpu=$(.venv/bin/python -m pip list --disable-pip-version-check 2>/dev/null | awk '$1 == "tensorflow_cpu" || $1 == "tensorflow-cpu"')
+if [ -n "$tf_cpu" ]; then
+  echo "[setup] removing tensorflow-cpu (leo_tf depends on tensorflow alone)"
+  tf_version=$(.venv/bin/python -m pip list --disable-pip-version-check 2>/dev/null | awk '$1 == "tensorflow" {print $2}')
+  venv_pip uninstall -y tensorflow-cpu
+  venv_pip install --force-reinstall --no-deps "tensorflow==$tf_version"
+fi
 TF_CPP_MIN_LOG_LEVEL=3 .venv/bin/python -c "import leo_tf, tensorflow, tensorflow_probability, keras" \
   || { echo "[setup] installation failed" >&2; exit 1; }
 echo "[setup] ok: activate with 'source .venv/bin/activate'"

@@ -102,6 +102,16 @@ class EmbeddingSet:
   keys: np.ndarray
   source: str = "<memory>"
 
+  @staticmethod
+  def from_arrays(embeddings: np.ndarray, labels: np.ndarray,
+                  source: str = "<arrays>") -> "EmbeddingSet":
+    """One split from arrays: embeddings [n, d] and labels [n] (ints or strings without
+    '-'), checked as a file's would be; not L2-normalised (see ``l2_normalized``)."""
+    labels = np.asarray(labels).reshape(-1)
+    keys = [make_key(i, str(label)) for i, label in enumerate(labels)]
+    return validate_embedding_dict(
+        {"embeddings": embeddings, "labels": labels, "keys": keys}, source)
+
   @property
   def dim(self) -> int:
     return int(self.embeddings.shape[1])
