@@ -22,6 +22,7 @@ from typing import Callable, Iterator, Sequence, TypeVar
 import gin
 
 from leo_tf.runtime import files as files_lib
+from leo_tf.runtime import paths
 
 T = TypeVar("T")
 
@@ -86,7 +87,7 @@ def register_configurables() -> None:
 
 
 def resolve_gin_file(path: str) -> str:
-  """A gin file by path, or relative to the repository's gin/ directory."""
+  """A gin file by path, or relative to the shipped gin/ directory."""
   for candidate in (path, os.path.join(GIN_DIR, path)):
     if os.path.isfile(candidate):
       return os.path.abspath(candidate)
@@ -121,6 +122,7 @@ def parse(gin_files: Sequence[str] = (), bindings: Sequence[str] = (),
     except Exception as e:
       message = _one_line(e, "<binding>").split(": ", 1)[-1]
       raise GinConfigError(f"command-line binding {binding!r}: {message}") from e
+  paths.bind_absolute()  # what a run saves must name the same files from anywhere
   if finalize:
     gin.finalize()
 

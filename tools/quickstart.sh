@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/install_fonts.sh
 bash tools/setup.sh
-export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+# The main job keeps its data (rendered images, backbone, embeddings) in the clone's data/.
+export LEO_TF_DATA=${LEO_TF_DATA:-$PWD/data}
 export PATH="$PWD/.venv/bin:$PATH"
 mkdir -p runs
 log=runs/main_job.log

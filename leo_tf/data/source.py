@@ -8,22 +8,28 @@ import gin
 
 from leo_tf.data.embeddings import EmbeddingSet, embeddings_path, load_split
 from leo_tf.data.splits import SPLITS
+from leo_tf.runtime import paths
 
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class EmbeddingSource:
-  """``<root>/<dataset>/<crop>/<split>_embeddings.{pkl,npz}``.
+  """``<root>/<dataset>/<crop>/<split>_embeddings.{pkl,npz}``; ``root`` may name
+  ``$LEO_TF_DATA`` (leo_tf/runtime/paths.py).
 
   ``builder``, when set (e.g. ``@build_glyph_embeddings``), is called as
   ``builder(root=..., dataset=..., crop=...)`` if any split file is missing, so one
   command can go from nothing to a trained model.
   """
-  root: str = "data/embeddings"
+  root: str = "$LEO_TF_DATA/embeddings"
   dataset: str = "miniImageNet"
   crop: str = "center"
   builder: Optional[Callable[..., None]] = None
   l2_normalize: bool = True
+
+  def __post_init__(self):
+    # Absolute, $LEO_TF_DATA expanded: the same files from any working directory.
+    object.__setattr__(self, "root", paths.resolve(self.root))
 
   def missing_splits(self, splits: Sequence[str] = SPLITS):
     return [s for s in splits
