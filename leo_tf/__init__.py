@@ -17,7 +17,7 @@ _EXPORTS = {
     "LEO": "leo_tf.leo.model",
     "TrainConfig": "leo_tf.leo.trainer",
     "MetaTrainer": "leo_tf.leo.trainer",
-    "load_model": "leo_tf.leo.trainer",
+    "load_model": "leo_tf.leo.weights",
     "EmbeddingSet": "leo_tf.data.embeddings",
     "EmbeddingDataError": "leo_tf.data.embeddings",
     "load_embeddings": "leo_tf.data.embeddings",
@@ -28,6 +28,7 @@ _EXPORTS = {
     "EvalResult": "leo_tf.leo.evaluation",
     "evaluate": "leo_tf.leo.evaluation",
     "run_experiment": "leo_tf.leo.experiment",
+    "open_run": "leo_tf.leo.run",
 }
 
 __all__ = ["__version__", *_EXPORTS]

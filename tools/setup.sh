@@ -38,6 +38,6 @@ if [ -n "$tf_cpu" ]; then
   venv_pip uninstall -y tensorflow-cpu
   venv_pip install --force-reinstall --no-deps "tensorflow==$tf_version"
 fi
-TF_CPP_MIN_LOG_LEVEL=3 .venv/bin/python -c "import leo_tf, tensorflow, tensorflow_probability, keras" \
+.venv/bin/python -c "from leo_tf.runtime.quiet_start import start_tensorflow as s; s(); import tensorflow_probability, keras" \
   || { echo "[setup] installation failed" >&2; exit 1; }
 echo "[setup] ok: activate with 'source .venv/bin/activate'"

@@ -51,15 +51,22 @@ for split, classes in (("train", range(0, 8)), ("val", range(8, 14)), ("test", r
                          np.unique(labels, return_inverse=True)[1], keys)
 EOF
 
-run() { echo "\$ $*"; "$@"; }
+# Each command's output is shown and kept, to check it carries no TF start-up lines.
+run() { echo "\$ $*"; "$@" 2>&1 | tee -a "$work/output.log"; }
+run leo-train --version
 run leo-train --gin_file=experiments/mini_final_1shot.gin --output_dir=run \
-  --gin_bindings="EmbeddingSource.root='$LEO_TF_DATA/embeddings'" \
   --gin_bindings=TrainConfig.num_steps=4 --gin_bindings=TrainConfig.validate_every=2 \
   --gin_bindings=TrainConfig.num_val_episodes=4 --gin_bindings=TrainConfig.meta_batch_size=2 \
   --gin_bindings=EvalConfig.num_episodes=4
+grep -q "'$LEO_TF_DATA/embeddings'" run/config.gin \
+  || { echo "[wheel] run/config.gin does not hold the absolute embeddings root" >&2; exit 1; }
 cd "$work/elsewhere"
+# The run remembers absolute paths: evaluating it needs neither its folder nor LEO_TF_DATA.
 unset LEO_TF_DATA
 run leo-eval --checkpoint_dir="$work/cwd/run" --gin_bindings=EvalConfig.num_episodes=4
 run leo-export --checkpoint_dir="$work/cwd/run" --export_base=exported
 [ -f exported/1/saved_model.pb ] || { echo "[wheel] no SavedModel written" >&2; exit 1; }
+if grep -E "cudart_stub|cuInit|absl::InitializeLog|cpu_feature_guard" "$work/output.log"; then
+  echo "[wheel] TensorFlow's start-up lines were printed" >&2; exit 1
+fi
 say "ok: installed from the wheel, trained, evaluated and exported outside the checkout"

@@ -1,14 +1,44 @@
 """Flags and error handling shared by the leo-* entry points (the only place with flags)."""
 
-import os
 import re
 import sys
+from importlib import metadata
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
-
-from absl import flags  # pylint: disable=g-import-not-at-top
+from absl import app, flags
 
 FLAGS = flags.FLAGS
+
+flags.DEFINE_bool("version", False,
+                  "Print the versions of leo_tf, TensorFlow, TFP and Keras, then exit.")
+
+
+def versions() -> str:
+  """What ``--version`` prints: installed distributions' versions (TF is not started)."""
+  def version(distribution):
+    try:
+      return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+      return "not installed"
+  import leo_tf  # pylint: disable=import-outside-toplevel
+  return (f"leo_tf {leo_tf.__version__}, TensorFlow {version('tensorflow')}, "
+          f"TensorFlow Probability {version('tensorflow-probability')}, "
+          f"Keras {version('keras')}")
+
+
+def run_app(main):
+  """A console script's start: ``app.run(main)`` with ``--version``, and a ``--help``
+  that lists the script's own flags (absl lists those of ``sys.argv[0]``, a wrapper)."""
+  for module in (main.__module__, __name__):
+    for flag in FLAGS.get_key_flags_for_module(module):
+      FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+  FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS["verbosity"])
+
+  def main_or_version(argv):
+    if FLAGS.version:
+      print(versions())
+      return 0
+    return main(argv)
+  app.run(main_or_version)
 
 
 def define_gin_flags():
@@ -86,10 +116,13 @@ def run_guarded(fn, interrupted: str = None):
   The one error path of every entry point. With ``interrupted``, Ctrl-C exits with
   that message and code 130.
   """
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from absl import logging  # pylint: disable=import-outside-toplevel
-  # Library INFO lines (tfds, checkpoint sharding) drown the progress output.
-  logging.set_verbosity(logging.WARNING)
+  # pylint: disable=import-outside-toplevel
+  from absl import logging
+  from leo_tf.runtime.quiet_start import start_tensorflow
+  debug = FLAGS.verbosity >= logging.DEBUG  # --verbosity=1: everything, TF's C++ logs too
+  tf = start_tensorflow(verbose=debug)
+  if not debug:  # library INFO lines (tfds, checkpoint sharding) drown the progress output
+    logging.set_verbosity(logging.WARNING)
   try:
     return fn()
   except user_errors() as e:

@@ -6,7 +6,7 @@
 Splits whose file exists are kept unless --overwrite.
 """
 
-from absl import app, flags
+from absl import flags
 
 from leo_tf.cli import common
 
@@ -36,7 +36,7 @@ def _embed():
 
 
 def run():
-  app.run(main)
+  common.run_app(main)
 
 
 if __name__ == "__main__":

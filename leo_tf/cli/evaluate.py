@@ -11,7 +11,7 @@
       [--gin_file=analysis/compare.gin]
 """
 
-from absl import app, flags
+from absl import flags
 
 from leo_tf.cli import common
 
@@ -91,7 +91,7 @@ def compare_all():
 
 
 def run():
-  app.run(main)
+  common.run_app(main)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ Gin files are looked up as given, then relative to the shipped gin/ directory.
 Re-running with the same model_dir resumes from the latest checkpoint.
 """
 
-from absl import app, flags
+from absl import flags
 
 from leo_tf.cli import common
 
@@ -38,7 +38,7 @@ def _pretrain():
 
 
 def run():
-  app.run(main)
+  common.run_app(main)
 
 
 if __name__ == "__main__":

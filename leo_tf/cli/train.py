@@ -6,7 +6,7 @@
       --gin_bindings="run_experiment.output_dir='runs/mini1'"
 """
 
-from absl import app, flags
+from absl import flags
 
 from leo_tf.cli import common
 
@@ -37,7 +37,7 @@ def _train():
 
 
 def run():
-  app.run(main)
+  common.run_app(main)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ written as <output_dir>/best.gin: `leo-train --gin_file=<output_dir>/best.gin`.
 
 import logging as py_logging
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from leo_tf.cli import common
 
@@ -55,7 +55,7 @@ def _tune():
 
 
 def run():
-  app.run(main)
+  common.run_app(main)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ Tasks are N-way K-shot as the run was trained (the paper shows 5-way 1-shot),
 sampled from the validation split with a fixed seed.
 """
 
-from absl import app, flags
+from absl import flags
 
 from leo_tf.cli import common
 
@@ -53,7 +53,7 @@ def _visualize():
 
 
 def run():
-  app.run(main)
+  common.run_app(main)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """Process-level concerns shared by backbone pre-training and meta-training.
 
 ``strategy`` (the tf.distribute strategy), ``threads`` (TF's CPU thread pools),
-``seeds`` (process-wide random seeds and op determinism) and ``files`` (atomic writes).
+``seeds`` (process-wide random seeds and op determinism), ``files`` (atomic writes),
+``paths`` (``$LEO_TF_DATA`` and absolute paths) and ``quiet_start`` (TensorFlow without
+its start-up lines).
 """

@@ -119,7 +119,7 @@ def write_export(model, directory: str, normalize: bool,
   polls the export base and must never see a half-written version.
   """
   if os.path.exists(directory):
-    raise ExportError(f"{directory} already exists; choose another --version")
+    raise ExportError(f"{directory} already exists; choose another --model_version")
   with files.atomic_directory(directory) as tmp:
     archive = build_archive(model, normalize, backbone, preprocess)
     archive.write_out(tmp, verbose=False)
@@ -164,7 +164,7 @@ def export_checkpoint(checkpoint_dir: str, export_base: str, version: Optional[i
   if version is None:
     version = next_version(export_base)
   elif version < 1:
-    raise ExportError(f"--version must be a positive integer, got {version}")
+    raise ExportError(f"--model_version must be a positive integer, got {version}")
   run = open_run(checkpoint_dir, which, bindings, log=log)
   model, config, dim, normalize = run.model, run.configs.model, run.dim, run.source.l2_normalize
   backbone, preprocess = None, None

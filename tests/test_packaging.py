@@ -1,0 +1,150 @@
+"""What an installed leo_tf needs: shipped gin files found from anywhere, data paths
+under $LEO_TF_DATA made absolute, quiet console scripts with --version."""
+
+import glob
+import importlib.metadata
+import importlib.resources
+import os
+import subprocess
+import sys
+
+import gin
+import pytest
+
+from leo_tf import gin_config
+from leo_tf.runtime import paths, quiet_start
+
+REPO_GIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
+
+
+def _relative_gin_files(root):
+  return sorted(os.path.relpath(p, root)
+                for p in glob.glob(os.path.join(root, "**", "*.gin"), recursive=True))
+
+
+def test_gin_files_are_package_data():
+  shipped = importlib.resources.files("leo_tf") / "gin"
+  assert gin_config.GIN_DIR == str(shipped)
+  assert _relative_gin_files(gin_config.GIN_DIR) == _relative_gin_files(REPO_GIN)
+  assert len(_relative_gin_files(REPO_GIN)) > 30
+
+
+def test_resolve_expands_the_data_directory(monkeypatch, tmp_path):
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setenv("LEO_TF_DATA", "/srv/leo")
+  assert paths.resolve("$LEO_TF_DATA/embeddings") == "/srv/leo/embeddings"
+  assert paths.resolve("${LEO_TF_DATA}/tfds") == "/srv/leo/tfds"
+  assert paths.resolve("emb") == str(tmp_path / "emb")
+  assert paths.resolve("gs://bucket/emb") == "gs://bucket/emb"
+  monkeypatch.setenv("LEO_TF_DATA", "rel")  # a relative setting is taken from the cwd
+  assert paths.resolve("$LEO_TF_DATA/x") == str(tmp_path / "rel" / "x")
+  monkeypatch.delenv("LEO_TF_DATA")
+  monkeypatch.setenv("XDG_CACHE_HOME", "/cache")
+  assert paths.resolve("$LEO_TF_DATA/x") == "/cache/leo_tf/x"
+  monkeypatch.delenv("XDG_CACHE_HOME")
+  monkeypatch.setenv("HOME", str(tmp_path / "home"))
+  assert paths.data_dir() == str(tmp_path / "home" / ".cache" / "leo_tf")
+
+
+def test_parse_from_any_folder_binds_absolute_paths(monkeypatch, tmp_path):
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setenv("LEO_TF_DATA", str(tmp_path / "data"))
+  try:
+    gin_config.parse(["experiments/mini_final_1shot.gin"])
+    assert gin.query_parameter("EmbeddingSource.root") == str(tmp_path / "data" / "embeddings")
+    assert gin.query_parameter("run_experiment.output_dir") == str(
+        tmp_path / "runs" / "mini_final_1shot")
+    gin_config.parse(["experiments/glyphs_5way1shot.gin"],
+                     ["EmbeddingSource.root = 'mine'", "run_experiment.output_dir = '~/r'"])
+    assert gin.query_parameter("EmbeddingSource.root") == str(tmp_path / "mine")
+    assert gin.query_parameter("image_source.root") == str(tmp_path / "data" / "tfds")
+    assert gin.query_parameter("run_experiment.output_dir") == os.path.expanduser("~/r")
+    # What a run saves names the files by absolute path.
+    saved = " ".join(gin.config_str().replace("\\\n", " ").split())
+    assert f"EmbeddingSource.root = '{tmp_path / 'mine'}'" in saved
+  finally:
+    gin.clear_config()
+
+
+def test_embedding_source_default_root_is_under_the_data_directory(monkeypatch, tmp_path):
+  from leo_tf.data.source import EmbeddingSource  # pylint: disable=import-outside-toplevel
+  monkeypatch.setenv("LEO_TF_DATA", str(tmp_path))
+  assert EmbeddingSource().root == str(tmp_path / "embeddings")
+
+
+def test_own_gin_file_includes_shipped_building_blocks(monkeypatch, tmp_path):
+  mine = tmp_path / "mine.gin"
+  mine.write_text("include 'models/leo_final.gin'\ninclude 'tasks/5way5shot.gin'\n"
+                  "LEOConfig.latent_size = 16\n")
+  monkeypatch.chdir(tmp_path.parent)
+  try:
+    gin_config.parse([str(mine)])
+    assert gin.query_parameter("LEOConfig.num_shots") == 5
+    assert gin.query_parameter("LEOConfig.use_relation_net") is True
+    assert gin.query_parameter("LEOConfig.latent_size") == 16
+  finally:
+    gin.clear_config()
+
+
+# What the tensorflow wheel printed on this 2-core CPU machine when it loaded.
+CPU_START = [
+    "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n",
+    "I0000 00:00:1796117526.119261    7696 cudart_stub.cc:31] Could not find cuda drivers on "
+    "your machine, GPU will not be used.\n",
+    "E0000 00:00:1796117535.162882    7696 cuda_platform.cc:52] failed call to cuInit: "
+    "INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)\n",
+]
+
+
+def test_start_up_noise_is_only_the_cpu_machine_lines():
+  ours = ["[data] miniImageNet/center: train 160 x 640\n",
+          "E0000 00:00:17.0 1 some_kernel.cc:12] a real TensorFlow error\n"]
+  assert quiet_start.start_up_noise(CPU_START + ours) == CPU_START
+  # With CUDA drivers present, a cuInit failure is a real problem and is kept.
+  assert quiet_start.start_up_noise([CPU_START[0], CPU_START[2]]) == [CPU_START[0]]
+
+
+def _console_scripts():
+  return sorted(ep.name for ep in importlib.metadata.entry_points(group="console_scripts")
+                if ep.value.startswith("leo_tf."))
+
+
+def _env(**extra):
+  env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+  env.update(extra)
+  return env
+
+
+def test_every_console_script_prints_versions():
+  scripts = _console_scripts()
+  assert {"leo-train", "leo-eval", "leo-export"} <= set(scripts)
+  bin_dir = os.path.dirname(sys.executable)
+  for script in scripts:
+    out = subprocess.run([os.path.join(bin_dir, script), "--version"], capture_output=True,
+                         text=True, env=_env(), check=True).stdout
+    assert out == (f"leo_tf {importlib.metadata.version('leo_tf')}, "
+                   f"TensorFlow {importlib.metadata.version('tensorflow')}, "
+                   f"TensorFlow Probability {importlib.metadata.version('tensorflow-probability')}, "
+                   f"Keras {importlib.metadata.version('keras')}\n"), script
+
+
+def test_help_lists_the_scripts_own_flags():
+  out = subprocess.run([os.path.join(os.path.dirname(sys.executable), "leo-train"), "--help"],
+                       capture_output=True, text=True, env=_env()).stdout
+  for flag in ("--gin_file", "--gin_bindings", "--output_dir", "--[no]version", "--verbosity"):
+    assert flag in out, flag
+
+
+def test_console_script_starts_quietly(tmp_path):
+  leo_eval = os.path.join(os.path.dirname(sys.executable), "leo-eval")
+  args = [leo_eval, f"--checkpoint_dir={tmp_path}"]
+  quiet = subprocess.run(args, capture_output=True, text=True, env=_env(), cwd=tmp_path)
+  assert quiet.returncode == 2
+  assert quiet.stdout == ""
+  assert quiet.stderr.splitlines() == [
+      f"error: {tmp_path} has no config.gin: is it a leo-train output directory?"]
+  # --verbosity=1 shows TensorFlow's own lines: at least the quiet run's, and its
+  # start-up lines wherever the wheel prints them (this CPU machine does).
+  loud = subprocess.run(args + ["--verbosity=1"], capture_output=True, text=True,
+                        env=_env(), cwd=tmp_path)
+  assert loud.returncode == 2 and loud.stderr.endswith(quiet.stderr)
