@@ -25,7 +25,8 @@ echo "[wheel] $(basename "$wheel"): $gin_files gin files (gin/ has $shipped)"
 [ "$gin_files" = "$shipped" ] || { echo "[wheel] the wheel lacks gin files" >&2; exit 1; }
 
 say "installing it into the venv"
-quiet "${pip[@]}" install "$wheel"
+# No byte-compiling of every installed module (TensorFlow has thousands): imports do it.
+quiet "${pip[@]}" install --no-compile "$wheel"
 tf_dists=$("${pip[@]}" list 2>/dev/null \
   | grep -ciE '^(tensorflow|tensorflow-cpu|tensorflow_cpu|tensorflow-intel) ')
 [ "$tf_dists" = 1 ] || { echo "[wheel] $tf_dists TensorFlow distributions installed" >&2; exit 1; }

@@ -119,7 +119,8 @@ def run_guarded(fn, interrupted: str = None):
   # pylint: disable=import-outside-toplevel
   from absl import logging
   from leo_tf.runtime.quiet_start import start_tensorflow
-  debug = FLAGS.verbosity >= logging.DEBUG  # --verbosity=1: everything, TF's C++ logs too
+  # --verbosity=1: everything, TF's C++ logs too.
+  debug = FLAGS.is_parsed() and FLAGS.verbosity >= logging.DEBUG
   tf = start_tensorflow(verbose=debug)
   if not debug:  # library INFO lines (tfds, checkpoint sharding) drown the progress output
     logging.set_verbosity(logging.WARNING)
