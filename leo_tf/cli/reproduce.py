@@ -7,7 +7,7 @@ Each experiment x seed is a leo-train run under --output_dir (resumed when run a
 prints the table and writes it as table.json and table.md there.
 """
 
-from absl import app, flags
+from absl import flags
 
 from leo_tf.cli import common
 
@@ -50,7 +50,7 @@ def _reproduce(seeds):
 
 
 def run():
-  app.run(main)
+  common.run_app(main)
 
 
 if __name__ == "__main__":
