@@ -17,12 +17,16 @@ quiet() { "$@" >>"$log" 2>&1 || { tail -n 40 "$log" >&2; echo "[wheel] failed: $
 say "a clean venv in $work/venv, building the wheel with its pip"
 quiet "$PYTHON" -m venv "$work/venv"
 pip=("$work/venv/bin/python" -m pip --disable-pip-version-check)
-quiet "${pip[@]}" wheel --no-deps -w "$work/dist" .
+# From a copy of the working tree: a stale build/ would put removed files in the wheel.
+mkdir "$work/src"
+tar --exclude=./.venv --exclude=./.git --exclude=./build --exclude='*.egg-info' -cf - . \
+  | tar -C "$work/src" -xf -
+quiet "${pip[@]}" wheel --no-deps -w "$work/dist" "$work/src"
 wheel=$(ls "$work"/dist/leo_tf-*.whl)
-gin_files=$("$work/venv/bin/python" -c "import sys, zipfile; print(sum(n.endswith('.gin') for n in zipfile.ZipFile(sys.argv[1]).namelist()))" "$wheel")
-shipped=$(find gin -name '*.gin' | wc -l)
-echo "[wheel] $(basename "$wheel"): $gin_files gin files (gin/ has $shipped)"
-[ "$gin_files" = "$shipped" ] || { echo "[wheel] the wheel lacks gin files" >&2; exit 1; }
+in_wheel=$("$work/venv/bin/python" -c "import sys, zipfile; print(' '.join(sorted(n[len('leo_tf/gin/'):] for n in zipfile.ZipFile(sys.argv[1]).namelist() if n.endswith('.gin'))))" "$wheel")
+shipped=$(cd gin && find . -name '*.gin' | sed 's|^\./||' | LC_ALL=C sort | tr '\n' ' ' | sed 's/ $//')
+echo "[wheel] $(basename "$wheel"): $(wc -w <<<"$in_wheel") gin files (gin/ has $(wc -w <<<"$shipped"))"
+[ "$in_wheel" = "$shipped" ] || { echo "[wheel] its gin files differ from gin/'s" >&2; exit 1; }
 
 say "installing it into the venv"
 # No byte-compiling of every installed module (TensorFlow has thousands): imports do it.
