@@ -3,6 +3,8 @@
   python tests/_distributed_worker.py mirrored <model_dir>
   python tests/_distributed_worker.py leo_mirrored <model_dir>   (LEO meta-training)
   TF_CONFIG=... python tests/_distributed_worker.py multi_worker <model_dir>
+  TF_CONFIG=... python tests/_distributed_worker.py leo_multi_worker <output_dir> <root>
+      (run_experiment on the embeddings under <root>; LEO_TEST_STEP_DELAY slows steps)
 
 Splitting the CPU into logical devices must happen before TensorFlow runs any op,
 which is why this is a separate process. Prints one JSON line starting 'RESULT '.
@@ -18,7 +20,10 @@ import tensorflow as tf
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
-def main(kind: str, model_dir: str) -> None:
+def main(kind: str, model_dir: str, *args) -> None:
+  if kind == "leo_multi_worker":
+    multi_worker_meta_train(model_dir, *args)
+    return
   if kind in ("mirrored", "leo_mirrored"):
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
@@ -71,5 +76,54 @@ def meta_train(model_dir: str) -> None:
   }), flush=True)
 
 
+def multi_worker_meta_train(output_dir: str, root: str) -> None:
+  """leo-train's run_experiment under MultiWorkerMirroredStrategy (TF_CONFIG). Prints a
+  'STEP <n> <query loss>' line per step and the RESULT with a digest of the weights."""
+  import hashlib  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  from leo_tf.data.source import EmbeddingSource
+  from leo_tf.leo import experiment
+  from leo_tf.leo.config import LEOConfig
+  from leo_tf.leo.evaluation import EvalConfig
+  from leo_tf.leo.run import RunConfigs
+  from leo_tf.leo.trainer import MetaTrainer, TrainConfig
+  from leo_tf.runtime.threads import Threads
+
+  delay = float(os.environ.get("LEO_TEST_STEP_DELAY", "0"))
+  trainers = []
+
+  class Recording(MetaTrainer):
+    def __init__(self, *a, **kw):
+      super().__init__(*a, **kw)
+      trainers.append(self)
+
+    def train_step(self):
+      time.sleep(delay)  # lets the test kill the workers mid-run
+      metrics = super().train_step()
+      print(f"STEP {int(self.step.numpy())} {metrics['query_loss']!r}", flush=True)
+      return metrics
+
+  experiment.MetaTrainer = Recording
+  configs = RunConfigs(
+      LEOConfig(num_shots=1, latent_size=8, relation_hidden=(16,), inner_steps_train=1,
+                finetune_steps_train=1, inner_steps_test=1, finetune_steps_test=1),
+      TrainConfig(num_steps=120, meta_batch_size=8, num_queries=3, outer_lr=3e-3,
+                  log_every=10, validate_every=30, checkpoint_every=10,
+                  num_val_episodes=40, val_batch_size=20, val_num_queries=3),
+      EvalConfig(num_episodes=40, num_queries=3),
+      EmbeddingSource(root=root, dataset="synthetic"), Threads(),
+      (("kind", "multi_worker"),))
+  resumed = []
+  log = lambda line: (print(line, flush=True),
+                      resumed.append(line) if "resumed from" in line else None)
+  experiment.run_experiment(configs, output_dir, log=log)
+  trainer, = trainers
+  digest = hashlib.sha256(b"".join(v.numpy().tobytes() for v in trainer.model.weights))
+  print("RESULT " + json.dumps({
+      "chief": trainer.chief, "replicas": trainer.strategy.num_replicas_in_sync,
+      "final_step": int(trainer.step.numpy()), "weights": digest.hexdigest(),
+      "resumed": resumed}), flush=True)
+
+
 if __name__ == "__main__":
-  main(sys.argv[1], sys.argv[2])
+  main(*sys.argv[1:])

@@ -1,12 +1,16 @@
 """Pre-training under MirroredStrategy (2 logical CPUs) and MultiWorkerMirroredStrategy
-(2 local worker processes). Each runs in fresh processes: logical devices must be set
-before TensorFlow runs any op, and a collective cluster must not outlive its test."""
+(2 local worker processes), and LEO meta-training under both. Each runs in fresh
+processes: logical devices must be set before TensorFlow runs any op, and a collective
+cluster must not outlive its test."""
 
+import glob
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -21,18 +25,30 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _start(kind, model_dir, env_extra=None):
+def _start(kind, model_dir, env_extra=None, args=()):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env_extra or {}))
-  return subprocess.Popen([sys.executable, WORKER, kind, str(model_dir)], env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  return subprocess.Popen([sys.executable, WORKER, kind, str(model_dir), *map(str, args)],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
 
 
-def _finish(procs):
-  """Waits for all; kills the rest when one fails or times out. Returns RESULT dicts."""
+def _tf_configs(num_workers):
+  """One TF_CONFIG per worker of a loopback cluster (worker 0 is the chief)."""
+  cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in range(num_workers)]}
+  return [{"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker",
+                                                                  "index": i}})}
+          for i in range(num_workers)]
+
+
+def _finish(procs, outputs=None):
+  """Waits for all; kills the rest when one fails or times out. Returns RESULT dicts
+  (and appends each process's output to ``outputs``)."""
   results = []
   try:
     for proc in procs:
       out, _ = proc.communicate(timeout=TIMEOUT)
+      if outputs is not None:
+        outputs.append(out)
       assert proc.returncode == 0, out[-3000:]
       lines = [l for l in out.splitlines() if l.startswith("RESULT ")]
       assert lines, out[-3000:]
@@ -63,10 +79,7 @@ def test_leo_meta_training_on_two_replicas_learns(tmp_path):
 
 
 def test_multi_worker_ends_with_identical_weights(tmp_path):
-  ports = [_free_port(), _free_port()]
-  cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-  procs = [_start("multi_worker", tmp_path, {"TF_CONFIG": json.dumps(
-      {"cluster": cluster, "task": {"type": "worker", "index": i}})}) for i in range(2)]
+  procs = [_start("multi_worker", tmp_path, c) for c in _tf_configs(2)]
   chief, worker = _finish(procs)
   assert chief["replicas"] == worker["replicas"] == 2
   assert chief["losses"] == worker["losses"]
@@ -80,3 +93,66 @@ def test_multi_worker_ends_with_identical_weights(tmp_path):
   assert len(a.weights) == len(b.weights) > 0
   for wa, wb in zip(a.weights, b.weights):  # batch-norm moving statistics included
     np.testing.assert_array_equal(wa.numpy(), wb.numpy(), err_msg=wa.path)
+
+
+def _write_embeddings(root):
+  from conftest import synthetic_embeddings  # pylint: disable=g-import-not-at-top
+  from leo_tf.data.embeddings import embeddings_path, save_embeddings
+  for split, seed in (("train", 0), ("val", 1), ("test", 2)):
+    data = synthetic_embeddings(10, 8, dim=16, seed=seed, prefix=split[0])
+    save_embeddings(embeddings_path(str(root), "synthetic", "center", split, ".npz"),
+                    data.embeddings, data.class_ids, data.keys)
+
+
+def _steps(output):
+  return {int(m.group(1)): float(m.group(2))
+          for m in re.finditer(r"^STEP (\d+) (\S+)$", output, re.M)}
+
+
+def test_leo_multi_worker_chief_writes_resumes_after_both_die(tmp_path):
+  """Two worker processes run leo-train's run_experiment (120 steps, a checkpoint every
+  10); both are killed mid-run, restarted, and must resume from the chief's checkpoint
+  and end with identical weights, with one set of outputs in the run directory."""
+  root, run = tmp_path / "embeddings", tmp_path / "run"
+  _write_embeddings(root)
+  configs = _tf_configs(2)
+  slow = [_start("leo_multi_worker", run, dict(c, LEO_TEST_STEP_DELAY="0.05"), [root])
+          for c in configs]
+  try:
+    deadline = time.time() + TIMEOUT
+    while not glob.glob(str(run / "latest" / "ckpt-30.index")):
+      assert time.time() < deadline, "no checkpoint at step 30"
+      assert all(p.poll() is None for p in slow), slow[0].communicate()[0][-3000:]
+      time.sleep(0.1)
+  finally:
+    for p in slow:
+      p.kill()
+  first = [_steps(p.communicate()[0]) for p in slow]
+  killed_at = max(first[0])
+  assert 30 <= killed_at < 120
+  assert first[0] == first[1]             # the loss is all-reduced: the same on both
+
+  procs = [_start("leo_multi_worker", run, c, [root]) for c in configs]
+  outputs = []
+  chief, worker = _finish(procs, outputs)
+  assert (chief["chief"], worker["chief"]) == (True, False)
+  assert chief["replicas"] == worker["replicas"] == 2
+  assert chief["final_step"] == worker["final_step"] == 120
+  # Both resumed from the chief's newest checkpoint (the worker's copies are gone).
+  resumed = [re.search(r"at step (\d+)", r["resumed"][0]).group(1) for r in (chief, worker)]
+  assert resumed[0] == resumed[1] and 30 <= int(resumed[0]) <= killed_at
+  assert chief["weights"] == worker["weights"]
+  second = [_steps(o) for o in outputs]
+  assert second[0] == second[1] and min(second[0]) == int(resumed[0]) + 1
+  losses = [first[0][s] for s in range(1, 11)], [second[0][s] for s in range(111, 121)]
+  assert np.mean(losses[1]) < 0.8 * np.mean(losses[0]), losses
+
+  # One set of outputs, all written by the chief's two processes.
+  assert sorted(os.listdir(run)) == ["best", "config.gin", "latest", "operative_config.gin",
+                                     "tensorboard"]
+  assert json.load(open(run / "best" / "best.json"))["step"] in (30, 60, 90, 120)
+  events = glob.glob(str(run / "tensorboard" / "events.out.tfevents.*"))
+  pids = {str(p.pid) for p in (slow[0], procs[0])}
+  assert len(events) == 2 and {os.path.basename(e).split(".")[-3] for e in events} == pids
+  assert "[result]" in outputs[0] and "[result]" not in outputs[1]
+  assert "[worker_1] the chief evaluates the test split" in outputs[1]

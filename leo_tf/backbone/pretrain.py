@@ -153,7 +153,7 @@ def pretrain(train_split, model_dir: str,
   strategy = strategy or strategy_lib.make_strategy()
   out_dir = strategy_lib.write_dir(model_dir, strategy)
   os.makedirs(out_dir, exist_ok=True)
-  tag = "" if strategy_lib.is_chief(strategy) else "[%s_%d] " % strategy_lib.task_info(strategy)
+  tag = strategy_lib.worker_tag(strategy)
   num_steps = total_steps(config, train_split.num_examples)
   num_classes = len(train_split.class_names)
   channels = inputs.image_channels(train_split)

@@ -15,7 +15,7 @@ from leo_tf.leo.config import LEOConfig
 from leo_tf.leo.evaluation import EvalConfig, EvalResult, evaluate
 from leo_tf.leo.run import RunConfigs, checkpoint_kind
 from leo_tf.leo.trainer import MetaTrainer
-from leo_tf.runtime import threads
+from leo_tf.runtime import strategy as strategy_lib, threads
 
 
 @dataclasses.dataclass
@@ -44,8 +44,10 @@ def run_experiment(configs: RunConfigs, output_dir: str = gin.REQUIRED,
   """Meta-trains LEO as ``configs`` say and evaluates the best checkpoint.
 
   The tf.distribute strategy is the one bound in gin (``make_strategy.kind =
-  'mirrored'``), as for backbone pre-training. The run directory gets the current gin
-  state as its config.gin: the caller parsed the configuration ``configs`` came from.
+  'mirrored'`` or ``'multi_worker'``), as for backbone pre-training; under
+  multi-worker, only the chief writes into ``output_dir`` and evaluates. The run
+  directory gets the current gin state as its config.gin: the caller parsed the
+  configuration ``configs`` came from.
   """
   source, model_config = configs.source, configs.model
   train_config, eval_config = configs.train, configs.eval
@@ -63,18 +65,24 @@ def run_experiment(configs: RunConfigs, output_dir: str = gin.REQUIRED,
         " (no validation, the last step is tested)"))
   if not train_config.select_on_val:
     val = None
-  os.makedirs(output_dir, exist_ok=True)
-  gin_config.save_config(output_dir)
   # Before meta-training's first op (loading the files runs none). If the embeddings were
   # just built (pre-training), TF has started with its default pools: configure() logs it.
   threads.configure(configs.threads, log=log)
+  strategy = configs.make_strategy()
+  chief = strategy_lib.is_chief(strategy)  # the other workers write nothing here
+  if chief:
+    os.makedirs(output_dir, exist_ok=True)
+    gin_config.save_config(output_dir)
   trainer = MetaTrainer(model_config, train_config, train, val, output_dir,
-                        strategy=configs.make_strategy(), log=log)
+                        strategy=strategy, log=log)
   trainer.train()
-  gin_config.save_config(output_dir, operative=True)
-  log(f"[train] done in {time.time() - start:.0f} s; checkpoints in {output_dir}")
+  if chief:
+    gin_config.save_config(output_dir, operative=True)
+  trainer.log(f"[train] done in {time.time() - start:.0f} s; checkpoints in {output_dir}")
   result = ExperimentResult(output_dir, None, trainer.best_validation())
-  if evaluate_test:
+  if not chief:
+    log(f"{strategy_lib.worker_tag(strategy)}the chief evaluates the test split")
+  elif evaluate_test:
     which = checkpoint_kind(output_dir, "best" if val is not None else "latest",
                             fallback=True)
     model = weights.load_model(output_dir, model_config, train.dim, which)

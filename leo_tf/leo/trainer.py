@@ -14,11 +14,20 @@ when the newest is unreadable; a new best-on-validation checkpoint is committed 
 phases so ``best/best.json`` always describes the checkpoint in ``best/``. Episodes and
 dropout seeds are functions of (seed, step), so a resumed run repeats the losses of an
 uninterrupted one exactly.
+
+Under MultiWorkerMirroredStrategy only the chief writes into ``output_dir`` (checkpoints,
+TensorBoard, ``best.json``); the other workers save their checkpoints into a temporary
+``output_dir/worker_<i>`` (saving is a collective step, as in TF's multi-worker guide)
+and delete it, and write no summaries. Every worker restores from the chief's
+checkpoints, and decisions taken from files or local measurements (the step resumed
+from, the best validation so far, whether a validation is a new best) are the chief's,
+broadcast (runtime.strategy.from_chief), so the workers never part ways.
 """
 
 import dataclasses
 import json
 import os
+import shutil
 import time
 from typing import Callable, Dict, Optional
 
@@ -33,7 +42,7 @@ from leo_tf.leo.config import ConfigError, LEOConfig
 from leo_tf.leo.evaluation import EvalResult, evaluate, predictor
 from leo_tf.leo.model import LEO, build_leo, task_losses
 from leo_tf.leo import weights
-from leo_tf.runtime import files, seeds
+from leo_tf.runtime import files, seeds, strategy as strategy_lib
 
 
 class TrainingDivergedError(RuntimeError):
@@ -134,8 +143,12 @@ class MetaTrainer:
     self.on_validation = on_validation
     self.config = config
     self.output_dir = output_dir
-    self.log = log
     self.strategy = strategy or tf.distribute.get_strategy()
+    self.chief = strategy_lib.is_chief(self.strategy)
+    tag = strategy_lib.worker_tag(self.strategy)
+    self.log = (lambda message: log(tag + message)) if tag else log
+    # output_dir on the chief, a temporary output_dir/worker_<i> elsewhere.
+    self.write_dir = strategy_lib.write_dir(output_dir, self.strategy)
     replicas = self.strategy.num_replicas_in_sync
     if config.meta_batch_size % replicas:
       raise ConfigError(f"meta_batch_size {config.meta_batch_size} must divide evenly "
@@ -159,14 +172,16 @@ class MetaTrainer:
           bad_steps=self.bad_steps, guarded_steps=self.guarded_steps,
           **{checkpoints.MODEL_VARIABLES: checkpoints.named_variables(self.model)})
     self.latest = tf.train.CheckpointManager(
-        self.checkpoint, os.path.join(output_dir, "latest"), max_to_keep=2)
+        self.checkpoint, os.path.join(self.write_dir, "latest"), max_to_keep=2)
     self.best = tf.train.CheckpointManager(
-        self.checkpoint, os.path.join(output_dir, "best"), max_to_keep=1)
+        self.checkpoint, os.path.join(self.write_dir, "best"), max_to_keep=1)
     self._best_file = os.path.join(output_dir, "best", "best.json")
+    self._best_seen = -1.0  # the chief's best validation accuracy, set by restore()
     self._train_step = tf.function(self._outer_step, jit_compile=config.jit_compile)
     self._metric_names = None
     self._val_predict = None
-    self._writer = tf.summary.create_file_writer(os.path.join(output_dir, "tensorboard"))
+    self._writer = (tf.summary.create_file_writer(os.path.join(output_dir, "tensorboard"))
+                    if self.chief else tf.summary.create_noop_writer())
 
   # ------------------------------------------------------------------ the outer step
 
@@ -203,6 +218,22 @@ class MetaTrainer:
                    **{k: v / replicas for k, v in reg.items()})
     return grads, metrics
 
+  def _sum_over_replicas(self, step):
+    """The replicas' gradients and metrics summed, as one flat vector: one all-reduce a
+    step (MultiWorkerMirroredStrategy cannot reduce a list of differently shaped
+    tensors, and one large collective is cheaper than one per variable)."""
+    keys = []
+    def replica_vector(step):
+      grads, metrics = self._replica_step(step)
+      keys[:] = sorted(metrics)
+      return tf.concat([tf.reshape(t, [-1]) for t in grads + [metrics[k] for k in keys]], 0)
+    total = self.strategy.reduce(tf.distribute.ReduceOp.SUM,
+                                 self.strategy.run(replica_vector, args=(step,)), axis=None)
+    variables = self.model.trainable_variables
+    parts = tf.split(total, [v.shape.num_elements() for v in variables] + [1] * len(keys))
+    grads = [tf.reshape(p, v.shape) for p, v in zip(parts, variables)]
+    return grads, {k: tf.reshape(p, []) for k, p in zip(keys, parts[len(variables):])}
+
   def _grouped_forward(self, batch, seed) -> Dict[str, tf.Tensor]:
     """The training forward pass of a replica's tasks as independent groups (task_groups):
     per-task outputs, concatenated in task order. Group g draws its noise from
@@ -226,9 +257,7 @@ class MetaTrainer:
 
   def _outer_step(self):
     step = self.step.read_value()
-    grads, metrics = self.strategy.run(self._replica_step, args=(step,))
-    grads = self.strategy.reduce(tf.distribute.ReduceOp.SUM, grads, axis=None)
-    metrics = self.strategy.reduce(tf.distribute.ReduceOp.SUM, metrics, axis=None)
+    grads, metrics = self._sum_over_replicas(step)
     # Checked before clipping: clipping by value would turn an infinite gradient finite.
     finite = tf.logical_and(tf.math.is_finite(metrics["loss"]), all_finite(grads))
     grads = [clip_gradient(g, self.config.clip_value, self.config.clip_norm) for g in grads]
@@ -258,17 +287,37 @@ class MetaTrainer:
     Raises CheckpointMismatchError when the checkpoint belongs to another model
     configuration, CorruptCheckpointError when none of the checkpoints can be read.
     """
-    self._recover_best()
+    if self.chief:
+      self._recover_best()
     variables = checkpoints.named_variables(self.model)
-    path = checkpoints.restore_latest(
-        self.checkpoint, self.latest.directory, self.latest,
+    path = checkpoints.restore_latest(  # the chief's checkpoints, on every worker
+        self.checkpoint, os.path.join(self.output_dir, "latest"),
+        self.latest if self.chief else None,
         verify=lambda p: checkpoints.check_compatible(p, variables, weights.dim_hint(self.model.dim)),
         log=self.log)
+    self._check_workers_agree()
     if path:
       self.log(f"[train] resumed from {path} at step {int(self.step.numpy())}"
                + (f" ({int(self.guarded_steps.numpy())} non-finite steps guarded so far)"
                   if int(self.guarded_steps.numpy()) else ""))
     return int(self.step.numpy())
+
+  def _check_workers_agree(self):
+    """Every worker must resume from the chief's step, and all take the chief's best."""
+    step = int(self.step.numpy())
+    chief_step, self._best_seen = strategy_lib.from_chief(
+        self.strategy, [step, self.best_validation() if self.chief else -1.0])
+    if strategy_lib.any_worker(self.strategy, step != chief_step):
+      raise checkpoints.CorruptCheckpointError(
+          f"the workers restored different steps (this one {step}, the chief "
+          f"{int(chief_step)}) from {os.path.join(self.output_dir, 'latest')}: every "
+          "worker must read the chief's output_dir (a shared filesystem)")
+
+  def _save(self, manager: tf.train.CheckpointManager, step: int):
+    """Saves a checkpoint; a non-chief worker then drops its temporary copy."""
+    manager.save(checkpoint_number=step)
+    if not self.chief:
+      shutil.rmtree(self.write_dir, ignore_errors=True)
 
   def _recover_best(self):
     """Finishes or rolls back a new-best commit that a crash interrupted."""
@@ -314,16 +363,20 @@ class MetaTrainer:
   def _after_validation(self, step: int, result: EvalResult):
     with self._writer.as_default(step=step):
       tf.summary.scalar("validation/accuracy", result.mean)
-    best = self.best_validation()
+    # The chief's accuracy decides on every worker (the same on CPU, maybe not on GPUs).
+    accuracy, = strategy_lib.from_chief(self.strategy, [result.mean])
     marker = ""
-    if result.mean > best:
+    if accuracy > self._best_seen:
       # Two phases: best.json.pending, the checkpoint, then the rename. A crash in
       # between is finished or undone by _recover_best, never a mismatched pair.
       pending = self._best_file + ".pending"
-      files.atomic_write(pending, json.dumps(
-          {"step": step, "accuracy": result.mean, "ci95": result.ci95}), fsync=True)
-      self.best.save(checkpoint_number=step)
-      os.replace(pending, self._best_file)
+      if self.chief:
+        files.atomic_write(pending, json.dumps(
+            {"step": step, "accuracy": result.mean, "ci95": result.ci95}), fsync=True)
+      self._save(self.best, step)
+      if self.chief:
+        os.replace(pending, self._best_file)
+      self._best_seen = accuracy
       marker = " (new best)"
     self.log(f"[validate] step {step}: accuracy {result}{marker}")
 
@@ -347,7 +400,7 @@ class MetaTrainer:
         sums[k] = sums.get(k, 0.0) + v
       sums["steps"] = sums.get("steps", 0.0) + metrics["finite"]
       if bad >= cfg.max_bad_steps:
-        self.latest.save(checkpoint_number=step)
+        self._save(self.latest, step)
         raise TrainingDivergedError(
             f"{bad} consecutive meta-training steps had a non-finite loss or gradient "
             f"(last at step {step}, {int(self.guarded_steps.numpy())} in total); the "
@@ -366,7 +419,7 @@ class MetaTrainer:
           if self.on_validation is not None:
             self.on_validation(step, result)
       if step % cfg.checkpoint_every == 0 or step == cfg.num_steps:
-        self.latest.save(checkpoint_number=step)
+        self._save(self.latest, step)
     self._writer.flush()
     return self.model
 

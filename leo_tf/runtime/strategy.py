@@ -7,7 +7,7 @@ described by the TF_CONFIG environment variable.
 
 import json
 import os
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import gin
 import tensorflow as tf
@@ -58,3 +58,39 @@ def write_dir(model_dir: str, strategy: tf.distribute.Strategy) -> str:
     return model_dir
   task_type, task_id = task_info(strategy)
   return os.path.join(model_dir, f"{task_type}_{task_id}")
+
+
+def worker_tag(strategy: tf.distribute.Strategy) -> str:
+  """'' on the chief, '[worker_1] ' on the others: the prefix of a worker's log lines."""
+  return "" if is_chief(strategy) else "[%s_%d] " % task_info(strategy)
+
+
+def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+  return bool(getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)())
+
+
+def from_chief(strategy: tf.distribute.Strategy, values: Sequence[float]) -> List[float]:
+  """The chief's ``values`` on every worker (one all-reduce; ``values`` elsewhere).
+
+  Each worker decides alone whether to save a checkpoint or stop, so a decision read
+  from files or measured locally must be the chief's, or the workers' collectives part.
+  Global replica 0 is the chief's first device (MultiWorkerMirroredStrategy numbers the
+  chief's devices first), so a SUM over replicas of "mine on replica 0, else 0" is it.
+  """
+  if not is_multi_worker(strategy):
+    return list(values)
+  local = tf.constant(list(values), tf.float64)
+  def share():
+    first = tf.equal(tf.distribute.get_replica_context().replica_id_in_sync_group, 0)
+    return tf.where(first, local, tf.zeros_like(local))
+  total = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(share), axis=None)
+  return total.numpy().tolist()
+
+
+def any_worker(strategy: tf.distribute.Strategy, flag: bool) -> bool:
+  """True on every worker when ``flag`` is True on any (one all-reduce)."""
+  if not is_multi_worker(strategy):
+    return bool(flag)
+  local = tf.constant(float(flag), tf.float64)
+  total = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: local), axis=None)
+  return float(total) > 0
