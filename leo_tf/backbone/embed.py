@@ -1,16 +1,20 @@
 """Embedding extraction: the pre-trained backbone (no head) over each split, written in
-the released layout ``<root>/<dataset>/<crop>/<split>_embeddings.pkl``."""
+the released layout ``<root>/<dataset>/<crop>/<split>_embeddings.pkl``.
+
+Extraction runs in the precision the backbone was trained in unless
+``write_split.precision`` names another (leo_tf.backbone.precision), optionally
+compiled with XLA; the embeddings are float32 in every case."""
 
 import os
 import time
-from typing import Callable, Dict, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import gin
 import keras
 import numpy as np
 import tensorflow as tf
 
-from leo_tf.backbone import inputs
+from leo_tf.backbone import inputs, precision as precision_lib
 from leo_tf.backbone.pretrain import BACKBONE_FILE
 from leo_tf.data import embeddings as emb_lib
 
@@ -29,13 +33,15 @@ def released_key(index: int, class_name: str, key) -> str:
   return emb_lib.make_key(index, class_name, file_name or None)
 
 
-def extract(backbone: keras.Model, source, batch_size: int = 256
+def extract(backbone: keras.Model, source, batch_size: int = 256, jit_compile: bool = False
             ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """(embeddings [n, d] float32, labels [n], keys [n]) for every example of ``source``."""
+  """(embeddings [n, d] float32, labels [n], keys [n]) for every example of ``source``;
+  ``jit_compile``: the backbone compiled with XLA (once per batch shape)."""
   ds = source.dataset.map(
       lambda ex: (inputs.preprocess(ex["image"]), ex["label"], ex["key"]),
       num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
-  embed = tf.function(lambda x: backbone(x, training=False))
+  embed = tf.function(lambda x: tf.cast(backbone(x, training=False), tf.float32),
+                      jit_compile=jit_compile)
   outputs, labels, keys = [], [], []
   for images, batch_labels, batch_keys in ds:
     outputs.append(embed(images).numpy())
@@ -50,10 +56,17 @@ def extract(backbone: keras.Model, source, batch_size: int = 256
 
 @gin.configurable(denylist=["backbone", "source", "root", "split"])
 def write_split(backbone: keras.Model, source, root: str, dataset: str, crop: str,
-                split: str, batch_size: int = 256) -> str:
-  """Extracts one split and writes it (atomically) where ``load_split`` looks."""
+                split: str, batch_size: int = 256, precision: Optional[str] = None,
+                jit_compile: bool = False) -> str:
+  """Extracts one split and writes it (atomically) where ``load_split`` looks.
+
+  ``precision``: the dtype policy to compute in (None: the one the backbone was saved
+  with); ``jit_compile``: XLA."""
   path = emb_lib.embeddings_path(root, dataset, crop, split)
-  embeddings, labels, keys = extract(backbone, source, batch_size)
+  if precision is not None:
+    backbone = precision_lib.with_policy(
+        backbone, precision_lib.check(precision, "write_split.precision"))
+  embeddings, labels, keys = extract(backbone, source, batch_size, jit_compile)
   emb_lib.save_embeddings(path, embeddings, labels, keys)
   return path
 

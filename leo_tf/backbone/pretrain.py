@@ -5,6 +5,11 @@ in ``strategy.run``; the loop runs ``steps_per_loop`` steps per ``tf.function`` 
 checkpoints atomically through ``tf.train.CheckpointManager`` and resumes from the
 latest checkpoint. The finished backbone (no head) is saved as ``backbone.keras``
 beside the operative gin config.
+
+``precision`` picks the Keras dtype policy (leo_tf.backbone.precision: float32,
+mixed_bfloat16, or mixed_float16 with loss scaling); ``jit_compile`` compiles each
+replica's forward and backward pass with XLA (the update and the replicas' all-reduce
+stay outside it).
 """
 
 import dataclasses
@@ -18,7 +23,7 @@ import keras
 import tensorflow as tf
 
 from leo_tf import checkpoints, gin_config
-from leo_tf.backbone import inputs, optim, wrn
+from leo_tf.backbone import inputs, optim, precision as precision_lib, wrn
 from leo_tf.runtime import files, strategy as strategy_lib
 
 BACKBONE_FILE = "backbone.keras"
@@ -42,6 +47,11 @@ class PretrainConfig:
   cache: bool = True
   shuffle_buffer: int = 10000
   seed: int = 0
+  precision: str = "float32"        # or "mixed_bfloat16", "mixed_float16"
+  jit_compile: bool = False         # XLA for each replica's forward + backward pass
+
+  def __post_init__(self):
+    precision_lib.check(self.precision, "PretrainConfig.precision")
 
 
 @dataclasses.dataclass
@@ -79,14 +89,19 @@ def _write_operative_config(directory: str) -> None:
 class _Loop:
   """The distributed train/eval functions for one model and optimizer."""
 
-  def __init__(self, strategy, model, optimizer, global_batch, label_smoothing):
+  def __init__(self, strategy, model, optimizer, global_batch, label_smoothing,
+               jit_compile=False):
     self.strategy = strategy
     self.model = model
     self.optimizer = optimizer
     self.global_batch = global_batch
     self.label_smoothing = label_smoothing
+    # XLA cannot compile the iterator or the update's cross-replica merge: only this.
+    self._gradients = tf.function(self._gradients, jit_compile=True) if jit_compile else (
+        self._gradients)
 
   def _loss(self, labels, logits):
+    logits = tf.cast(logits, tf.float32)  # a 16-bit softmax loses the small probabilities
     num_classes = tf.shape(logits)[-1]
     per_example = tf.nn.softmax_cross_entropy_with_logits(
         tf.one_hot(labels, num_classes) * (1 - self.label_smoothing) +
@@ -97,14 +112,21 @@ class _Loop:
       loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
     return loss
 
-  def _step(self, images, labels):
+  def _gradients(self, images, labels):
+    """Loss, gradients (of the scaled loss under mixed_float16) and number correct."""
     with tf.GradientTape() as tape:
       logits = self.model(images, training=True)
       loss = self._loss(labels, logits)
-    grads = tape.gradient(loss, self.model.trainable_variables)
-    self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+      scaled = self.optimizer.scale_loss(loss)  # the loss itself unless loss-scaled
+    grads = tape.gradient(scaled, self.model.trainable_variables)
     correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
                                              labels), tf.float32))
+    return loss, grads, correct
+
+  def _step(self, images, labels):
+    loss, grads, correct = self._gradients(images, labels)
+    # A LossScaleOptimizer unscales, and skips a step whose gradients overflowed.
+    self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
     return loss, correct
 
   @tf.function
@@ -158,10 +180,11 @@ def pretrain(train_split, model_dir: str,
   num_classes = len(train_split.class_names)
   channels = inputs.image_channels(train_split)
 
-  with strategy.scope():
+  with strategy.scope(), precision_lib.policy(config.precision):
     backbone = backbone_fn(input_shape=(None, None, channels))
     model = wrn.add_classifier_head(backbone, num_classes)
-    optimizer = optim.build_optimizer(num_steps)
+    optimizer = precision_lib.scaled_optimizer(optim.build_optimizer(num_steps),
+                                               config.precision)
     optimizer.build(model.trainable_variables)
     train_loss = keras.metrics.Mean("loss")
     train_acc = keras.metrics.Mean("accuracy")
@@ -175,10 +198,13 @@ def pretrain(train_split, model_dir: str,
     log(f"{tag}resumed from {restored} at step {initial_step}/{num_steps}")
   log(f"{tag}pre-training {backbone.name} ({wrn.count_params(backbone):,} parameters) on "
       f"{num_classes} classes, {strategy.num_replicas_in_sync} replica(s), "
-      f"{num_steps} steps of {config.batch_size}")
+      f"{num_steps} steps of {config.batch_size}"
+      + (f", {config.precision}" if config.precision != "float32" else "")
+      + (", XLA" if config.jit_compile else ""))
   _write_operative_config(out_dir)
 
-  loop = _Loop(strategy, model, optimizer, config.batch_size, config.label_smoothing)
+  loop = _Loop(strategy, model, optimizer, config.batch_size, config.label_smoothing,
+               config.jit_compile)
   # Reseeding with the step keeps a resumed run from replaying the first epoch's order.
   train_ds = inputs.train_dataset(train_split, config.batch_size, config.seed + initial_step,
                                   config.holdout_fraction, config.cache, config.shuffle_buffer)
