@@ -7,22 +7,16 @@ import glob
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
 
 import numpy as np
-import pytest
+
+from _processes import free_port, wait_all
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_distributed_worker.py")
 TIMEOUT = 420  # seconds; a hung collective fails the test instead of blocking CI
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 def _start(kind, model_dir, env_extra=None, args=()):
@@ -34,32 +28,22 @@ def _start(kind, model_dir, env_extra=None, args=()):
 
 def _tf_configs(num_workers):
   """One TF_CONFIG per worker of a loopback cluster (worker 0 is the chief)."""
-  cluster = {"worker": [f"127.0.0.1:{_free_port()}" for _ in range(num_workers)]}
+  cluster = {"worker": [f"127.0.0.1:{free_port()}" for _ in range(num_workers)]}
   return [{"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker",
                                                                   "index": i}})}
           for i in range(num_workers)]
 
 
 def _finish(procs, outputs=None):
-  """Waits for all; kills the rest when one fails or times out. Returns RESULT dicts
-  (and appends each process's output to ``outputs``)."""
+  """Waits for all (see wait_all); returns their RESULT dicts (and appends each
+  process's output to ``outputs``)."""
   results = []
-  try:
-    for proc in procs:
-      out, _ = proc.communicate(timeout=TIMEOUT)
-      if outputs is not None:
-        outputs.append(out)
-      assert proc.returncode == 0, out[-3000:]
-      lines = [l for l in out.splitlines() if l.startswith("RESULT ")]
-      assert lines, out[-3000:]
-      results.append(json.loads(lines[-1][len("RESULT "):]))
-  except subprocess.TimeoutExpired:
-    pytest.fail(f"distributed worker did not finish within {TIMEOUT}s")
-  finally:
-    for proc in procs:
-      if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+  for out in wait_all(procs, TIMEOUT):
+    if outputs is not None:
+      outputs.append(out)
+    lines = [l for l in out.splitlines() if l.startswith("RESULT ")]
+    assert lines, out[-3000:]
+    results.append(json.loads(lines[-1][len("RESULT "):]))
   return results
 
 

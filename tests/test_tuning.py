@@ -159,6 +159,52 @@ def test_resumed_search_skips_finished_trials(tiny_search):
     assert sum(l.startswith("[validate]") for l in f) == 2
 
 
+def _summaries(directory):
+  """(tag, plugin name, plugin content bytes, simple value) of every summary below."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  out = []
+  for path in tf.io.gfile.glob(os.path.join(directory, "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        out.append((value.tag, value.metadata.plugin_data.plugin_name,
+                    value.metadata.plugin_data.content, value.tensor))
+  return out
+
+
+def test_each_trial_is_an_hparams_session_with_its_values_and_objective(tiny_search):
+  from tensorboard.plugins.hparams import plugin_data_pb2  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  project = os.path.join(tiny_search["out"], search.PROJECT)
+  configs = [plugin_data_pb2.HParamsPluginData.FromString(c).experiment
+             for _, name, c, _ in _summaries(project) if name == "hparams"]
+  assert configs and sorted(h.name for h in configs[-1].hparam_infos) == [
+      "LEOConfig.dropout_rate", "LEOConfig.kl_weight", "TrainConfig.outer_lr"]
+  assert [m.name.tag for m in configs[-1].metric_infos] == ["tuning/val_accuracy",
+                                                            "validation/accuracy"]
+  for row in tiny_search["result"].rows:
+    run = os.path.join(project, f"trial_{row['trial']}", "leo", "tensorboard")
+    summaries = _summaries(run)
+    sessions = [plugin_data_pb2.HParamsPluginData.FromString(c).session_start_info
+                for _, name, c, _ in summaries if name == "hparams"]
+    assert [s.group_name for s in sessions] == [f"trial_{row['trial']}"]
+    logged = sessions[0].hparams
+    assert logged["TrainConfig.outer_lr"].number_value == pytest.approx(
+        row["TrainConfig.outer_lr"])
+    assert logged["LEOConfig.kl_weight"].number_value == pytest.approx(
+        row["LEOConfig.kl_weight"])
+    objective = [tf.make_ndarray(t) for tag, _, _, t in summaries
+                 if tag == "tuning/val_accuracy"]
+    assert objective and float(objective[0]) == pytest.approx(row["val_accuracy"])
+    assert any(tag == "validation/accuracy" for tag, *_ in summaries)
+
+
+def test_the_saved_oracle_has_no_trial_left_running(tiny_search):
+  import json  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(tiny_search["out"], search.PROJECT, "oracle.json")) as f:
+    state = json.load(f)
+  assert sorted(state["end_order"]) == ["0", "1", "2"] and state["ongoing_trials"] == {}
+
+
 def test_best_gin_reproduces_the_best_trial(tiny_search):
   result = tiny_search["result"]
   best = next(r for r in result.rows if r["trial"] == result.best_trial)

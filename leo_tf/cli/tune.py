@@ -7,6 +7,11 @@
 
 Rerunning the same command continues the search in --output_dir. The best trial is
 written as <output_dir>/best.gin: `leo-train --gin_file=<output_dir>/best.gin`.
+
+On many machines (keras-tuner's distributed mode; --output_dir on a shared filesystem):
+  leo-tune <flags> --tuner_id=chief --oracle=host0:8000     # the oracle, writes best.gin
+  leo-tune <flags> --tuner_id=tuner0 --oracle=host0:8000    # one per worker, same flags
+(or KERASTUNER_TUNER_ID, KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT in the environment).
 """
 
 import logging as py_logging
@@ -23,6 +28,10 @@ flags.DEFINE_integer("max_trials", None, "Overrides TuneConfig.max_trials (the t
                      "counting trials an interrupted run already finished).")
 flags.DEFINE_string("output_dir", None, "Overrides TuneConfig.output_dir.")
 flags.DEFINE_bool("overwrite", False, "Discard a search found in the output directory.")
+flags.DEFINE_string("tuner_id", None, "Distributed search: 'chief' serves the oracle, any "
+                    "other name is a worker (sets KERASTUNER_TUNER_ID).")
+flags.DEFINE_string("oracle", None, "Distributed search: the chief's host:port (sets "
+                    "KERASTUNER_ORACLE_IP and KERASTUNER_ORACLE_PORT).")
 common.define_gin_flags()
 FLAGS = flags.FLAGS
 
@@ -47,7 +56,8 @@ def main(argv):
 
 
 def _tune():
-  from leo_tf.tuning.search import load_setup, run_search  # pylint: disable=import-outside-toplevel
+  from leo_tf.tuning.search import load_setup, run_search, use_oracle  # pylint: disable=import-outside-toplevel
+  use_oracle(FLAGS.oracle, FLAGS.tuner_id)
   setup = load_setup(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.space_file,
                      tuner=FLAGS.tuner, max_trials=FLAGS.max_trials,
                      output_dir=FLAGS.output_dir)

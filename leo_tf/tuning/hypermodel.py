@@ -7,6 +7,11 @@ the trial being continued into it). ``fit`` runs our own meta-training loop
 validation is reported to the tuner's callbacks as one epoch (``val_accuracy`` in the
 logs, which drives keras-tuner's best-epoch checkpoint), and the best validation accuracy
 is returned as the objective, which is what keras-tuner 1.4.8 hands to the oracle.
+
+Each trial's TensorBoard run (``trial_<id>/leo/tensorboard``) also gets its values and
+objective as a TensorBoard HParams session, and the search's ``trials/`` folder the
+HParams configuration: ``tensorboard --logdir <output_dir>/trials`` shows the search in
+the HParams dashboard.
 """
 
 import dataclasses
@@ -20,6 +25,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import keras
 import keras_tuner as kt
 import tensorflow as tf
+from tensorboard.plugins.hparams import api as hparams_api
 
 from leo_tf import gin_config
 from leo_tf.data.embeddings import EmbeddingSet
@@ -100,7 +106,8 @@ class LEOHyperModel(kt.HyperModel):
   def fit(self, hp, model, *args, callbacks=(), epochs: Optional[int] = None,
           initial_epoch: int = 0, **kwargs):
     """Meta-trains the trial; returns {'val_accuracy': best validation accuracy}."""
-    trial_dir = _trial_dir(callbacks)
+    tuner, trial = _tuner_and_trial(callbacks)
+    trial_dir = tuner.get_trial_dir(trial.trial_id)
     values = self.setup.space.values(hp.values)
     total_epochs = epochs or self.setup.tune.max_epochs
     configs, splits = self._splits(values, epochs=total_epochs - initial_epoch)
@@ -123,7 +130,8 @@ class LEOHyperModel(kt.HyperModel):
       log_file.close()
     best = trainer.best_validation()
     _write_record(trial_dir, values, total_epochs * self.setup.tune.validate_every,
-                  time.time() - start, best)
+                  time.time() - start, best, tuner.tuner_id)
+    log_hparams(os.path.join(trial_dir, "leo", "tensorboard"), trial.trial_id, values, best)
     return {OBJECTIVE: best}
 
   def _trainer(self, model_config, train_config, splits, trial_dir, callbacks,
@@ -148,20 +156,46 @@ class LEOHyperModel(kt.HyperModel):
     return trainer
 
 
-def _trial_dir(callbacks) -> str:
-  """The trial's directory, from the callback keras-tuner adds to every trial."""
+def _tuner_and_trial(callbacks):
+  """The tuner and trial, from the callback keras-tuner adds to every trial."""
   for callback in callbacks:
     if hasattr(callback, "tuner") and hasattr(callback, "trial"):
-      return callback.tuner.get_trial_dir(callback.trial.trial_id)
+      return callback.tuner, callback.trial
   raise ValueError("LEOHyperModel.fit runs inside a keras-tuner search: no tuner "
                    "callback among the callbacks it was given")
 
 
 def _write_record(trial_dir: str, values: Dict[str, Any], steps: int, seconds: float,
-                  best: float) -> None:
-  """What the summary table shows beyond keras-tuner's own trial.json."""
+                  best: float, tuner_id: str) -> None:
+  """What the summary table shows beyond keras-tuner's own trial.json (and which
+  tuner ran the trial: a worker's name in a distributed search)."""
   files.atomic_write(os.path.join(trial_dir, TRIAL_RECORD), json.dumps(
-      {"values": values, "steps": steps, "seconds": seconds, OBJECTIVE: best}))
+      {"values": values, "steps": steps, "seconds": seconds, OBJECTIVE: best,
+       "tuner": tuner_id}))
+
+
+# The objective as a scalar beside the trial's validation curve (validation/accuracy).
+HPARAMS_OBJECTIVE = f"tuning/{OBJECTIVE}"
+
+
+def log_hparams(logdir: str, trial_id: str, values: Dict[str, Any], objective: float):
+  """The trial as an HParams session in its TensorBoard run: its values, its objective."""
+  writer = tf.summary.create_file_writer(logdir)
+  with writer.as_default():
+    hparams_api.hparams(values, trial_id=f"trial_{trial_id}")
+    tf.summary.scalar(HPARAMS_OBJECTIVE, objective, step=0)
+  writer.close()
+
+
+def log_hparams_config(logdir: str, space: SearchSpace):
+  """The dashboard's columns: the tuned bindings, the objective and the validation curve."""
+  writer = tf.summary.create_file_writer(logdir)
+  with writer.as_default():
+    hparams_api.hparams_config(
+        hparams=[hparams_api.HParam(p.binding) for p in space.params],
+        metrics=[hparams_api.Metric(HPARAMS_OBJECTIVE, display_name=OBJECTIVE),
+                 hparams_api.Metric("validation/accuracy", display_name="validation")])
+  writer.close()
 
 
 def read_record(trial_dir: str) -> Dict[str, Any]:

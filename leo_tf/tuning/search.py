@@ -7,6 +7,14 @@ Layout of ``TuneConfig.output_dir``:
   trials.csv, trials.md  the table of trials
   best.gin             reproduces the best trial: `leo-train --gin_file=best.gin`
   best_full.gin        the best trial's values with the base config's own budget
+
+Distributed search (keras-tuner's own mode): one process is the oracle chief, which
+decides every trial's values and serves them over gRPC; workers run the trials. The
+role comes from keras-tuner's environment variables (KERASTUNER_TUNER_ID: 'chief' or a
+worker's name; KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT: the chief's address), which
+leo-tune's --tuner_id and --oracle set. All processes share ``output_dir`` (a shared
+filesystem): the chief writes search.json, the oracle's state and, at the end, the
+tables and best .gin files; each worker writes the directories of the trials it runs.
 """
 
 import csv
@@ -24,13 +32,15 @@ import keras_tuner as kt
 from leo_tf import gin_config
 from leo_tf.runtime import files, threads
 from leo_tf.leo.config import ConfigError
-from leo_tf.tuning.hypermodel import LEOHyperModel, TrialSetup, read_record
+from leo_tf.tuning.hypermodel import (LEOHyperModel, TrialSetup, log_hparams_config,
+                                      read_record)
 from leo_tf.tuning.space import OBJECTIVE, TuneConfig, search_space
 
 DEFAULT_SPACE_FILE = "tuning/default_space.gin"
 PROJECT = "trials"
 SEARCH_FILE = "search.json"
 OUTPUT_FILES = ("trials.csv", "trials.md", "best.gin", "best_full.gin")
+ORACLE_VARIABLES = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 
 
 class TuningError(ConfigError):
@@ -59,7 +69,8 @@ class _ProgressMixin:
 
   def _report(self, trial, seconds: float):
     oracle = self.oracle
-    done = f"{len(oracle.end_order)}/{oracle.max_trials}" if oracle.max_trials else ""
+    ended = getattr(oracle, "end_order", None)  # a worker's oracle client has no count
+    done = f"{len(ended)}/{oracle.max_trials}" if oracle.max_trials and ended else ""
     values = " ".join(f"{self.short_names.get(k, k)}={_fmt(v)}"
                       for k, v in trial.hyperparameters.values.items()
                       if not k.startswith("tuner/"))
@@ -134,16 +145,63 @@ def load_setup(gin_files: Sequence[str], bindings: Sequence[str] = (),
   return TrialSetup(paths, tuple(bindings), space, tune, pools)
 
 
+def use_oracle(address: Optional[str], tuner_id: Optional[str]) -> None:
+  """Sets keras-tuner's distributed-mode variables from leo-tune's --oracle (host:port)
+  and --tuner_id; either may be omitted when the environment sets it."""
+  if address is not None:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+      raise TuningError(f"--oracle must be host:port (the chief's address), got {address!r}")
+    os.environ["KERASTUNER_ORACLE_IP"], os.environ["KERASTUNER_ORACLE_PORT"] = host, port
+  if tuner_id is not None:
+    os.environ["KERASTUNER_TUNER_ID"] = tuner_id
+
+
+def oracle_role() -> str:
+  """'' (one process), 'chief' (serves the oracle) or 'worker' (runs trials), as
+  keras-tuner reads its environment; one error line when it is half set."""
+  present = [v for v in ORACLE_VARIABLES if os.environ.get(v)]
+  if not present or present == ["KERASTUNER_TUNER_ID"]:
+    return ""
+  if len(present) < len(ORACLE_VARIABLES):
+    missing = [v for v in ORACLE_VARIABLES if v not in present]
+    raise TuningError(f"a distributed search needs {', '.join(missing)} too (set them, or "
+                      "pass --oracle=host:port and --tuner_id=chief|<worker name>)")
+  return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
+
+
 def run_search(setup: TrialSetup, overwrite: bool = False,
-               log: Callable[[str], None] = print) -> SearchResult:
-  """Runs (or resumes) the search, then writes the table and the best .gin files."""
+               log: Callable[[str], None] = print) -> Optional[SearchResult]:
+  """Runs (or resumes) the search, then writes the table and the best .gin files.
+
+  In a distributed search (:func:`oracle_role`) the chief serves the oracle until every
+  trial has ended and then writes the outputs; a worker runs trials until the chief
+  says the search is over, and returns None.
+  """
   _require_tensorboard()
   setup.check_extremes()
   threads.configure(setup.threads, log=log)  # before keras-tuner's first op, as leo-train does
   out = setup.tune.output_dir
+  role = oracle_role()
+  if role == "worker":
+    if overwrite:
+      raise TuningError("--overwrite is the chief's to give: a worker only joins a search")
+    _wait_for_chief(out, log)
+    _check_same_search(out, setup)
+    tuner = make_tuner(setup, LEOHyperModel(setup), False, log)
+    log(f"[tune] worker {tuner.tuner_id} running trials of the search in {out} (oracle "
+        f"at {os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']})")
+    tuner.search(verbose=0)
+    log(f"[tune] worker {tuner.tuner_id}: the chief ended the search")
+    return None
   _claim_output_dir(out, setup, overwrite)
   tuner = make_tuner(setup, LEOHyperModel(setup), overwrite, log)
+  log_hparams_config(tuner.project_dir, setup.space)
   _log_start(tuner, setup, log)
+  if role == "chief":
+    log(f"[tune] oracle chief serving at {os.environ['KERASTUNER_ORACLE_IP']}:"
+        f"{os.environ['KERASTUNER_ORACLE_PORT']}; start the workers (leo-tune "
+        "--tuner_id=<name> --oracle=<this address> with the same flags)")
   start = time.time()
   try:
     tuner.search(verbose=0)
@@ -154,6 +212,9 @@ def run_search(setup: TrialSetup, overwrite: bool = False,
                       f"{tuner.oracle.max_consecutive_failed_trials} failed trials "
                       f"in a row; the last: {_last_line(str(e))} (full errors: "
                       f"{tuner.project_dir}/trial_*/error.txt)") from None
+  # keras-tuner saves the oracle before it drops an ended trial from ongoing_trials: the
+  # saved state would list the last trial as still running.
+  tuner.oracle.save()
   return _finish(tuner, setup, time.time() - start, log)
 
 
@@ -216,20 +277,41 @@ def _claim_output_dir(out: str, setup: TrialSetup, overwrite: bool) -> None:
         os.remove(os.path.join(out, name))
     shutil.rmtree(os.path.join(out, PROJECT), ignore_errors=True)
   elif os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
-    changed = [label for key, label in _RECORD_LABELS.items()
-               if old.get(key) != record[key]]
-    if changed:
-      raise TuningError(
-          f"{out} holds a search started with other {', '.join(changed)}; resume it with "
-          "the same gin files, bindings, search space and TuneConfig, or pass --overwrite, "
-          "or choose another --output_dir")
+    _check_same_search(out, setup)
     return
   elif os.path.isdir(os.path.join(out, PROJECT)):
     raise TuningError(f"{out}/{PROJECT} exists but {SEARCH_FILE} does not; pass "
                       "--overwrite or choose another --output_dir")
   files.atomic_write(path, json.dumps(record, indent=2) + "\n")
+
+
+def _wait_for_chief(out: str, log: Callable[[str], None], timeout: float = 3600) -> None:
+  """A worker writes nothing until the chief has claimed ``out`` (its search.json):
+  workers may start first. keras-tuner's own calls wait an hour for the chief, too."""
+  path, start = os.path.join(out, SEARCH_FILE), time.time()
+  if not os.path.exists(path):
+    log(f"[tune] waiting for the chief to start the search in {out}")
+  while not os.path.exists(path):
+    if time.time() - start > timeout:
+      raise TuningError(f"no chief started a search in {out} within {timeout:.0f} s")
+    time.sleep(1)
+
+
+def _check_same_search(out: str, setup: TrialSetup) -> None:
+  """Raises unless ``out`` holds search.json of a search with ``setup``'s settings."""
+  path = os.path.join(out, SEARCH_FILE)
+  if not os.path.exists(path):
+    raise TuningError(f"{out} holds no search ({SEARCH_FILE} is missing): start the chief "
+                      "with this --output_dir on a filesystem every worker shares")
+  record = json.loads(json.dumps(_search_record(setup)))  # tuples -> lists, as on disk
+  with open(path) as f:
+    old = json.load(f)
+  changed = [label for key, label in _RECORD_LABELS.items() if old.get(key) != record[key]]
+  if changed:
+    raise TuningError(
+        f"{out} holds a search started with other {', '.join(changed)}; resume (or join) "
+        "it with the same gin files, bindings, search space and TuneConfig, or pass "
+        "--overwrite, or choose another --output_dir")
 
 
 # ------------------------------------------------------------------ tables
