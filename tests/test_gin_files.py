@@ -43,6 +43,18 @@ def test_experiment_files_bind_the_paper_and_final_values():
   assert c.paper_regularizer_weight > 0
 
 
+@pytest.mark.parametrize("shots, outer_lr, kl_weight", [(1, 1e-3, 1e-4), (5, 5.068e-4, 1.322e-3)])
+def test_typeface_experiments_take_the_benchmark_and_its_tuned_values(shots, outer_lr,
+                                                                      kl_weight):
+  from leo_tf.data.source import EmbeddingSource
+  from leo_tf.leo.trainer import TrainConfig
+  gin_config.parse([f"experiments/typefaces_5way{shots}shot.gin"])
+  assert EmbeddingSource().dataset == "typefaces" and LEOConfig().num_shots == shots
+  assert gin.query_parameter("image_source.kind") == "typefaces"
+  assert TrainConfig().outer_lr == pytest.approx(outer_lr)  # not training/glyphs.gin's
+  assert LEOConfig().kl_weight == pytest.approx(kl_weight)
+
+
 def test_command_line_binding_overrides_a_file():
   gin_config.parse(["experiments/mini_final_1shot.gin"], ["LEOConfig.kl_weight = 0.5"])
   assert LEOConfig().kl_weight == 0.5
