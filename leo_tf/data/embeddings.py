@@ -6,21 +6,25 @@
 dict can also be stored as ``.npz`` (no pickle at all).
 
 Pickles are code: they are read with an unpickler that admits only what numpy arrays,
-dicts, lists, strings and numbers need, so a hostile file is refused before anything
-in it runs.
+dicts, lists, strings and numbers need, and no array larger than the file could hold
+(``safe_pickle``), so a hostile file is refused before anything in it runs.
 """
 
 import dataclasses
-import io
+import math
 import os
 import pickle
+import stat
+import zipfile
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from leo_tf.data import safe_pickle
 from leo_tf.runtime import files
 
 REQUIRED_KEYS = ("embeddings", "labels", "keys")
+NORM_FLOOR = 1e-12  # of the L2 normalisation, as the authors' data provider
 
 
 class EmbeddingDataError(ValueError):
@@ -46,47 +50,81 @@ def find_embeddings_file(root: str, dataset: str, crop: str, split: str) -> str:
 
 
 # ---------------------------------------------------------------------------------
-# Restricted unpickling.
+# Reading a file: only regular files, sizes checked before anything is allocated.
 
-# (module, name) pairs a numpy/py2 embeddings pickle may legitimately reference.
-_ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-}
+# A compressed .npz may expand this much (float embeddings barely compress; a zip
+# bomb expands ~1000x).
+_NPZ_MAX_EXPANSION = 100
+_MAX_KEY_LENGTH = 4096
 
 
-def _latin1_encode(text, encoding="latin1"):
-  """Stand-in for ``_codecs.encode``, which protocol-2 pickles use to rebuild bytes."""
-  if encoding.lower().replace("-", "") not in ("latin1", "iso88591"):
-    raise pickle.UnpicklingError(f"refusing _codecs.encode with encoding {encoding!r}")
-  return text.encode("latin1")
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-  """Unpickler that only admits numpy arrays, dicts, lists, strings and numbers."""
-
-  def find_class(self, module, name):
-    if (module, name) in _ALLOWED_GLOBALS:
-      return super().find_class(module.replace("numpy.core", "numpy._core"), name)
-    if (module, name) == ("_codecs", "encode"):
-      return _latin1_encode
-    raise pickle.UnpicklingError(
-        f"refusing to load '{module}.{name}': embedding pickles may only hold numpy "
-        "arrays, dicts, lists, strings and numbers")
-
-
-def safe_load_pickle(data: bytes):
-  """Unpickles ``data`` (Python 2 or 3) admitting only plain data types."""
+def _regular_file_size(path: str) -> int:
+  """The size of ``path``, or one clear error if it is not a readable regular file
+  (a directory, a FIFO or a device such as /dev/zero would hang or never end)."""
   try:
-    return RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
+    info = os.stat(path)
+  except FileNotFoundError:
+    raise EmbeddingDataError(f"embeddings file not found: {path}") from None
+  except OSError as e:
+    raise EmbeddingDataError(f"{path}: cannot read it: {e.strerror}") from None
+  if not stat.S_ISREG(info.st_mode):
+    kind = ("a directory" if stat.S_ISDIR(info.st_mode) else
+            "a FIFO" if stat.S_ISFIFO(info.st_mode) else
+            "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else
+            "a socket" if stat.S_ISSOCK(info.st_mode) else "not a file")
+    raise EmbeddingDataError(f"{path}: is {kind}, not a regular embeddings file")
+  return info.st_size
+
+
+def _read_pickle(path: str):
+  size = _regular_file_size(path)
+  try:
+    with open(path, "rb") as f:
+      data = f.read(size + 1)
+  except OSError as e:
+    raise EmbeddingDataError(f"{path}: cannot read it: {e.strerror or e}") from None
+  try:
+    return safe_pickle.loads(data)
   except pickle.UnpicklingError as e:
-    raise pickle.UnpicklingError(f"corrupt, truncated or refused pickle: {e}") from e
-  except Exception as e:  # truncated or corrupt streams raise many different types
-    raise pickle.UnpicklingError(f"corrupt or truncated pickle: {type(e).__name__}: {e}") from e
+    raise EmbeddingDataError(f"{path}: {e}") from e
+
+
+def _npz_claims(path: str, size: int) -> None:
+  """Every array's header claim must fit its archive member, and the members the file."""
+  with zipfile.ZipFile(path) as archive:
+    members = archive.infolist()
+    total = sum(m.file_size for m in members)
+    if total > _NPZ_MAX_EXPANSION * size + (1 << 20):
+      raise EmbeddingDataError(
+          f"{path}: its arrays would expand to {total:,} bytes from a {size:,}-byte file; "
+          "refusing it as a zip bomb")
+    for member in members:
+      with archive.open(member) as f:
+        fmt = np.lib.format
+        read_header = (fmt.read_array_header_1_0 if fmt.read_magic(f) == (1, 0)
+                       else fmt.read_array_header_2_0)
+        shape, _, dtype = read_header(f)
+      claimed = math.prod(shape) * dtype.itemsize
+      if dtype.hasobject or claimed > member.file_size:
+        raise EmbeddingDataError(
+            f"{path}: array {member.filename} claims shape {shape} of {dtype} "
+            f"({claimed:,} bytes) but holds {member.file_size:,} bytes")
+
+
+def _read_npz(path: str):
+  size = _regular_file_size(path)
+  try:
+    open(path, "rb").close()  # an unreadable file is an OSError, named as such
+  except OSError as e:
+    raise EmbeddingDataError(f"{path}: cannot read it: {e.strerror or e}") from None
+  try:
+    _npz_claims(path, size)
+    with np.load(path, allow_pickle=False) as f:
+      return {k: f[k] for k in f.files}
+  except EmbeddingDataError:
+    raise
+  except Exception as e:  # zipfile, numpy and the OS report damage with many types
+    raise EmbeddingDataError(f"{path}: not a readable .npz file ({e})") from e
 
 
 # ---------------------------------------------------------------------------------
@@ -140,9 +178,9 @@ class EmbeddingSet:
           f"(shots + queries) but {len(short)} class(es) have fewer: {listed}{more}")
 
   def l2_normalized(self) -> "EmbeddingSet":
-    norms = np.linalg.norm(self.embeddings, axis=1, keepdims=True)
-    return dataclasses.replace(self, embeddings=(self.embeddings /
-                                                 np.maximum(norms, 1e-12)).astype(np.float32))
+    out = dataclasses.replace(self, embeddings=l2_normalize_rows(self.embeddings))
+    _require_finite(out.embeddings, out.keys, self.source, "after L2 normalisation")
+    return out
 
   @staticmethod
   def concatenate(sets: Sequence["EmbeddingSet"]) -> "EmbeddingSet":
@@ -171,6 +209,27 @@ def _to_str(key) -> str:
   return key.decode("latin1") if isinstance(key, bytes) else str(key)
 
 
+def _require_finite(embeddings: np.ndarray, keys, source: str, when: str = "") -> None:
+  finite = np.isfinite(embeddings).all(axis=1)
+  if not finite.all():
+    bad = np.flatnonzero(~finite)
+    raise EmbeddingDataError(
+        f"{source}: {bad.size} embedding row(s) hold NaN or Inf{' ' + when if when else ''}"
+        f" or values beyond float32's range (first at row {bad[0]}, key {keys[bad[0]]!r})")
+
+
+def l2_normalize_rows(x: np.ndarray, floor: float = NORM_FLOOR) -> np.ndarray:
+  """Rows divided by max(norm, floor), without overflow: float32 rows of 1e20 have
+  norms beyond float32's range, so each row is scaled by its largest |value| first
+  (the served graph does the same, leo_tf/serving/graph.py)."""
+  x = np.asarray(x, np.float32)
+  scale = np.max(np.abs(x), axis=1, keepdims=True)
+  scale = np.where(scale > 0, scale, np.float32(1))
+  y = x / scale
+  norms = np.linalg.norm(y, axis=1, keepdims=True)
+  return (y / np.maximum(norms, floor / scale)).astype(np.float32)
+
+
 def validate_embedding_dict(raw, source: str) -> EmbeddingSet:
   """Checks a raw dict from a file and turns it into an :class:`EmbeddingSet`."""
   if not isinstance(raw, dict):
@@ -180,33 +239,44 @@ def validate_embedding_dict(raw, source: str) -> EmbeddingSet:
     raise EmbeddingDataError(
         f"{source}: missing key(s) {missing}; an embeddings file holds "
         f"{list(REQUIRED_KEYS)}")
-  embeddings = np.asarray(raw["embeddings"])
+  embeddings = raw["embeddings"]
+  if not isinstance(embeddings, np.ndarray):  # nested lists could share rows via the memo
+    raise EmbeddingDataError(
+        f"{source}: 'embeddings' must be a numpy array, found {type(embeddings).__name__}")
   if embeddings.ndim != 2:
     raise EmbeddingDataError(
         f"{source}: 'embeddings' must have rank 2 [n, d], found shape {embeddings.shape}")
   if not np.issubdtype(embeddings.dtype, np.floating):
     raise EmbeddingDataError(
         f"{source}: 'embeddings' must be floating point, found dtype {embeddings.dtype}")
-  keys = [_to_str(k) for k in np.asarray(raw["keys"]).reshape(-1)]
-  labels = np.asarray(raw["labels"]).reshape(-1)
-  n = embeddings.shape[0]
-  if len(keys) != n or labels.shape[0] != n:
+  keys = [_to_str(k) for k in np.asarray(raw["keys"], dtype=object).reshape(-1)]
+  long = [k for k in keys if len(k) > _MAX_KEY_LENGTH]
+  if long:
+    raise EmbeddingDataError(f"{source}: {len(long)} key(s) longer than {_MAX_KEY_LENGTH} "
+                             f"characters (first: {long[0][:40]!r}...)")
+  labels = raw["labels"]  # only counted: the classes come from the keys
+  if not isinstance(labels, (np.ndarray, list, tuple)):
     raise EmbeddingDataError(
-        f"{source}: lengths differ: {n} embeddings, {labels.shape[0]} labels, "
+        f"{source}: 'labels' must be an array or a list, found {type(labels).__name__}")
+  num_labels = labels.size if isinstance(labels, np.ndarray) else len(labels)
+  n = embeddings.shape[0]
+  if len(keys) != n or num_labels != n:
+    raise EmbeddingDataError(
+        f"{source}: lengths differ: {n} embeddings, {num_labels} labels, "
         f"{len(keys)} keys")
   if n == 0:
     raise EmbeddingDataError(f"{source}: the file holds no examples")
-  finite = np.isfinite(embeddings).all(axis=1)
-  if not finite.all():
-    bad = np.flatnonzero(~finite)
-    raise EmbeddingDataError(
-        f"{source}: {bad.size} embedding row(s) hold NaN or Inf (first at row {bad[0]}, "
-        f"key {keys[bad[0]]!r})")
+  if embeddings.shape[1] == 0:
+    raise EmbeddingDataError(f"{source}: the embeddings have no features (shape {embeddings.shape})")
+  # After the cast: float64 values beyond float32's range become Inf here, not later.
+  with np.errstate(over="ignore"):
+    embeddings = embeddings.astype(np.float32)
+  _require_finite(embeddings, keys, source)
   classes = [class_from_key(k) for k in keys]
   class_names = sorted(set(classes))
   index = {name: i for i, name in enumerate(class_names)}
   return EmbeddingSet(
-      embeddings=embeddings.astype(np.float32),
+      embeddings=embeddings,
       class_ids=np.array([index[c] for c in classes], np.int32),
       class_names=class_names,
       keys=np.array(keys),
@@ -215,21 +285,7 @@ def validate_embedding_dict(raw, source: str) -> EmbeddingSet:
 
 def load_embeddings(path: str) -> EmbeddingSet:
   """Reads one split from a ``.pkl`` (restricted) or ``.npz`` file."""
-  if not os.path.exists(path):
-    raise EmbeddingDataError(f"embeddings file not found: {path}")
-  if path.endswith(".npz"):
-    try:
-      with np.load(path, allow_pickle=False) as f:
-        raw = {k: f[k] for k in f.files}
-    except Exception as e:
-      raise EmbeddingDataError(f"{path}: not a readable .npz file ({e})") from e
-  else:
-    with open(path, "rb") as f:
-      data = f.read()
-    try:
-      raw = safe_load_pickle(data)
-    except pickle.UnpicklingError as e:
-      raise EmbeddingDataError(f"{path}: {e}") from e
+  raw = _read_npz(path) if path.endswith(".npz") else _read_pickle(path)
   return validate_embedding_dict(raw, path)
 
 
@@ -258,9 +314,24 @@ def load_split(root: str, dataset: str, crop: str, split: str,
   return data.l2_normalized() if l2_normalize else data
 
 
+def require_same_dim(sets: Dict[str, EmbeddingSet]) -> Dict[str, EmbeddingSet]:
+  """All splits must come from one backbone: checked when loaded, not at the first
+  validation."""
+  dims = {split: data.dim for split, data in sets.items()}
+  if len(set(dims.values())) > 1:
+    first = next(iter(sets))
+    other = next(s for s in sets if dims[s] != dims[first])
+    raise EmbeddingDataError(
+        f"{sets[other].source} holds {dims[other]}-dimensional embeddings but "
+        f"{sets[first].source} holds {dims[first]}-dimensional ones: all splits must come "
+        "from the same backbone")
+  return sets
+
+
 def load_splits(root: str, dataset: str, crop: str, splits: Sequence[str],
                 l2_normalize: bool = True) -> Dict[str, EmbeddingSet]:
-  return {s: load_split(root, dataset, crop, s, l2_normalize) for s in splits}
+  return require_same_dim(
+      {s: load_split(root, dataset, crop, s, l2_normalize) for s in splits})
 
 
 def make_key(index: int, class_name: str, file_name: Optional[str] = None) -> str:

@@ -6,7 +6,8 @@ from typing import Callable, Dict, Optional, Sequence
 
 import gin
 
-from leo_tf.data.embeddings import EmbeddingSet, embeddings_path, load_split
+from leo_tf.data.embeddings import (EmbeddingSet, embeddings_path, load_split,
+                                    require_same_dim)
 from leo_tf.data.splits import SPLITS
 from leo_tf.runtime import paths
 
@@ -46,4 +47,4 @@ class EmbeddingSource:
 
   def load_all(self, splits: Sequence[str] = SPLITS) -> Dict[str, EmbeddingSet]:
     self.ensure(splits)
-    return {s: self.load(s) for s in splits}
+    return require_same_dim({s: self.load(s) for s in dict.fromkeys(splits)})

@@ -38,8 +38,13 @@ def _gate(asserts, *tensors):
 
 
 def l2_normalize(x: tf.Tensor) -> tf.Tensor:
-  """Rows divided by max(norm, 1e-12): what the data provider does to embedding files."""
-  return x / tf.maximum(tf.norm(x, axis=-1, keepdims=True), _NORM_FLOOR)
+  """Rows divided by max(norm, 1e-12), as embedding files are on load
+  (``embeddings.l2_normalize_rows``): each row is scaled by its largest |value| first,
+  so rows of 1e20, whose norm overflows float32, are not divided by Inf into zeros."""
+  scale = tf.reduce_max(tf.abs(x), axis=-1, keepdims=True)
+  scale = tf.where(scale > 0, scale, tf.ones_like(scale))
+  y = x / scale
+  return y / tf.maximum(tf.norm(y, axis=-1, keepdims=True), _NORM_FLOOR / scale)
 
 
 def check_features(x: tf.Tensor, dim: int, name: str) -> tf.Tensor:
