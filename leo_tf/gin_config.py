@@ -33,6 +33,7 @@ CONFIGURABLE_MODULES = (
     "leo_tf.leo.evaluation",
     "leo_tf.leo.experiment",
     "leo_tf.data.source",
+    "leo_tf.serving.graph",
     "leo_tf.data.glyphs",
     "leo_tf.data.typefaces",
     "leo_tf.data.images",

@@ -35,6 +35,10 @@ BINDINGS = [
 ]
 
 
+# Bound at export (the defaults are for a 16 GB server); 5-way 5-shot warm-up fits.
+LIMITS = dict(max_classes=6, max_support=30, max_queries=80)
+
+
 def _run(args, **kwargs):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   return subprocess.run(args, capture_output=True, text=True, env=env, timeout=300,
@@ -68,7 +72,8 @@ def exported(tmp_path_factory):
   trainer.best.save(checkpoint_number=1)
   backbone = _tiny_backbone(str(root / "backbone.keras"))
   result = _run([sys.executable, "-m", "leo_tf.cli.export", f"--checkpoint_dir={run_dir}",
-                 f"--export_base={base}", f"--backbone={root / 'backbone.keras'}"])
+                 f"--export_base={base}", f"--backbone={root / 'backbone.keras'}"]
+                + [f"--gin_bindings=ServingLimits.{k} = {v}" for k, v in LIMITS.items()])
   assert result.returncode == 0, result.stderr[-3000:]
   return dict(dir=os.path.join(base, "1"), base=base, model=trainer.model,
               backbone=backbone, root=root, run_dir=run_dir)
@@ -201,6 +206,36 @@ def test_bad_requests_fail_with_clear_messages(loaded):
     poisoned[0, 0] = np.nan
     with pytest.raises(tf.errors.InvalidArgumentError, match=f"{name} contains NaN or Inf"):
       serve(**{key: tf.constant(v) for key, v in dict(request, **{name: poisoned}).items()})
+
+
+def test_requests_beyond_the_export_limits_are_refused(exported, loaded):
+  """N, N*K and M as bound at export (leo_export.json records them); labels range-checked
+  as int64, so 2**32 + 1 is not served as class 1."""
+  with open(os.path.join(exported["dir"], export.ASSETS_EXTRA, export.METADATA_FILE)) as f:
+    assert json.load(f)["serving_limits"] == LIMITS
+  serve = loaded.signatures["serving_default"]
+  call = lambda r: serve(**{key: tf.constant(v) for key, v in r.items()})
+  assert call(_request(6, 5, 80)[0])["probabilities"].shape == (80, 6)  # at the limits
+  for (n, k, m), message in [
+      ((7, 1, 3), r"serves at most N = 6 classes \(ServingLimits.max_classes\); the largest "
+                  r"support label is\] \[6\]"),
+      ((2, 16, 3), r"support_labels has\] \[32\] \[entries; this export serves at most "
+                   r"N\*K = 30 support examples"),
+      ((2, 1, 81), r"query_embeddings has\] \[81\] \[rows; this export serves at most M = 80"),
+  ]:
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+      call(_request(n, k, m)[0])
+  request = _request(2, 1, 3)[0]
+  request["support_labels"] = np.array([0, 2**32 + 1], np.int64)
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r"the largest label is\] \[4294967297\] \[and there are only\] \[2\]"):
+    call(request)
+  request["support_labels"] = np.array([0, -2**32 + 1], np.int64)
+  with pytest.raises(tf.errors.InvalidArgumentError, match=r"negative labels:\] \[-4294967295\]"):
+    call(request)
+  wide = dict(request, support_embeddings=np.ones((31, DIM), np.float32))
+  with pytest.raises(tf.errors.InvalidArgumentError, match=r"support_embeddings has\] \[31\]"):
+    call(wide)
 
 
 def test_fresh_process_without_leo_tf_and_session_path(exported, tmp_path):

@@ -71,11 +71,13 @@ def _image_specs(backbone: keras.Model):
 
 
 def build_archive(model, normalize: bool, backbone: Optional[keras.Model] = None,
-                  preprocess: Optional[Callable] = None) -> keras.export.ExportArchive:
+                  preprocess: Optional[Callable] = None,
+                  limits: graph.ServingLimits = graph.ServingLimits()
+                  ) -> keras.export.ExportArchive:
   """An ExportArchive with the embedding signature (and the image one with a backbone)."""
   archive = keras.export.ExportArchive()
   archive.track(model)
-  archive.add_endpoint(SERVING_DEFAULT, graph.embedding_endpoint(model, normalize),
+  archive.add_endpoint(SERVING_DEFAULT, graph.embedding_endpoint(model, normalize, limits),
                        input_signature=_embedding_specs(model.dim))
   if backbone is not None:
     out_dim = backbone.output_shape[-1]
@@ -84,27 +86,32 @@ def build_archive(model, normalize: bool, backbone: Optional[keras.Model] = None
                         f"was meta-trained on {model.dim}-d ones")
     archive.track(backbone)
     archive.add_endpoint(IMAGES_SIGNATURE,
-                         graph.image_endpoint(model, backbone, preprocess, normalize),
+                         graph.image_endpoint(model, backbone, preprocess, normalize,
+                                              limits),
                          input_signature=_image_specs(backbone))
   return archive
 
 
-def warmup_requests(dim: int, backbone: Optional[keras.Model] = None, seed: int = 0
+def warmup_requests(dim: int, backbone: Optional[keras.Model] = None, seed: int = 0,
+                    limits: graph.ServingLimits = graph.ServingLimits()
                     ) -> List[Tuple[str, Dict[str, np.ndarray]]]:
-  """Typical requests: 5-way 1-shot and 5-shot with 75 queries (and one image task)."""
+  """Typical requests: 5-way 1-shot and 5-shot with 75 queries (and one image task),
+  cut down to what ``limits`` allow (a refused warmup request fails the model's load)."""
   rng = np.random.default_rng(seed)
+  ways = min(5, limits.max_classes, limits.max_support)
+  queries = min(75, limits.max_queries)
   requests = []
-  for shots in (1, 5):
+  for shots in sorted({1, min(5, limits.max_support // ways)}):
     requests.append((SERVING_DEFAULT, dict(
-        support_embeddings=rng.normal(size=(5 * shots, dim)).astype(np.float32),
-        support_labels=np.repeat(np.arange(5, dtype=np.int64), shots),
-        query_embeddings=rng.normal(size=(75, dim)).astype(np.float32))))
+        support_embeddings=rng.normal(size=(ways * shots, dim)).astype(np.float32),
+        support_labels=np.repeat(np.arange(ways, dtype=np.int64), shots),
+        query_embeddings=rng.normal(size=(queries, dim)).astype(np.float32))))
   if backbone is not None:
     h, w, c = [s or 32 for s in backbone.input_shape[1:]]  # 32: any size works
     requests.append((IMAGES_SIGNATURE, dict(
-        support_images=rng.integers(0, 256, size=(5, h, w, c), dtype=np.uint8),
-        support_labels=np.arange(5, dtype=np.int64),
-        query_images=rng.integers(0, 256, size=(5, h, w, c), dtype=np.uint8))))
+        support_images=rng.integers(0, 256, size=(ways, h, w, c), dtype=np.uint8),
+        support_labels=np.arange(ways, dtype=np.int64),
+        query_images=rng.integers(0, 256, size=(min(5, queries), h, w, c), dtype=np.uint8))))
   return requests
 
 
@@ -112,7 +119,8 @@ def write_export(model, directory: str, normalize: bool,
                  backbone: Optional[keras.Model] = None,
                  preprocess: Optional[Callable] = None,
                  metadata: Optional[dict] = None,
-                 extra_files: Optional[Dict[str, str]] = None) -> str:
+                 extra_files: Optional[Dict[str, str]] = None,
+                 limits: graph.ServingLimits = graph.ServingLimits()) -> str:
   """Writes the SavedModel into ``directory`` (which must not exist), atomically.
 
   It is built in a sibling temporary directory and renamed at the end: TF Serving
@@ -121,15 +129,16 @@ def write_export(model, directory: str, normalize: bool,
   if os.path.exists(directory):
     raise ExportError(f"{directory} already exists; choose another --model_version")
   with files.atomic_directory(directory) as tmp:
-    archive = build_archive(model, normalize, backbone, preprocess)
+    archive = build_archive(model, normalize, backbone, preprocess, limits)
     archive.write_out(tmp, verbose=False)
     extra = os.path.join(tmp, ASSETS_EXTRA)
     os.makedirs(extra, exist_ok=True)
     warmup.write(os.path.join(extra, warmup.WARMUP_FILE),
-                 warmup_requests(model.dim, backbone))
+                 warmup_requests(model.dim, backbone, limits=limits))
     signatures = [SERVING_DEFAULT] + ([IMAGES_SIGNATURE] if backbone is not None else [])
     info = dict(dim=model.dim, l2_normalize=normalize, signatures=signatures,
-                leo_config=dataclasses.asdict(model.config), **(metadata or {}))
+                leo_config=dataclasses.asdict(model.config),
+                serving_limits=dataclasses.asdict(limits), **(metadata or {}))
     with open(os.path.join(extra, METADATA_FILE), "w") as f:
       json.dump(info, f, indent=2, sort_keys=True)
     for name, source in (extra_files or {}).items():
@@ -156,7 +165,8 @@ def export_checkpoint(checkpoint_dir: str, export_base: str, version: Optional[i
   """leo-export: the run's checkpoint and saved gin config -> ``<export_base>/<version>``.
 
   The saved config (plus ``bindings``) gives the test-time values: inner_steps_test,
-  finetune_steps_test, and EmbeddingSource.l2_normalize for the in-graph normalisation.
+  finetune_steps_test, and EmbeddingSource.l2_normalize for the in-graph normalisation;
+  ``bindings`` may set the request limits (``ServingLimits.max_support=2000``).
   """
   # Imported here: opening a run registers every configurable of the package.
   from leo_tf import gin_config  # pylint: disable=import-outside-toplevel
@@ -174,9 +184,12 @@ def export_checkpoint(checkpoint_dir: str, export_base: str, version: Optional[i
   directory = os.path.join(export_base, str(version))
   metadata = dict(checkpoint=run.checkpoint, which=which, backbone=backbone_path,
                   version=version)
+  # The limits as --gin_bindings set them (read like the run's other configs).
+  limits = gin_config.read_saved(checkpoint_dir, graph.ServingLimits, bindings)
   write_export(model, directory, normalize, backbone, preprocess, metadata,
-               {gin_config.CONFIG_FILE: gin_config.saved_config(checkpoint_dir)})
+               {gin_config.CONFIG_FILE: gin_config.saved_config(checkpoint_dir)}, limits)
   log(f"[export] {config.num_classes}-way-trained LEO ({dim}-d, "
       f"{config.inner_steps_test} latent + {config.finetune_steps_test} fine-tuning steps, "
-      f"l2_normalize={normalize}) -> {directory}")
+      f"l2_normalize={normalize}; at most N={limits.max_classes}, "
+      f"N*K={limits.max_support}, M={limits.max_queries}) -> {directory}")
   return directory

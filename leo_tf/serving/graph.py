@@ -10,16 +10,47 @@ Adaptation is the model's own evaluation mode (means, no dropout): ``LEO.adapt``
 
 Bad requests fail with ``tf.debugging.Assert`` messages that say what is wrong; each
 stage of checks gates the next through control dependencies, so a later op (e.g.
-bincount of a negative label) never fails first with a less helpful message.
+bincount of a negative label) never fails first with a less helpful message. The first
+stage is the request's size against the :class:`ServingLimits` bound at export: the
+relation network is quadratic in N*K, so one unbounded request could take the server's
+memory.
 """
 
+import dataclasses
 from typing import Callable, Dict, Optional
 
+import gin
 import tensorflow as tf
+
+from leo_tf.leo.config import ConfigError
 
 # Norm floor of the embedding files' L2 normalisation (EmbeddingSet.l2_normalized).
 _NORM_FLOOR = 1e-12
 _SUMMARIZE = 64  # label counts shown in an error message
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class ServingLimits:
+  """The largest request an export serves; larger ones fail with INVALID_ARGUMENT.
+
+  Defaults are sized for a 16 GB server: the largest allowed request of a final-code
+  model (640-d, relation network 128-128) takes 0.97 GiB above the loaded model, and
+  memory grows with (N*K)^2 (N*K = 2000: 3.8 GiB), so about ten such requests fit at
+  once (``tools/bench_serving.py --memory``; docs/serving.md).
+  """
+  max_classes: int = 100    # N
+  max_support: int = 1000   # N*K, the relation network's quadratic term
+  max_queries: int = 10000  # M
+
+  def __post_init__(self):
+    for field in dataclasses.fields(self):
+      value = getattr(self, field.name)
+      if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"ServingLimits.{field.name} must be an integer >= 1, got {value!r}")
+    for name in ("max_classes", "max_support"):  # a task has at least 2 classes
+      if getattr(self, name) < 2:
+        raise ConfigError(f"ServingLimits.{name} must be >= 2, got {getattr(self, name)}")
 
 
 def _require(condition, *parts):
@@ -59,14 +90,34 @@ def check_features(x: tf.Tensor, dim: int, name: str) -> tf.Tensor:
   return _gate([finite], x)
 
 
-def group_support(embeddings: tf.Tensor, labels: tf.Tensor, dim: int,
-                  num_classes: Optional[int] = None) -> tf.Tensor:
-  """Support rows [N*K, d] with labels in any order -> the task tensor [1, N, K, d].
+def check_sizes(support, labels, query, limits: ServingLimits, what: str = "embeddings"):
+  """``support``, ``labels``, ``query`` once their row counts are within ``limits``:
+  checked before any work that grows with them (the backbone, the relation network)."""
+  rows, size, queries = tf.shape(support)[0], tf.shape(labels)[0], tf.shape(query)[0]
+  checks = [
+      _require(size <= limits.max_support, "support_labels has", size, "entries; this "
+               f"export serves at most N*K = {limits.max_support} support examples "
+               "(ServingLimits.max_support)"),
+      _require(rows <= limits.max_support, f"support_{what} has", rows, "rows; this "
+               f"export serves at most N*K = {limits.max_support} support examples "
+               "(ServingLimits.max_support)"),
+      _require(queries <= limits.max_queries, f"query_{what} has", queries, "rows; this "
+               f"export serves at most M = {limits.max_queries} queries "
+               "(ServingLimits.max_queries)"),
+  ]
+  return _gate(checks, support, labels, query)
 
-  ``num_classes`` fixes N (MAML has a per-class learned initialisation).
+
+def group_support(embeddings: tf.Tensor, labels: tf.Tensor, dim: int,
+                  num_classes: Optional[int] = None,
+                  max_classes: Optional[int] = None) -> tf.Tensor:
+  """Support rows [N*K, d] with int64 labels in any order -> the task tensor [1, N, K, d].
+
+  ``num_classes`` fixes N (MAML has a per-class learned initialisation); ``max_classes``
+  bounds it. Labels are range-checked as int64 (2**32 + 4 is not class 4), then cast.
   """
   embeddings = check_features(embeddings, dim, "support_embeddings")
-  labels = tf.cast(labels, tf.int32)
+  labels = tf.cast(labels, tf.int64)
   size = tf.shape(labels)[0]
   stage1 = [
       _require(tf.equal(size, tf.shape(embeddings)[0]),
@@ -77,21 +128,27 @@ def group_support(embeddings: tf.Tensor, labels: tf.Tensor, dim: int,
   ]
   labels = _gate(stage1, labels)
   top = tf.reduce_max(labels)
+  text = tf.strings.as_string  # int64 values in messages without Assert's slower cond
   stage2 = [
       _require(tf.reduce_all(labels >= 0),
                "support_labels must be class indices 0..N-1; got negative labels:",
-               tf.boolean_mask(labels, labels < 0)),
+               text(tf.boolean_mask(labels, labels < 0))),
       # Cheap guard before bincount: more classes than examples means missing classes.
-      _require(top < size, "support_labels must be 0..N-1 (N = largest label + 1) with "
-               "every class present, but the largest label is", top, "and there are only",
-               size, "support examples"),
+      _require(top < tf.cast(size, tf.int64), "support_labels must be 0..N-1 (N = largest "
+               "label + 1) with every class present, but the largest label is", text(top),
+               "and there are only", size, "support examples"),
   ]
+  if max_classes is not None:
+    stage2.append(_require(top < max_classes, f"this export serves at most N = "
+                           f"{max_classes} classes (ServingLimits.max_classes); the largest "
+                           "support label is", text(top)))
   if num_classes is not None:
     stage2.append(_require(tf.equal(top + 1, num_classes),
                            f"this model serves {num_classes}-way tasks only (labels "
-                           f"0..{num_classes - 1}); the largest support label is", top))
-  labels = _gate(stage2, labels)
-  n = top + 1
+                           f"0..{num_classes - 1}); the largest support label is", text(top)))
+  # In range now, so int32 (what bincount and the asserts' messages want) is exact.
+  labels = tf.cast(_gate(stage2, labels), tf.int32)
+  n = tf.cast(top, tf.int32) + 1
   counts = tf.math.bincount(labels, minlength=n, dtype=tf.int32)
   stage3 = [
       _require(n >= 2, "a task needs at least 2 classes; every support label is 0"),
@@ -117,27 +174,41 @@ def classify(model, support: tf.Tensor, query: tf.Tensor) -> Dict[str, tf.Tensor
               labels=tf.argmax(logits, axis=-1, output_type=tf.int64))
 
 
-def embedding_endpoint(model, normalize: bool) -> Callable:
-  """The ``serving_default`` function on embeddings."""
+def _classify_embeddings(model, normalize: bool, limits: ServingLimits) -> Callable:
+  """The served computation on embeddings whose sizes were checked."""
   dim = model.dim
   num_classes = model.config.num_classes if model.config.initialisation == "maml" else None
 
-  def serve(support_embeddings, support_labels, query_embeddings):
+  def run(support_embeddings, support_labels, query_embeddings):
     support = support_embeddings
     query = check_features(query_embeddings, dim, "query_embeddings")
     if normalize:
       support, query = l2_normalize(support), l2_normalize(query)
-    task = group_support(support, support_labels, dim, num_classes)
+    task = group_support(support, support_labels, dim, num_classes, limits.max_classes)
     return classify(model, task, query)
+
+  return run
+
+
+def embedding_endpoint(model, normalize: bool,
+                       limits: ServingLimits = ServingLimits()) -> Callable:
+  """The ``serving_default`` function on embeddings."""
+  run = _classify_embeddings(model, normalize, limits)
+
+  def serve(support_embeddings, support_labels, query_embeddings):
+    return run(*check_sizes(support_embeddings, support_labels, query_embeddings, limits))
 
   return serve
 
 
-def image_endpoint(model, backbone, preprocess: Callable, normalize: bool) -> Callable:
+def image_endpoint(model, backbone, preprocess: Callable, normalize: bool,
+                   limits: ServingLimits = ServingLimits()) -> Callable:
   """The same on raw images: one backbone pass over support and query images together."""
-  embed_fn = embedding_endpoint(model, normalize)
+  run = _classify_embeddings(model, normalize, limits)
 
   def serve_images(support_images, support_labels, query_images):
+    support_images, support_labels, query_images = check_sizes(
+        support_images, support_labels, query_images, limits, "images")
     same = _require(tf.reduce_all(tf.equal(tf.shape(support_images)[1:],
                                            tf.shape(query_images)[1:])),
                     "support_images and query_images must have the same height, width "
@@ -147,6 +218,6 @@ def image_endpoint(model, backbone, preprocess: Callable, normalize: bool) -> Ca
     count = tf.shape(support_images)[0]
     images = preprocess(tf.concat([support_images, query_images], axis=0))
     features = backbone(images, training=False)
-    return embed_fn(features[:count], support_labels, features[count:])
+    return run(features[:count], support_labels, features[count:])
 
   return serve_images
