@@ -10,6 +10,7 @@ first, and falls back with a warning instead of restarting from scratch.
 
 import os
 import re
+import shutil
 from typing import Callable, Dict, List, Optional
 
 import tensorflow as tf
@@ -96,6 +97,26 @@ def candidates(directory: str, manager: Optional[tf.train.CheckpointManager] = N
         found.add(os.path.join(directory, match.group(1)))
   number = lambda p: int(re.search(r"-(\d+)$", p).group(1)) if re.search(r"-(\d+)$", p) else -1
   return sorted(found, key=number, reverse=True)
+
+
+def remove_stale_temps(directory: str, log: Callable[[str], None] = print) -> List[str]:
+  """Deletes the ``<prefix>_temp`` folders of checkpoint writes that were killed.
+
+  TF writes a sharded checkpoint into ``ckpt-N_temp/`` and renames its files out at
+  the end, so such a folder is never a checkpoint. Only the process that writes the
+  directory (the run's lock holder) may call this: another one's write may be under way.
+  """
+  removed = []
+  if os.path.isdir(directory):
+    for name in sorted(os.listdir(directory)):
+      path = os.path.join(directory, name)
+      if name.endswith("_temp") and os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+  if removed:
+    log(f"[train] removed {len(removed)} unfinished checkpoint write(s): "
+        + ", ".join(os.path.basename(p) for p in removed))
+  return removed
 
 
 def _first_line(error: Exception) -> str:

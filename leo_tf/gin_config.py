@@ -96,11 +96,14 @@ def resolve_gin_file(path: str) -> str:
 
 
 def parse(gin_files: Sequence[str] = (), bindings: Sequence[str] = (),
-          finalize: bool = True) -> None:
+          finalize: bool = True, saved: Sequence[str] = ()) -> None:
   """Parses files then bindings (later ones override earlier) into a cleared gin state.
 
   For the entry points; library code reads configurations through :func:`scoped`.
+  Files in ``saved`` come from a run directory: they must be data
+  (``leo_tf.saved_config``), or nothing of them is parsed.
   """
+  from leo_tf import saved_config as saved_lib  # pylint: disable=import-outside-toplevel
   gin.clear_config()          # unlocks a finalized config, so new modules can register
   register_configurables()
   # Look in gin/ first: gin logs an error for every prefix it tries that misses.
@@ -112,9 +115,15 @@ def parse(gin_files: Sequence[str] = (), bindings: Sequence[str] = (),
   for directory in dict.fromkeys(os.path.dirname(f) for f in files):
     if directory not in prefixes:
       prefixes.append(directory)
+  saved = {resolve_gin_file(f) for f in saved}
   for path in files:
     try:
-      gin.parse_config_file(path)
+      if path in saved:
+        gin.parse_config(saved_lib.read(path))
+      else:
+        gin.parse_config_file(path)
+    except saved_lib.UnsafeConfigError:
+      raise
     except Exception as e:  # gin raises ValueError/SyntaxError/KeyError/...
       raise GinConfigError(_one_line(e, path)) from e
   for binding in bindings:
@@ -153,7 +162,8 @@ def read_saved(directory: str, build: Callable[[], T], bindings: Sequence[str] =
                extra_files: Sequence[str] = ()) -> T:
   """``build()`` under a run's saved config with ``extra_files`` and ``bindings`` on top
   (e.g. ``build=CompareConfig``); the caller's gin state is left as it was."""
-  with scoped(saved_files(directory, extra_files), bindings):
+  with scoped(saved_files(directory, extra_files), bindings,
+              saved=[saved_config(directory)]):
     return build()
 
 
@@ -162,20 +172,22 @@ _STATE = ("_CONFIG", "_SINGLETONS", "_IMPORTS", "_OPERATIVE_CONFIG")
 
 
 @contextlib.contextmanager
-def scoped(gin_files: Sequence[str] = (), bindings: Sequence[str] = ()) -> Iterator[None]:
+def scoped(gin_files: Sequence[str] = (), bindings: Sequence[str] = (),
+           saved: Sequence[str] = ()) -> Iterator[None]:
   """Parses ``gin_files`` and ``bindings`` into a fresh gin state for the ``with`` block.
 
   Configurables called inside the block see only this configuration; when the block
-  ends (or raises), the gin state the caller had is restored as it was.
+  ends (or raises), the gin state the caller had is restored as it was. ``saved``: as
+  for :func:`parse`.
   """
   module = gin.config
-  saved = {name: getattr(module, name).copy() for name in _STATE}
+  state = {name: getattr(module, name).copy() for name in _STATE}
   locked = gin.config_is_locked()
   try:
-    parse(gin_files, bindings)
+    parse(gin_files, bindings, saved=saved)
     yield
   finally:
     gin.clear_config()
-    for name, value in saved.items():
+    for name, value in state.items():
       getattr(module, name).update(value)
     module._set_config_is_locked(locked)  # pylint: disable=protected-access

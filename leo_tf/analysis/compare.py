@@ -222,7 +222,8 @@ def train_ablation(base_dir: str, name: str, output_dir: str, steps: int,
       "(reused if already there)")
   # The ablation's own gin state while it trains: its config.gin records it.
   with gin_config.scoped(gin_config.saved_files(
-      base_dir, [ABLATION_GIN[name].format(shots=shots)] + list(extra_files)), overrides):
+      base_dir, [ABLATION_GIN[name].format(shots=shots)] + list(extra_files)), overrides,
+                         saved=[gin_config.saved_config(base_dir)]):
     run_experiment(RunConfigs.from_gin(), output_dir=run_dir, evaluate_test=False, log=log)
   return run_dir
 

@@ -59,8 +59,13 @@ def check_arguments(argv, gin_hint: str = None, required=()):
       fail(f"--{name} is required")
 
 
+# What gin appends to any exception raised inside a configurable it called: the place,
+# not the cause (and a memory address), so never part of an error line.
+_GIN_CONTEXT = re.compile(r"\s*In call to configurable '[^']*' \(<[^>]*>\)")
+
+
 def one_line(message: str) -> str:
-  return " ".join(str(message).split())
+  return " ".join(_GIN_CONTEXT.sub("", str(message)).split())
 
 
 def fail(message: str, code: int = 2):
@@ -78,10 +83,11 @@ def user_errors():
   from leo_tf.gin_config import GinConfigError
   from leo_tf.leo.config import ConfigError
   from leo_tf.leo.trainer import TrainingDivergedError
+  from leo_tf.runtime.lock import RunDirectoryBusyError
   from leo_tf.serving.export import ExportError
   return (EmbeddingDataError, GinConfigError, ConfigError, TrainingDivergedError,
           CheckpointMismatchError, CorruptCheckpointError, FileNotFoundError,
-          ImageDecodeError, ImageSourceError, ExportError)
+          ImageDecodeError, ImageSourceError, ExportError, RunDirectoryBusyError)
 
 
 def bad_binding(error: Exception) -> bool:

@@ -1,5 +1,6 @@
 """One experiment: load (or build) embeddings, meta-train, evaluate. What leo-train runs."""
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -15,7 +16,7 @@ from leo_tf.leo.config import LEOConfig
 from leo_tf.leo.evaluation import EvalConfig, EvalResult, evaluate
 from leo_tf.leo.run import RunConfigs, checkpoint_kind
 from leo_tf.leo.trainer import MetaTrainer
-from leo_tf.runtime import strategy as strategy_lib, threads
+from leo_tf.runtime import lock, strategy as strategy_lib, threads
 
 
 @dataclasses.dataclass
@@ -72,12 +73,17 @@ def run_experiment(configs: RunConfigs, output_dir: str = gin.REQUIRED,
   chief = strategy_lib.is_chief(strategy)  # the other workers write nothing here
   if chief:
     os.makedirs(output_dir, exist_ok=True)
-    gin_config.save_config(output_dir)
-  trainer = MetaTrainer(model_config, train_config, train, val, output_dir,
-                        strategy=strategy, log=log)
-  trainer.train()
-  if chief:
-    gin_config.save_config(output_dir, operative=True)
+  with lock.hold(output_dir, "leo-train", log) if chief else contextlib.nullcontext():
+    trainer = MetaTrainer(model_config, train_config, train, val, output_dir,
+                          strategy=strategy, log=log)
+    # The config is written only once the checkpoints are known to fit it: a rerun with
+    # another model configuration fails and leaves the run directory as it was.
+    step = trainer.restore()
+    if chief:
+      gin_config.save_config(output_dir)
+    trainer.train(step)
+    if chief:
+      gin_config.save_config(output_dir, operative=True)
   trainer.log(f"[train] done in {time.time() - start:.0f} s; checkpoints in {output_dir}")
   result = ExperimentResult(output_dir, None, trainer.best_validation())
   if not chief:

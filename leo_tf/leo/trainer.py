@@ -180,8 +180,17 @@ class MetaTrainer:
     self._train_step = tf.function(self._outer_step, jit_compile=config.jit_compile)
     self._metric_names = None
     self._val_predict = None
-    self._writer = (tf.summary.create_file_writer(os.path.join(output_dir, "tensorboard"))
-                    if self.chief else tf.summary.create_noop_writer())
+    self._summary_writer = None
+
+  @property
+  def _writer(self):
+    """Created at the first summary, so a rerun that fails a check writes nothing; a
+    no-op writer on the workers other than the chief."""
+    if self._summary_writer is None:
+      self._summary_writer = (
+          tf.summary.create_file_writer(os.path.join(self.output_dir, "tensorboard"))
+          if self.chief else tf.summary.create_noop_writer())
+    return self._summary_writer
 
   # ------------------------------------------------------------------ the outer step
 
@@ -285,16 +294,20 @@ class MetaTrainer:
     """Restores the newest readable checkpoint if any; returns the step to continue from.
 
     Raises CheckpointMismatchError when the checkpoint belongs to another model
-    configuration, CorruptCheckpointError when none of the checkpoints can be read.
+    configuration, CorruptCheckpointError when none of the checkpoints can be read;
+    either leaves the run directory as it was. Only then are interrupted writes
+    tidied: a new-best commit finished or undone, stale ``*_temp`` folders removed.
     """
-    if self.chief:
-      self._recover_best()
     variables = checkpoints.named_variables(self.model)
     path = checkpoints.restore_latest(  # the chief's checkpoints, on every worker
         self.checkpoint, os.path.join(self.output_dir, "latest"),
         self.latest if self.chief else None,
         verify=lambda p: checkpoints.check_compatible(p, variables, weights.dim_hint(self.model.dim)),
         log=self.log)
+    if self.chief:
+      self._recover_best()
+      for directory in (self.latest.directory, self.best.directory):
+        checkpoints.remove_stale_temps(directory, self.log)
     self._check_workers_agree()
     if path:
       self.log(f"[train] resumed from {path} at step {int(self.step.numpy())}"
@@ -380,10 +393,11 @@ class MetaTrainer:
       marker = " (new best)"
     self.log(f"[validate] step {step}: accuracy {result}{marker}")
 
-  def train(self) -> LEO:
-    """Meta-trains until ``num_steps`` (resuming from the latest checkpoint)."""
+  def train(self, start: Optional[int] = None) -> LEO:
+    """Meta-trains until ``num_steps`` from step ``start``, what :meth:`restore`
+    returned (by default it restores the latest checkpoint first)."""
     cfg = self.config
-    step = self.restore()
+    step = self.restore() if start is None else start
     if step >= cfg.num_steps:
       self.log(f"[train] already at step {step} >= {cfg.num_steps}; nothing to do")
       return self.model

@@ -2,6 +2,6 @@
 
 ``strategy`` (the tf.distribute strategy), ``threads`` (TF's CPU thread pools),
 ``seeds`` (process-wide random seeds and op determinism), ``files`` (atomic writes),
-``paths`` (``$LEO_TF_DATA`` and absolute paths) and ``quiet_start`` (TensorFlow without
-its start-up lines).
+``paths`` (``$LEO_TF_DATA`` and absolute paths), ``quiet_start`` (TensorFlow without
+its start-up lines) and ``lock`` (one writer per output directory).
 """
