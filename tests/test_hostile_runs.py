@@ -3,6 +3,7 @@ process per output directory, killed checkpoint writes tidied on resume."""
 
 import hashlib
 import os
+import pickle
 import shutil
 import subprocess
 
@@ -11,6 +12,8 @@ import pytest
 
 from _crash_campaign import write_experiment
 from leo_tf import checkpoints, gin_config, saved_config
+from leo_tf.cli import common
+from leo_tf.leo.run import RunConfigs
 from leo_tf.runtime import lock
 
 
@@ -32,7 +35,8 @@ def _train(gin_file, out, bindings=(), logs=None):
   from leo_tf.leo.experiment import run_experiment  # pylint: disable=import-outside-toplevel
   try:
     gin_config.parse([gin_file], [f"run_experiment.output_dir = {out!r}", *bindings])
-    return run_experiment(log=(logs.append if logs is not None else lambda m: None))
+    return run_experiment(RunConfigs.from_gin(),
+                          log=(logs.append if logs is not None else lambda m: None))
   finally:
     gin.clear_config()
 
@@ -153,7 +157,7 @@ def test_saved_config_allow_list(tmp_path, header, line, message):
     f.write(header)
   try:
     with pytest.raises(saved_config.UnsafeConfigError, match=rf"config.gin, line {line}: .*{message}"):
-      gin_config.parse_saved(str(tmp_path))
+      gin_config.read_saved(str(tmp_path), lambda: None)
   finally:
     gin.clear_config()
 
@@ -172,3 +176,144 @@ def test_saved_configs_of_every_shipped_experiment_are_accepted(tmp_path):
       gin.clear_config()
     gin_config.register_configurables()
     saved_config.check(text, name)
+
+
+# ------------------------------------------------------------------ one error line each
+
+
+def _error_line(capsys, fn):
+  """What the CLIs' one error path prints for ``fn()``: exactly one `error:` line."""
+  with pytest.raises(SystemExit) as info:
+    common.run_guarded(fn)
+  assert info.value.code == 2
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and err.startswith("error: "), err
+  assert "In call to configurable" not in err and "0x7f" not in err
+  return err.strip()
+
+
+def _train_guarded(capsys, gin_file, out, *bindings):
+  return _error_line(capsys, lambda: _train(gin_file, str(out), bindings))
+
+
+@pytest.mark.parametrize("binding, line", [
+    ("LEOConfig.latent_size = 'abc'", "error: LEOConfig.latent_size must be an integer, got 'abc'"),
+    ("TrainConfig.num_steps = 10.5", "error: TrainConfig.num_steps must be an integer, got 10.5"),
+    ("EvalConfig.num_episodes = 0", "error: EvalConfig.num_episodes must be >= 1, got 0"),
+    ("EvalConfig.batch_size = 0", "error: EvalConfig.batch_size must be >= 1, got 0"),
+    ("LEOConfig.relation_hidden = [8, 'x']",
+     "error: LEOConfig.relation_hidden must be a list of integers, got [8, 'x']"),
+])
+def test_bad_values_name_the_parameter(run, tmp_path, capsys, binding, line):
+  assert _train_guarded(capsys, run["gin_file"], tmp_path / "new", binding) == line
+  assert not os.path.exists(tmp_path / "new" / gin_config.CONFIG_FILE)
+
+
+def test_output_dir_that_is_a_file(run, tmp_path, capsys):
+  path = tmp_path / "file"
+  path.write_text("x")
+  assert _train_guarded(capsys, run["gin_file"], path) == (
+      f"error: run_experiment.output_dir: {path} is a file, not a directory")
+
+
+def test_corrupt_best_record_fails_before_training_naming_the_file(run, tmp_path, capsys):
+  """A damaged best.json used to be a ValueError blamed on 'the types of its gin
+  bindings', and only after all of training; a record without 'accuracy' a bare KeyError."""
+  out = str(tmp_path / "copy")
+  shutil.copytree(run["out"], out)
+  best = os.path.join(out, "best", "best.json")
+  for text, why in (("{not json", "JSONDecodeError: Expecting property name"),
+                    ('{"step": 5}', "KeyError: 'accuracy'")):
+    with open(best, "w") as f:
+      f.write(text)
+    before = snapshot(out)
+    line = _train_guarded(capsys, run["gin_file"], out, "TrainConfig.num_steps = 20")
+    assert line.startswith(f"error: {best} is unreadable ({why}")
+    assert line.endswith("restore it, or delete it and the next validation records a new best")
+    assert snapshot(out) == before  # nothing trained, nothing written
+
+
+def test_ragged_embeddings_are_a_data_error(tmp_path, capsys):
+  raw = {"embeddings": [[0.0, 1.0], [1.0]], "labels": [0, 1], "keys": ["0-a-x", "1-b-y"]}
+  path = tmp_path / "ragged.pkl"
+  path.write_bytes(pickle.dumps(raw, protocol=2))
+  from leo_tf.data import embeddings  # pylint: disable=import-outside-toplevel
+  assert _error_line(capsys, lambda: embeddings.load_embeddings(str(path))) == (
+      f"error: {path}: 'embeddings' must be a numpy array, found list")
+
+
+def test_errors_not_caused_by_gin_are_not_blamed_on_it(capsys):
+  def bug():
+    raise ValueError("an internal bug\n  In call to configurable 'run_experiment' "
+                     "(<function run_experiment at 0x7f0000000000>)")
+  with pytest.raises(ValueError, match="an internal bug"):  # a traceback: ours to fix
+    common.run_guarded(bug)
+  assert capsys.readouterr().err == ""
+
+
+def test_full_disk_and_read_only_output_are_one_line(run, tmp_path):
+  """leo-train into a 64 KiB and a read-only tmpfs (a private mount namespace)."""
+  if shutil.which("unshare") is None or subprocess.run(
+      ["unshare", "-rm", "true"], capture_output=True).returncode:
+    pytest.skip("needs unshare -rm (user and mount namespaces)")
+  mount = tmp_path / "mnt"
+  mount.mkdir()
+  for setup, expected in (
+      (f"mount -t tmpfs -o size=64k tmpfs {mount}",
+       "No space left on device (free some space and run again: leo-train resumes from its "
+       "last checkpoint)"),
+      (f"mount -t tmpfs tmpfs {mount} && mkdir {mount}/run && mount -o remount,ro {mount}",
+       f"error: run_experiment.output_dir: cannot write to {mount}/run: it is on a "
+       "read-only file system")):
+    script = (f"{setup} && exec leo-train --gin_file={run['gin_file']} "
+              f"--output_dir={mount}/run --gin_bindings='TrainConfig.num_steps = 2000' "
+              "--gin_bindings='TrainConfig.checkpoint_every = 1'")
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], capture_output=True,
+                          text=True, timeout=600)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert lines[-1].startswith("error: ") and lines[-1].endswith(expected), lines[-1]
+    assert "function_node" not in lines[-1] and "[Op:" not in lines[-1]
+
+
+@pytest.mark.parametrize("command, flag", [
+    ("leo-train", "--output_dir"), ("leo-eval", "--checkpoint_dir"),
+    ("leo-export", "--export_base"), ("leo-visualize", "--perplexity"),
+])
+def test_help_lists_the_commands_own_flags(command, flag):
+  proc = subprocess.run([command, "--help"], capture_output=True, text=True, timeout=120)
+  assert proc.returncode in (0, 1)  # absl's --help exits with 1
+  assert f"  {flag}:" in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--batch_size=0"], "error: --batch_size must be >= 1, got 0"),
+    (["--perplexity=-5"], "error: --perplexity must be > 0, got -5"),
+])
+def test_visualize_flags_are_checked_first(run, args, line):
+  proc = subprocess.run(["leo-visualize", f"--checkpoint_dir={run['out']}", *args],
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == line
+
+
+def test_visualize_output_path_is_checked_before_any_work(run, tmp_path):
+  out = tmp_path / "a_directory"
+  out.mkdir()
+  proc = subprocess.run(["leo-visualize", f"--checkpoint_dir={run['out']}",
+                         f"--output={out}"], capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1] == (
+      f"error: --output: {out} is a directory, not a file")
+  assert "[tsne]" not in proc.stdout
+
+
+def test_export_base_that_is_a_file(run, tmp_path):
+  base = tmp_path / "base"
+  base.write_text("x")
+  proc = subprocess.run(["leo-export", f"--checkpoint_dir={run['out']}",
+                         f"--export_base={base}"], capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().splitlines()[-1] == (
+      f"error: --export_base: {base} is a file, not a directory")

@@ -33,7 +33,7 @@ from leo_tf.data.embeddings import EmbeddingSet
 from leo_tf.data.episodes import EpisodeSampler, fold_seed
 from leo_tf.data.source import EmbeddingSource
 from leo_tf.leo import weights
-from leo_tf.leo.config import ConfigError, LEOConfig
+from leo_tf.leo.config import ConfigError, LEOConfig, check_types
 from leo_tf.leo.evaluation import EvalConfig, EvalResult
 from leo_tf.leo.model import episode_accuracy
 from leo_tf.leo.run import Run, RunConfigs, open_run
@@ -96,6 +96,7 @@ class CompareConfig:
   num_bins: int = calibration.DEFAULT_NUM_BINS
 
   def __post_init__(self):
+    check_types(self)
     for name in ("ablations", "ablation_bindings", "baselines", "logreg_c_grid"):
       object.__setattr__(self, name, tuple(getattr(self, name)))
     unknown = [a for a in self.ablations if a not in ABLATION_GIN]

@@ -1,5 +1,7 @@
 """Flags and error handling shared by the leo-* entry points (the only place with flags)."""
 
+import errno
+import os
 import re
 import sys
 from importlib import metadata
@@ -84,17 +86,24 @@ def user_errors():
   from leo_tf.leo.config import ConfigError
   from leo_tf.leo.trainer import TrainingDivergedError
   from leo_tf.runtime.lock import RunDirectoryBusyError
+  from leo_tf.runtime.outputs import OutputPathError
   from leo_tf.serving.export import ExportError
   return (EmbeddingDataError, GinConfigError, ConfigError, TrainingDivergedError,
           CheckpointMismatchError, CorruptCheckpointError, FileNotFoundError,
-          ImageDecodeError, ImageSourceError, ExportError, RunDirectoryBusyError)
+          ImageDecodeError, ImageSourceError, ExportError, RunDirectoryBusyError,
+          OutputPathError)
 
 
 def bad_binding(error: Exception) -> bool:
-  """A TypeError/ValueError gin raised while calling a configurable: a wrongly typed
-  binding (e.g. latent_size = 'abc'), reported in one line rather than a traceback."""
-  return (isinstance(error, (TypeError, ValueError)) and
-          "In call to configurable" in str(error))
+  """A TypeError raised by gin's own call of a configurable (arguments that do not fit
+  its signature): the only error blamed on the gin bindings. Wrongly typed values are
+  refused by the configs themselves (ConfigError naming the field)."""
+  if not isinstance(error, TypeError):
+    return False
+  tb = error.__traceback__
+  while tb is not None and tb.tb_next is not None:
+    tb = tb.tb_next
+  return tb is not None and f"{os.sep}gin{os.sep}" in tb.tb_frame.f_code.co_filename
 
 
 def describe_bad_binding(error: Exception) -> str:
@@ -102,7 +111,30 @@ def describe_bad_binding(error: Exception) -> str:
   where = [l.split("'")[1] for l in lines if l.startswith("In call to configurable '")]
   what = " ".join(l for l in lines if not l.startswith("In call to configurable"))
   return (f"{where[0] if where else 'a configurable'}: {type(error).__name__}: {what} "
-          "(check the types of its gin bindings)")
+          "(check its gin bindings)")
+
+
+# The machine's state, not our bug: a full disk, a read-only or foreign directory.
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                       errno.EEXIST, errno.ENOTDIR, errno.EISDIR}
+_ENVIRONMENT_MESSAGES = ("No space left on device", "Disk quota exceeded",
+                         "Read-only file system", "Permission denied")
+
+
+def environment_error(error: Exception):
+  """One line for an OSError (or TF file error) the machine caused, else None."""
+  if isinstance(error, OSError) and error.errno in _ENVIRONMENT_ERRNOS:
+    where = error.filename or ""
+    message = f"{where}: {error.strerror}" if where else error.strerror
+  elif any(m in str(error) for m in _ENVIRONMENT_MESSAGES):
+    # TF's form: "{{function_node __wrapped__SaveV2...}} <path>; No space ... [Op:SaveV2]"
+    message = str(error).strip().splitlines()[0]
+    message = re.sub(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]", "", message)
+  else:
+    return None
+  if "space" in message or "quota" in message:
+    message += " (free some space and run again: leo-train resumes from its last checkpoint)"
+  return message
 
 
 def wrapped_user_error(error: Exception):
@@ -134,12 +166,17 @@ def run_guarded(fn, interrupted: str = None):
     return fn()
   except user_errors() as e:
     fail(str(e))
-  except (TypeError, ValueError) as e:
+  except TypeError as e:
     if not bad_binding(e):
       raise
     fail(describe_bad_binding(e))
+  except OSError as e:
+    message = environment_error(e)
+    if message is None:
+      raise
+    fail(message)
   except tf.errors.OpError as e:
-    message = wrapped_user_error(e)
+    message = wrapped_user_error(e) or environment_error(e)
     if message is None:
       raise
     fail(message)

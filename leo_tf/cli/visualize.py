@@ -27,6 +27,10 @@ def main(argv):
   common.check_arguments(argv, required=("checkpoint_dir",))
   if FLAGS.num_tasks < 2:
     common.fail("--num_tasks must be >= 2")
+  if FLAGS.batch_size < 1:
+    common.fail(f"--batch_size must be >= 1, got {FLAGS.batch_size}")
+  if not FLAGS.perplexity > 0:
+    common.fail(f"--perplexity must be > 0, got {FLAGS.perplexity:g}")
   common.run_guarded(_visualize)
 
 
@@ -36,7 +40,9 @@ def _visualize():
   from leo_tf.analysis import tsne
   from leo_tf.data.episodes import EpisodeSampler
   from leo_tf.leo.run import open_run
+  from leo_tf.runtime import outputs
   output = FLAGS.output or os.path.join(FLAGS.checkpoint_dir, "latents_tsne.png")
+  outputs.writable_file(output, "--output")  # before minutes of adaptation and t-SNE
   run = open_run(FLAGS.checkpoint_dir, FLAGS.which, FLAGS.gin_bindings)
   config = run.configs.model
   if config.initialisation == "maml":

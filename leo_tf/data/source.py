@@ -9,6 +9,7 @@ import gin
 from leo_tf.data.embeddings import (EmbeddingSet, embeddings_path, load_split,
                                     require_same_dim)
 from leo_tf.data.splits import SPLITS
+from leo_tf.leo.config import check_types
 from leo_tf.runtime import paths
 
 
@@ -29,6 +30,7 @@ class EmbeddingSource:
   l2_normalize: bool = True
 
   def __post_init__(self):
+    check_types(self)
     # Absolute, $LEO_TF_DATA expanded: the same files from any working directory.
     object.__setattr__(self, "root", paths.resolve(self.root))
 

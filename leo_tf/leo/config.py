@@ -6,6 +6,7 @@ files in ``gin/`` switch to the paper's variant, the tuned values and the ablati
 
 import dataclasses
 import math
+import typing
 from typing import Optional, Tuple
 
 import gin
@@ -18,6 +19,54 @@ INNER_LOSSES = ("sum", "mean")
 
 class ConfigError(ValueError):
   """A configuration value is out of range or inconsistent."""
+
+
+def _matches(value, hint) -> bool:
+  """Whether ``value`` (as gin passes it: lists for tuples) fits the annotation ``hint``."""
+  origin, args = typing.get_origin(hint), typing.get_args(hint)
+  if hint is type(None):
+    return value is None
+  if hint is bool:
+    return isinstance(value, bool)
+  if hint is int:
+    return isinstance(value, int) and not isinstance(value, bool)
+  if hint is float:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+  if hint is str:
+    return isinstance(value, str)
+  if origin is typing.Union:
+    return any(_matches(value, a) for a in args)
+  if origin is tuple:
+    if not isinstance(value, (tuple, list)):
+      return False
+    if len(args) == 2 and args[1] is Ellipsis:
+      return all(_matches(v, args[0]) for v in value)
+    return len(args) == len(value) and all(_matches(v, a) for v, a in zip(value, args))
+  return True  # callables and anything richer: the configurable checks them itself
+
+
+def _describe(hint) -> str:
+  origin, args = typing.get_origin(hint), typing.get_args(hint)
+  if origin is typing.Union:
+    return " or ".join("None" if a is type(None) else _describe(a) for a in args)
+  if origin is tuple:
+    plural = {int: "integers", float: "numbers", str: "strings", bool: "booleans"}
+    return (f"a list of {plural.get(args[0], args[0])}" if args[-1] is Ellipsis
+            else "a list")
+  return {bool: "True or False", int: "an integer", float: "a number",
+          str: "a string"}.get(hint, str(hint))
+
+
+def check_types(config) -> None:
+  """Every field of a gin-bound dataclass holds its annotated type, so a wrong binding
+  fails naming the field (``LEOConfig.latent_size = 'abc'``, ``num_steps = 10.5``)
+  instead of deep inside TensorFlow, or not at all."""
+  hints = typing.get_type_hints(type(config))
+  for field in dataclasses.fields(config):
+    value = getattr(config, field.name)
+    if not _matches(value, hints[field.name]):
+      raise ConfigError(f"{type(config).__name__}.{field.name} must be "
+                        f"{_describe(hints[field.name])}, got {value!r}")
 
 
 @gin.configurable
@@ -103,6 +152,7 @@ class LEOConfig:
   inner_gradients: str = "closed_form"
 
   def __post_init__(self):
+    check_types(self)
     # gin passes lists for tuple bindings; keep the dataclass hashable and uniform.
     for name in ("encoder_hidden", "relation_hidden", "decoder_hidden"):
       object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))

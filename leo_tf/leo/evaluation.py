@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from leo_tf.data.episodes import EpisodeSampler
+from leo_tf.leo.config import ConfigError, check_types
 
 
 @gin.configurable
@@ -21,6 +22,15 @@ class EvalConfig:
   batch_size: int = 20
   seed: int = 20260
   split: str = "test"
+
+  def __post_init__(self):
+    check_types(self)
+    for name in ("num_episodes", "batch_size"):
+      if getattr(self, name) < 1:
+        raise ConfigError(f"EvalConfig.{name} must be >= 1, got {getattr(self, name)}")
+    if self.num_queries is not None and self.num_queries < 1:
+      raise ConfigError(f"EvalConfig.num_queries must be >= 1 or None (every remaining "
+                        f"example), got {self.num_queries}")
 
 
 @dataclasses.dataclass

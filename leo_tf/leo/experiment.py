@@ -2,7 +2,6 @@
 
 import contextlib
 import dataclasses
-import os
 import time
 from typing import Callable, Optional
 
@@ -16,7 +15,7 @@ from leo_tf.leo.config import LEOConfig
 from leo_tf.leo.evaluation import EvalConfig, EvalResult, evaluate
 from leo_tf.leo.run import RunConfigs, checkpoint_kind
 from leo_tf.leo.trainer import MetaTrainer
-from leo_tf.runtime import lock, strategy as strategy_lib, threads
+from leo_tf.runtime import lock, outputs, strategy as strategy_lib, threads
 
 
 @dataclasses.dataclass
@@ -53,6 +52,7 @@ def run_experiment(configs: RunConfigs, output_dir: str = gin.REQUIRED,
   source, model_config = configs.source, configs.model
   train_config, eval_config = configs.train, configs.eval
   start = time.time()
+  outputs.writable_directory(output_dir, "run_experiment.output_dir")  # before any work
   splits = source.load_all(("train", "val", eval_config.split))
   log(f"[data] {source.dataset}/{source.crop}: " + ", ".join(
       f"{s} {d.embeddings.shape[0]} x {d.dim} ({d.num_classes} classes)"
@@ -71,8 +71,6 @@ def run_experiment(configs: RunConfigs, output_dir: str = gin.REQUIRED,
   threads.configure(configs.threads, log=log)
   strategy = configs.make_strategy()
   chief = strategy_lib.is_chief(strategy)  # the other workers write nothing here
-  if chief:
-    os.makedirs(output_dir, exist_ok=True)
   with lock.hold(output_dir, "leo-train", log) if chief else contextlib.nullcontext():
     trainer = MetaTrainer(model_config, train_config, train, val, output_dir,
                           strategy=strategy, log=log)

@@ -38,7 +38,7 @@ import tensorflow as tf
 from leo_tf import checkpoints
 from leo_tf.data.embeddings import EmbeddingSet
 from leo_tf.data.episodes import EpisodeSampler, fold_seed
-from leo_tf.leo.config import ConfigError, LEOConfig
+from leo_tf.leo.config import ConfigError, LEOConfig, check_types
 from leo_tf.leo.evaluation import EvalResult, evaluate, predictor
 from leo_tf.leo.model import LEO, build_leo, task_losses
 from leo_tf.leo import weights
@@ -88,6 +88,7 @@ class TrainConfig:
   deterministic_ops: bool = False
 
   def __post_init__(self):
+    check_types(self)
     for name in ("meta_batch_size", "num_queries", "num_steps", "validate_every",
                  "num_val_episodes", "val_batch_size", "log_every", "checkpoint_every",
                  "max_bad_steps", "task_groups"):
@@ -308,7 +309,7 @@ class MetaTrainer:
       self._recover_best()
       for directory in (self.latest.directory, self.best.directory):
         checkpoints.remove_stale_temps(directory, self.log)
-    self._check_workers_agree()
+    self._check_workers_agree()  # reads best.json: a damaged one fails here, not later
     if path:
       self.log(f"[train] resumed from {path} at step {int(self.step.numpy())}"
                + (f" ({int(self.guarded_steps.numpy())} non-finite steps guarded so far)"
@@ -349,10 +350,18 @@ class MetaTrainer:
       os.remove(pending)
 
   def best_validation(self) -> float:
-    if os.path.exists(self._best_file):
+    """The accuracy in ``best/best.json``; -1 without one. A damaged record is a
+    CorruptCheckpointError naming the file (checked by :meth:`restore`, so before
+    training rather than at its end)."""
+    if not os.path.exists(self._best_file):
+      return -1.0
+    try:
       with open(self._best_file) as f:
         return float(json.load(f)["accuracy"])
-    return -1.0
+    except (OSError, ValueError, KeyError, TypeError) as e:
+      raise checkpoints.CorruptCheckpointError(
+          f"{self._best_file} is unreadable ({type(e).__name__}: {e}); restore it, or "
+          "delete it and the next validation records a new best") from None
 
   def validate(self) -> Optional[EvalResult]:
     if self.val_sampler is None:

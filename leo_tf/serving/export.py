@@ -171,11 +171,13 @@ def export_checkpoint(checkpoint_dir: str, export_base: str, version: Optional[i
   # Imported here: opening a run registers every configurable of the package.
   from leo_tf import gin_config  # pylint: disable=import-outside-toplevel
   from leo_tf.leo.run import open_run  # pylint: disable=import-outside-toplevel
-  if version is None:
-    version = next_version(export_base)
-  elif version < 1:
+  from leo_tf.runtime import outputs  # pylint: disable=import-outside-toplevel
+  if version is not None and version < 1:
     raise ExportError(f"--model_version must be a positive integer, got {version}")
   run = open_run(checkpoint_dir, which, bindings, log=log)
+  outputs.writable_directory(export_base, "--export_base")
+  if version is None:
+    version = next_version(export_base)
   model, config, dim, normalize = run.model, run.configs.model, run.dim, run.source.l2_normalize
   backbone, preprocess = None, None
   if backbone_path:

@@ -22,7 +22,7 @@ from typing import Callable, Dict, Optional
 import gin
 import tensorflow as tf
 
-from leo_tf.leo.config import ConfigError
+from leo_tf.leo.config import ConfigError, check_types
 
 # Norm floor of the embedding files' L2 normalisation (EmbeddingSet.l2_normalized).
 _NORM_FLOOR = 1e-12
@@ -44,10 +44,9 @@ class ServingLimits:
   max_queries: int = 10000  # M
 
   def __post_init__(self):
-    for field in dataclasses.fields(self):
-      value = getattr(self, field.name)
-      if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigError(f"ServingLimits.{field.name} must be an integer >= 1, got {value!r}")
+    check_types(self)
+    if self.max_queries < 1:
+      raise ConfigError(f"ServingLimits.max_queries must be >= 1, got {self.max_queries}")
     for name in ("max_classes", "max_support"):  # a task has at least 2 classes
       if getattr(self, name) < 2:
         raise ConfigError(f"ServingLimits.{name} must be >= 2, got {getattr(self, name)}")
