@@ -144,6 +144,21 @@ def test_every_protocol_loads_including_empty_and_object_arrays(tmp_path, protoc
     E.load_embeddings(_write(tmp_path / "empty.pkl", raw, protocol))
 
 
+def test_python2_array_data_read_as_latin1_text_loads(tmp_path):
+  """Python 2's numpy wrote an array's data as a str: the released LEO files. Read with
+  latin1 it arrives as text of one character per byte."""
+  x = np.arange(24, dtype=np.float32).reshape(6, 4) + 0.5
+  state = (1, (6, 4), np.dtype(np.float32), False, x.tobytes().decode("latin1"))
+  raw = _raw()
+  raw["embeddings"] = _Reduce(_reconstruct(), (np.ndarray, (0,), b"b"), state)
+  np.testing.assert_array_equal(E.load_embeddings(_write(tmp_path / "py2.pkl", raw)).embeddings, x)
+  state = state[:-1] + (state[-1][:-1],)
+  raw["embeddings"] = _Reduce(_reconstruct(), (np.ndarray, (0,), b"b"), state)
+  with pytest.raises(E.EmbeddingDataError, match=r"the data of an array of shape \(6, 4\) "
+                                                 "and dtype float32 has the wrong size"):
+    E.load_embeddings(_write(tmp_path / "short.pkl", raw))
+
+
 def test_bytes_with_a_size_argument_is_refused(tmp_path):
   raw = _raw()
   raw["keys"] = _Reduce(bytes, (10**10,))

@@ -97,7 +97,8 @@ class _Unpickler(pickle.Unpickler):
             raise RefusedPickle(f"an object array of shape {shape} holds "
                                 f"{len(data) if isinstance(data, list) else 'no list of'} "
                                 "items")
-        elif not isinstance(data, (bytes, bytearray)) or len(data) != _nbytes(shape, dtype):
+        # Python 2 wrote the data as str; read with latin1 it is text, one char a byte.
+        elif not isinstance(data, (bytes, bytearray, str)) or len(data) != _nbytes(shape, dtype):
           raise RefusedPickle(f"the data of an array of shape {shape} and dtype {dtype} "
                               "has the wrong size")
         super().__setstate__(state)
@@ -127,6 +128,8 @@ class _Unpickler(pickle.Unpickler):
       dtype = _plain_dtype(dtype)
       if dtype.kind == "O":
         return data
+      if isinstance(data, str):  # Python 2's str, read with latin1
+        data = data.encode("latin1")
       if not isinstance(data, bytes) or len(data) != dtype.itemsize:
         raise RefusedPickle(f"a {dtype} scalar from {len(data or b'')} bytes")
       return np.frombuffer(data, dtype)[0]
