@@ -15,9 +15,7 @@ Where the ablation models come from (each must be a meta-trained leo-train outpu
 Ablations with neither are left out of the table, with a message saying so.
 """
 
-import csv
 import dataclasses
-import io
 import math
 import os
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -278,26 +276,16 @@ def _pct(value: float, digits: int = 2) -> str:
 
 
 def markdown_table(rows: Sequence[Dict[str, float]], title: str, num_bins: int) -> str:
-  lines = [f"### {title}", "",
-           "| Method | Accuracy (%) | vs LEO, paired (pp) | ECE (%) | NLL |",
-           "|---|---|---|---|---|"]
-  for r in rows:
-    delta = ("-" if math.isnan(r["delta_vs_leo"]) else
-             f"{100 * r['delta_vs_leo']:+.2f} +- {_pct(r['delta_ci95'])}")
-    lines.append(f"| {r['method']} | {_pct(r['accuracy'])} +- {_pct(r['ci95'])} | "
-                 f"{delta} | {_pct(r['ece'])} | {r['nll']:.3f} |")
+  cells = [[r["method"], f"{_pct(r['accuracy'])} +- {_pct(r['ci95'])}",
+            "-" if math.isnan(r["delta_vs_leo"]) else
+            f"{100 * r['delta_vs_leo']:+.2f} +- {_pct(r['delta_ci95'])}",
+            _pct(r["ece"]), f"{r['nll']:.3f}"] for r in rows]
+  lines = [f"### {title}", ""] + files.markdown_table(
+      ["Method", "Accuracy (%)", "vs LEO, paired (pp)", "ECE (%)", "NLL"], cells)
   lines += ["", f"Mean +- 95% CI over {rows[0]['episodes']} episodes (identical for every "
             f"method). ECE: {num_bins} equal-width confidence bins, all queries pooled. "
             "NLL: mean over queries, nats."]
   return "\n".join(lines) + "\n"
-
-
-def write_csv(rows: Sequence[Dict[str, float]], path: str) -> str:
-  buffer = io.StringIO()
-  writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-  writer.writeheader()
-  writer.writerows(rows)
-  return files.atomic_write(path, buffer.getvalue())
 
 
 # ------------------------------------------------------------------ the whole comparison
@@ -396,7 +384,8 @@ def _check_compatible(name, config, run_source, base_config, base_source, log):
 def _write(results, title, num_bins, output_dir, log) -> Comparison:
   rows = table_rows(results)
   markdown = markdown_table(rows, title, num_bins)
-  paths = dict(csv=write_csv(rows, os.path.join(output_dir, "compare.csv")),
+  paths = dict(csv=files.atomic_write(os.path.join(output_dir, "compare.csv"),
+                                      files.csv_text(rows)),
                markdown=files.atomic_write(os.path.join(output_dir, "compare.md"), markdown),
                reliability=calibration.reliability_diagram(
                    {r.name: r.calibration for r in results},

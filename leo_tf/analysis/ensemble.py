@@ -22,12 +22,6 @@ def can_ensemble(model: LEO) -> bool:
   return c.stochastic and c.initialisation in ("encoder", "random_prior")
 
 
-def sample_initial_latents(model: LEO, support: tf.Tensor, num_samples: int,
-                           seed) -> tf.Tensor:
-  """S codes per class from the test-time prior/posterior: [S, B, N, latent]."""
-  return model.sample_latents(tf.convert_to_tensor(support), num_samples, seed)
-
-
 def ensemble_logits(model: LEO, support: tf.Tensor, query: tf.Tensor, num_samples: int,
                     seed) -> tf.Tensor:
   """Log of the mean query probability over S adapted samples: [B, N, Q, N].

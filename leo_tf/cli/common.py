@@ -44,9 +44,24 @@ def run_app(main):
 
 
 def define_gin_flags():
+  if "gin_file" in FLAGS:  # another entry point in this process defined them
+    return
   flags.DEFINE_multi_string("gin_file", [], "Gin config file(s), later ones override.")
   flags.DEFINE_multi_string("gin_bindings", [],
                             "Gin bindings, e.g. --gin_bindings='TrainConfig.num_steps=10'.")
+
+
+def parse_gin(extra_bindings=(), required=()):
+  """Parses --gin_file and --gin_bindings (then ``extra_bindings``): the one parse of
+  the process. ``required`` maps a parameter that must be bound to the error if not."""
+  import gin  # pylint: disable=import-outside-toplevel
+  from leo_tf import gin_config  # pylint: disable=import-outside-toplevel
+  gin_config.parse(FLAGS.gin_file, list(FLAGS.gin_bindings) + list(extra_bindings))
+  for parameter, message in dict(required).items():
+    try:
+      gin.query_parameter(parameter)
+    except ValueError:
+      fail(message)
 
 
 def check_arguments(argv, gin_hint: str = None, required=()):

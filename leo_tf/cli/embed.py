@@ -10,8 +10,7 @@ from absl import flags
 
 from leo_tf.cli import common
 
-if "gin_file" not in flags.FLAGS:  # another entry point in this process defined them
-  common.define_gin_flags()
+common.define_gin_flags()
 flags.DEFINE_bool("overwrite", False, "Rewrite embedding files that exist.")
 FLAGS = flags.FLAGS
 
@@ -22,15 +21,10 @@ def main(argv):
 
 
 def _embed():
-  import gin
-  from leo_tf import gin_config
-  from leo_tf.backbone import pipeline
-  gin_config.parse(FLAGS.gin_file, FLAGS.gin_bindings)
-  for name in ("model_dir", "root", "dataset"):
-    try:
-      gin.query_parameter(f"run_extraction.{name}")
-    except ValueError:
-      common.fail(f"bind run_extraction.{name} (see gin/backbone/embed_glyphs.gin)")
+  from leo_tf.backbone import pipeline  # pylint: disable=import-outside-toplevel
+  common.parse_gin(required={
+      f"run_extraction.{name}": f"bind run_extraction.{name} (see "
+      "gin/backbone/embed_glyphs.gin)" for name in ("model_dir", "root", "dataset")})
   for split, path in pipeline.run_extraction(overwrite=FLAGS.overwrite).items():
     print(f"{split}: {path}")
 

@@ -11,8 +11,7 @@ from absl import flags
 
 from leo_tf.cli import common
 
-if "gin_file" not in flags.FLAGS:  # another entry point in this process defined them
-  common.define_gin_flags()
+common.define_gin_flags()
 FLAGS = flags.FLAGS
 
 
@@ -22,14 +21,9 @@ def main(argv):
 
 
 def _pretrain():
-  import gin
-  from leo_tf import gin_config
-  from leo_tf.backbone import pipeline
-  gin_config.parse(FLAGS.gin_file, FLAGS.gin_bindings)
-  try:
-    gin.query_parameter("run_pretraining.model_dir")
-  except ValueError:
-    common.fail("no model directory: bind run_pretraining.model_dir")
+  from leo_tf.backbone import pipeline  # pylint: disable=import-outside-toplevel
+  common.parse_gin(required={"run_pretraining.model_dir":
+                             "no model directory: bind run_pretraining.model_dir"})
   result = pipeline.run_pretraining()
   held_out = ("n/a" if result.held_out_accuracy is None
               else f"{result.held_out_accuracy:.3f}")

@@ -21,18 +21,13 @@ def main(argv):
 
 
 def _train():
-  import gin  # pylint: disable=import-outside-toplevel
-  from leo_tf import gin_config  # pylint: disable=import-outside-toplevel
-  from leo_tf.leo.experiment import run_experiment  # pylint: disable=import-outside-toplevel
-  from leo_tf.leo.run import RunConfigs  # pylint: disable=import-outside-toplevel
-  bindings = list(FLAGS.gin_bindings)
-  if FLAGS.output_dir:
-    bindings.append(f"run_experiment.output_dir = {FLAGS.output_dir!r}")
-  gin_config.parse(FLAGS.gin_file, bindings)
-  try:
-    gin.query_parameter("run_experiment.output_dir")
-  except ValueError:
-    common.fail("no output directory: pass --output_dir or bind run_experiment.output_dir")
+  # pylint: disable=import-outside-toplevel
+  from leo_tf.leo.experiment import run_experiment
+  from leo_tf.leo.run import RunConfigs
+  common.parse_gin(
+      [f"run_experiment.output_dir = {FLAGS.output_dir!r}"] if FLAGS.output_dir else [],
+      required={"run_experiment.output_dir": "no output directory: pass --output_dir or "
+                "bind run_experiment.output_dir"})
   run_experiment(RunConfigs.from_gin())
 
 

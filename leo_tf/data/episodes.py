@@ -82,11 +82,6 @@ class EpisodeSampler:
       self._class_table = tf.constant(table)
     return self._class_table
 
-  @property
-  def episode_shapes(self):
-    return dict(support=(self.num_classes, self.num_shots, self.dim),
-                query=(self.num_classes, self.num_queries, self.dim))
-
   def _episode_keys(self, batch_size: int, seed):
     """Classes [B, N] of each task and random sort keys of their examples [B, N, max]."""
     n = self.num_classes

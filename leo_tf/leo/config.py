@@ -21,6 +21,20 @@ class ConfigError(ValueError):
   """A configuration value is out of range or inconsistent."""
 
 
+def require_at_least(config, minimum, *names: str) -> None:
+  """ConfigError naming the first field of ``config`` in ``names`` below ``minimum``."""
+  for name in names:
+    if getattr(config, name) < minimum:
+      raise ConfigError(f"{type(config).__name__}.{name} must be >= {minimum}, "
+                        f"got {getattr(config, name)}")
+
+
+def require_one_of(config, name: str, choices) -> None:
+  if getattr(config, name) not in choices:
+    raise ConfigError(f"{type(config).__name__}.{name} must be one of {tuple(choices)}, "
+                      f"got {getattr(config, name)!r}")
+
+
 def _matches(value, hint) -> bool:
   """Whether ``value`` (as gin passes it: lists for tuples) fits the annotation ``hint``."""
   origin, args = typing.get_origin(hint), typing.get_args(hint)

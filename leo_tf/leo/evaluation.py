@@ -133,15 +133,6 @@ def simple_predictor(model) -> Callable:
   return predict
 
 
-def predict_graph(model, sampler: EpisodeSampler, batch_size: int):
-  """The traced graph of one evaluation batch (for FLOP counts in tools/bench)."""
-  if sampler.all_queries:
-    spec = sampler.support_dataset(batch_size, 0).element_spec
-    return class_block_predictor(model, sampler).get_concrete_function(spec).graph
-  spec = sampler.dataset(batch_size, 0).element_spec
-  return simple_predictor(model).get_concrete_function(spec).graph
-
-
 def predictor(model, sampler: EpisodeSampler) -> Callable:
   """The traced evaluation function for ``sampler``'s episodes.
 

@@ -178,7 +178,8 @@ class MetaTrainer:
         self.checkpoint, os.path.join(self.write_dir, "best"), max_to_keep=1)
     self._best_file = os.path.join(output_dir, "best", "best.json")
     self._best_seen = -1.0  # the chief's best validation accuracy, set by restore()
-    self._train_step = tf.function(self._outer_step, jit_compile=config.jit_compile)
+    # The traced outer step (public for inspection: tools/bench counts its FLOPs).
+    self.step_function = tf.function(self._outer_step, jit_compile=config.jit_compile)
     self._metric_names = None
     self._val_predict = None
     self._summary_writer = None
@@ -286,7 +287,7 @@ class MetaTrainer:
   def train_step(self) -> Dict[str, float]:
     """Runs one outer step; returns its metrics (``finite`` is 1.0 or 0.0,
     ``bad_steps`` the non-finite steps in a row so far)."""
-    values = self._train_step().numpy().tolist()
+    values = self.step_function().numpy().tolist()
     return dict(zip(self._metric_names, values))
 
   # ------------------------------------------------------------------ the loop

@@ -1,9 +1,12 @@
-"""Atomic file writes: a crash leaves the old file or the new one, never half of one."""
+"""Writing files: atomically (a crash leaves the old file or the new one, never half of
+one), and the CSV and Markdown tables that reports are made of."""
 
 import contextlib
+import csv
+import io
 import os
 import shutil
-from typing import Iterator, Optional, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Union
 
 
 @contextlib.contextmanager
@@ -54,3 +57,20 @@ def atomic_directory(directory: str) -> Iterator[str]:
     os.rename(tmp, directory)
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def csv_text(rows: Sequence[Dict], columns: Optional[Sequence[str]] = None,
+             lineterminator: str = "\r\n") -> str:
+  """``rows`` as CSV with a header; ``columns`` picks and orders the fields."""
+  buffer = io.StringIO()
+  writer = csv.DictWriter(buffer, fieldnames=list(columns or rows[0]), extrasaction="ignore",
+                          lineterminator=lineterminator)
+  writer.writeheader()
+  writer.writerows(rows)
+  return buffer.getvalue()
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
+  """The lines of a Markdown table: the header, the rule, a line per row of cells."""
+  return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] +
+          ["| " + " | ".join(cells) + " |" for cells in rows])

@@ -17,10 +17,8 @@ filesystem): the chief writes search.json, the oracle's state and, at the end, t
 tables and best .gin files; each worker writes the directories of the trials it runs.
 """
 
-import csv
 import dataclasses
 import importlib.util
-import io
 import json
 import os
 import shutil
@@ -345,19 +343,12 @@ def _columns(rows: List[Dict[str, Any]], setup: TrialSetup) -> List[str]:
 
 def markdown_table(rows: List[Dict[str, Any]], setup: TrialSetup) -> str:
   columns = _columns(rows, setup)
-  lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-  for row in rows:
-    lines.append("| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |")
-  return "\n".join(lines)
+  return "\n".join(files.markdown_table(
+      columns, [[_fmt(row.get(c)) for c in columns] for row in rows]))
 
 
 def csv_table(rows: List[Dict[str, Any]], setup: TrialSetup) -> str:
-  buffer = io.StringIO()
-  writer = csv.DictWriter(buffer, fieldnames=_columns(rows, setup), extrasaction="ignore",
-                          lineterminator="\n")
-  writer.writeheader()
-  writer.writerows(rows)
-  return buffer.getvalue()
+  return files.csv_text(rows, _columns(rows, setup), lineterminator="\n")
 
 
 # ------------------------------------------------------------------ the best trial

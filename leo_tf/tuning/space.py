@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import gin
 
-from leo_tf.leo.config import ConfigError
+from leo_tf.leo.config import ConfigError, require_at_least, require_one_of
 
 RANGE_SCALES = ("linear", "log", "int")
 SCALES = RANGE_SCALES + ("choice",)
@@ -209,17 +209,13 @@ class TuneConfig:
   output_dir: str = "runs/tune"
 
   def __post_init__(self):
-    if self.tuner not in TUNERS:
-      raise ConfigError(f"TuneConfig.tuner must be one of {list(TUNERS)}, got {self.tuner!r}")
-    for name in ("max_trials", "steps_per_trial", "validate_every", "num_val_episodes"):
-      if getattr(self, name) < 1:
-        raise ConfigError(f"TuneConfig.{name} must be >= 1, got {getattr(self, name)}")
+    require_one_of(self, "tuner", TUNERS)
+    require_at_least(self, 1, "max_trials", "steps_per_trial", "validate_every",
+                     "num_val_episodes")
     if self.steps_per_trial % self.validate_every:
       raise ConfigError(f"TuneConfig.steps_per_trial ({self.steps_per_trial}) must be a "
                         f"multiple of TuneConfig.validate_every ({self.validate_every})")
-    if self.hyperband_factor < 2:
-      raise ConfigError(f"TuneConfig.hyperband_factor must be >= 2, "
-                        f"got {self.hyperband_factor}")
+    require_at_least(self, 2, "hyperband_factor")
 
   @property
   def max_epochs(self) -> int:
