@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 
-from conftest import synthetic_embeddings  # pylint: disable=g-import-not-at-top
+from helpers import synthetic_embeddings  # pylint: disable=g-import-not-at-top
 from leo_tf.data.embeddings import embeddings_path, save_embeddings
 
 GIN = """

@@ -52,7 +52,7 @@ def main(kind: str, model_dir: str, *args) -> None:
 
 def meta_train(model_dir: str) -> None:
   """LEO meta-training on two replicas: each samples its own episodes inside the step."""
-  from conftest import synthetic_embeddings  # pylint: disable=g-import-not-at-top
+  from helpers import synthetic_embeddings  # pylint: disable=g-import-not-at-top
   from leo_tf.leo.config import LEOConfig
   from leo_tf.leo.trainer import MetaTrainer, TrainConfig
 

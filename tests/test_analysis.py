@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import synthetic_embeddings
+from helpers import random_episode, synthetic_embeddings
 from leo_tf import gin_config
 from leo_tf.analysis import baselines, compare, ensemble, tsne
 from leo_tf.data.embeddings import embeddings_path, save_embeddings
@@ -104,9 +104,8 @@ def _tiny_model(stochastic=True, initialisation="encoder"):
 
 
 def _episode(b=2, n=3, k=2, q=4, d=8, seed=0):
-  rng = np.random.default_rng(seed)
-  return (tf.constant(rng.normal(size=(b, n, k, d)), tf.float32),
-          tf.constant(rng.normal(size=(b, n, q, d)), tf.float32))
+  episode = random_episode(b, n, k, q, d, seed, unit=False, joint=False)
+  return episode["support"], episode["query"]
 
 
 def test_ensemble_equals_the_mean_of_separately_adapted_samples():
@@ -114,7 +113,7 @@ def test_ensemble_equals_the_mean_of_separately_adapted_samples():
   support, query = _episode()
   seed = tf.constant([1, 2], tf.int64)
   got = tf.exp(ensemble.ensemble_logits(model, support, query, 3, seed)).numpy()
-  latents = ensemble.sample_initial_latents(model, support, 3, seed)    # [S, B, N, z]
+  latents = model.sample_latents(support, 3, seed)    # [S, B, N, z]
   probs = []
   for s in range(3):  # adapt each sample on its own, as a plain evaluation pass would
     _, w = model.adapt_latents(support, latents[s][:, :, None], False)
@@ -130,7 +129,7 @@ def test_ensemble_with_a_collapsed_posterior_is_the_mean_prediction():
   kernel = model.encoder.relation.kernels[-1] if hasattr(model.encoder, "relation") else None
   del kernel
   # Push u = -inf-ish: stddev = exp(u) - 1 + offset floors at 1e-10 with offset 0.
-  samples = ensemble.sample_initial_latents(model, support, 4, tf.constant([0, 1], tf.int64))
+  samples = model.sample_latents(support, 4, tf.constant([0, 1], tf.int64))
   mean = model.adapt(support, training=False)["initial_latents"][:, :, 0]
   spread = float(tf.reduce_max(tf.abs(samples - mean[None])))
   plain = tf.nn.softmax(model(dict(support=support, query=query))["logits"]).numpy()
@@ -154,7 +153,7 @@ def test_ensemble_falls_back_without_a_latent_distribution():
 def test_random_prior_ensemble_samples_standard_normal_codes():
   model = _tiny_model(initialisation="random_prior")
   support, _ = _episode(b=50)
-  z = ensemble.sample_initial_latents(model, support, 20, tf.constant([3, 4], tf.int64))
+  z = model.sample_latents(support, 20, tf.constant([3, 4], tf.int64))
   assert z.shape == (20, 50, 3, 4)
   assert abs(float(tf.reduce_mean(z))) < 0.05
   assert float(tf.math.reduce_std(z)) == pytest.approx(1.0, abs=0.05)

@@ -12,7 +12,7 @@ import pytest
 
 from _crash_campaign import (model_weights, newest_checkpoint, run_campaign,
                              write_experiment)
-from conftest import synthetic_embeddings
+from helpers import synthetic_embeddings
 from leo_tf import gin_config
 from leo_tf.data.embeddings import embeddings_path, save_embeddings
 

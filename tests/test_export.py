@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import synthetic_embeddings
+from helpers import synthetic_embeddings
 from leo_tf import gin_config
 from leo_tf.leo.config import LEOConfig
 from leo_tf.leo.trainer import MetaTrainer, TrainConfig

@@ -6,6 +6,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
+from helpers import random_episode
 from leo_tf.leo.config import LEOConfig
 from leo_tf.leo.model import build_leo, task_losses
 
@@ -72,10 +73,7 @@ def _meta_loss(model, episode):
 
 
 def _episode(dim=6):
-  rng = np.random.default_rng(0)
-  x = rng.normal(size=(2, 3, 5, dim)).astype(np.float32)
-  x /= np.linalg.norm(x, axis=-1, keepdims=True)
-  return dict(support=tf.constant(x[:, :, :2]), query=tf.constant(x[:, :, 2:]))
+  return random_episode(2, 3, 2, 3, dim)
 
 
 def _directional(model, episode, direction, eps=1e-2):

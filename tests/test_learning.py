@@ -4,7 +4,7 @@ chance by far and beats nearest-class-mean in the raw embedding space."""
 import numpy as np
 import tensorflow as tf
 
-from conftest import synthetic_embeddings
+from helpers import synthetic_embeddings
 from leo_tf.data.episodes import EpisodeSampler
 from leo_tf.leo.config import LEOConfig
 from leo_tf.leo.evaluation import episode_accuracies, evaluate

@@ -4,17 +4,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from helpers import meta_loss_and_gradients, random_episode
 from leo_tf.leo import regularizers
 from leo_tf.leo.config import ConfigError, LEOConfig
 from leo_tf.leo.layers import gaussian
 from leo_tf.leo.model import build_leo, task_losses
 
 
-def _episode(b=2, n=5, k=1, q=3, d=16, seed=0):
-  rng = np.random.default_rng(seed)
-  x = rng.normal(size=(b, n, k + q, d)).astype(np.float32)
-  x /= np.linalg.norm(x, axis=-1, keepdims=True)
-  return dict(support=tf.constant(x[:, :, :k]), query=tf.constant(x[:, :, k:]))
+_episode = random_episode
 
 
 def test_evaluation_mode_is_deterministic_with_zero_kl():
@@ -108,23 +105,18 @@ def test_l2_excludes_learning_rates():
   assert "inner_lr" not in names and "finetune_lr" not in names
 
 
+# The paper's variants and ablations: test_variants.py.
 @pytest.mark.parametrize("overrides", [
-    dict(initialisation="random_prior"),
-    dict(initialisation="maml", finetune_lr_init=1.0),
     dict(initialisation="maml", classifier_bias=True, inner_loss="mean",
          learn_finetune_lr=False, finetune_lr_init=0.01, finetune_steps_test=10),
     dict(latent_codes="per_class", use_relation_net=False, learn_inner_lr=False),
-    dict(stochastic=False),
     dict(use_relation_net=False, encoder_hidden=(32,), decoder_hidden=(32,)),
     dict(first_order=True),
 ])
 def test_variants_run_and_give_finite_meta_gradients(overrides):
   # 640-d as in real use: at small d the untrained decoder's exp(u) stddevs can overflow.
   model = build_leo(LEOConfig(num_shots=2, **overrides), dim=640)
-  with tf.GradientTape() as tape:
-    out = model(_episode(k=2, d=640), training=True, seed=[0, 1])
-    loss = tf.reduce_mean(task_losses(out, model.config))
-  grads = tape.gradient(loss, model.trainable_variables)
+  _, loss, grads = meta_loss_and_gradients(model, _episode(k=2, d=640), True, [0, 1])
   assert np.isfinite(float(loss))
   assert all(np.all(np.isfinite(g.numpy())) for g in grads if g is not None)
 

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from helpers import random_episode
 from leo_tf.leo.config import LEOConfig
 from leo_tf.leo.layers import RelationNetwork, gaussian
-from leo_tf.leo.model import LEO, build_leo, task_losses
+from leo_tf.leo.model import build_leo, task_losses
 
 DIM = 16
 
@@ -59,9 +60,7 @@ def test_fused_decode_equals_per_sample_weights_averaged_in_logits():
 
 
 def _episode(shots, queries=4, tasks=2, seed=0):
-  rng = np.random.default_rng(seed)
-  return dict(support=tf.constant(rng.normal(size=(tasks, 3, shots, DIM)), tf.float32),
-              query=tf.constant(rng.normal(size=(tasks, 3, queries, DIM)), tf.float32))
+  return random_episode(tasks, 3, shots, queries, DIM, seed, unit=False, joint=False)
 
 
 def _loss_and_grads(model, episode, seed):
@@ -86,7 +85,7 @@ def test_xla_step_matches_graph_step():
 
 
 def test_class_block_evaluation_matches_simple_path():
-  from conftest import synthetic_embeddings
+  from helpers import synthetic_embeddings
   from leo_tf.data.episodes import EpisodeSampler
   from leo_tf.leo import evaluation
   data = synthetic_embeddings(7, 9, dim=DIM, seed=3)       # 7 classes, 9 examples each

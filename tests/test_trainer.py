@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import synthetic_embeddings
+from helpers import synthetic_embeddings
 from leo_tf.data.embeddings import EmbeddingSet
 from leo_tf.leo.config import LEOConfig
 from leo_tf.leo.model import task_losses

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import synthetic_embeddings
+from helpers import synthetic_embeddings
 from leo_tf import gin_config
 from leo_tf.data.embeddings import embeddings_path, save_embeddings
 from leo_tf.leo.config import LEOConfig
