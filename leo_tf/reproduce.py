@@ -133,13 +133,14 @@ def run_one(run: Run, log: Callable[[str], None] = print) -> dict:
         f"{100 * record['accuracy']:.2f} +- {100 * record['ci95']:.2f} % ({run.output_dir})")
     return record
   from leo_tf.leo.experiment import run_experiment
+  from leo_tf.leo.run import RunConfigs
   log(f"[reproduce] {run.experiment} seed {run.seed}: {' '.join(run.gin_files)} -> "
       f"{run.output_dir}")
-  # Parsed into the global state for the run: run_experiment saves it as config.gin.
-  gin_config.parse(run.gin_files, run.bindings)
-  configs = run.configs()
-  steps = configs.train.num_steps
-  result = run_experiment(configs, output_dir=run.output_dir, log=log)
+  # The run's own gin state while it trains: run_experiment saves it as config.gin.
+  with gin_config.scoped(run.gin_files, run.bindings):
+    configs = RunConfigs.from_gin()
+    steps = configs.train.num_steps
+    result = run_experiment(configs, output_dir=run.output_dir, log=log)
   record = dict(request=run.request(), experiment=run.experiment, seed=run.seed,
                 steps=steps, accuracy=result.test.mean, ci95=result.test.ci95,
                 episodes=int(result.test.accuracies.size),
