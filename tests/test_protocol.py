@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import synthetic_embeddings
+from helpers import synthetic_embeddings
 from leo_tf import gin_config
 from leo_tf.data.embeddings import EmbeddingSet
 from leo_tf.data.episodes import EpisodeSampler

@@ -10,7 +10,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import synthetic_embeddings
+from helpers import synthetic_embeddings
 from leo_tf import reproduce
 
 # Small enough for CI: 2 outer steps, 1 inner and 1 fine-tuning step, 20 test episodes.

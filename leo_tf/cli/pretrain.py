@@ -7,12 +7,9 @@ Gin files are looked up as given, then relative to the shipped gin/ directory.
 Re-running with the same model_dir resumes from the latest checkpoint.
 """
 
-from absl import flags
-
 from leo_tf.cli import common
 
 common.define_gin_flags()
-FLAGS = flags.FLAGS
 
 
 def main(argv):
