@@ -80,7 +80,7 @@ def test_multi_worker_ends_with_identical_weights(tmp_path):
 
 
 def _write_embeddings(root):
-  from conftest import synthetic_embeddings  # pylint: disable=g-import-not-at-top
+  from helpers import synthetic_embeddings  # pylint: disable=g-import-not-at-top
   from leo_tf.data.embeddings import embeddings_path, save_embeddings
   for split, seed in (("train", 0), ("val", 1), ("test", 2)):
     data = synthetic_embeddings(10, 8, dim=16, seed=seed, prefix=split[0])
