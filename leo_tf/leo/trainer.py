@@ -53,19 +53,19 @@ class TrainingDivergedError(RuntimeError):
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
   """The outer loop. Defaults follow the authors' final code (docs/design.md)."""
-  outer_lr: float = 1e-4
-  meta_batch_size: int = 12
-  num_queries: int = 15
-  num_steps: int = 100000
-  validate_every: int = 1000
-  num_val_episodes: int = 2000
-  val_num_queries: Optional[int] = 15
-  val_batch_size: int = 100
-  log_every: int = 100
-  checkpoint_every: int = 1000
-  clip_value: float = 0.1
-  clip_norm: float = 0.1
-  seed: int = 0
+  outer_lr: float = 1e-4                 # Adam's learning rate
+  meta_batch_size: int = 12              # tasks per outer step (over all replicas)
+  num_queries: int = 15                  # query examples per class in training episodes
+  num_steps: int = 100000                # outer steps in total
+  validate_every: int = 1000             # steps between validations (and best checks)
+  num_val_episodes: int = 2000           # episodes per validation
+  val_num_queries: Optional[int] = 15    # None: every remaining example is a query
+  val_batch_size: int = 100              # validation episodes per batch
+  log_every: int = 100                   # steps between progress lines and summaries
+  checkpoint_every: int = 1000           # steps between latest/ checkpoints
+  clip_value: float = 0.1                # per-tensor gradient clipping by value (0: off)
+  clip_norm: float = 0.1                 # then by norm (0: off)
+  seed: int = 0                          # episodes, noise and initial weights
   # The authors' reported numbers: the validation classes join meta-training, and (with
   # select_on_val) validation still runs on them and picks the checkpoint that is tested,
   # i.e. model selection on classes also trained on. select_on_val=False: no validation,
