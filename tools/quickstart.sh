@@ -25,7 +25,9 @@ start=$SECONDS
 for shots in 1 5; do
   run=runs/typefaces_5way${shots}shot
   echo "=== LEO 5-way ${shots}-shot on the built-in typefaces" | tee -a "$log"
-  timed "leo-train ${shots}-shot (first: builds the embeddings)" \
+  label="leo-train ${shots}-shot"
+  [ "$shots" = 1 ] && label+=" (builds the embeddings if missing)"
+  timed "$label" \
     leo-train --gin_file=experiments/typefaces_5way${shots}shot.gin "$@"
   timed "LEO vs baselines ${shots}-shot (10,000 test episodes)" \
     leo-eval --checkpoint_dir="$run" --compare --gin_bindings="CompareConfig.ablations = []"
