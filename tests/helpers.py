@@ -15,6 +15,16 @@ from leo_tf.leo.config import LEOConfig
 from leo_tf.leo.model import build_leo, task_losses
 
 
+def installed_font_files(names):
+  """Paths of the named font files under /usr/share/fonts; asserts they are installed."""
+  from leo_tf.data import glyph_fonts
+  found = {os.path.basename(p): p for p in glyph_fonts.find_font_files()}
+  missing = [f for f in names if f not in found]
+  assert not missing, (f"fonts {missing} not installed: run "
+                       "`bash tools/install_fonts.sh --minimal` (as root)")
+  return tuple(found[f] for f in names)
+
+
 def synthetic_embeddings(num_classes: int, per_class: int, dim: int = 64,
                          signal_dim: int = 4, noise: float = 0.3, seed: int = 0,
                          prefix: str = "c", basis_seed: int = 0) -> EmbeddingSet:

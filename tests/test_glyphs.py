@@ -3,12 +3,12 @@
 CI runs `bash tools/install_fonts.sh --minimal` first; a missing font is a failure.
 """
 
-import os
 import time
 
 import numpy as np
 import pytest
 
+from helpers import installed_font_files
 from leo_tf.data import glyph_fonts
 from leo_tf.data import glyphs
 from leo_tf.data.splits import SPLITS, split_sizes
@@ -21,11 +21,7 @@ SMALL = dict(num_classes=10, min_examples=2, image_size=32)
 
 @pytest.fixture(scope="module")
 def font_files():
-  found = {os.path.basename(p): p for p in glyph_fonts.find_font_files()}
-  missing = [f for f in MINIMAL_FONTS if f not in found]
-  assert not missing, (f"fonts {missing} not installed: run "
-                       "`bash tools/install_fonts.sh --minimal` (as root)")
-  return tuple(found[f] for f in MINIMAL_FONTS)
+  return installed_font_files(MINIMAL_FONTS)
 
 
 def _all_splits(data_dir, font_files, num_workers=1, **kwargs):

@@ -6,11 +6,11 @@ WenQuanYi Micro Hei, AR PL SungtiL GB: four designs).
 """
 
 import collections
-import os
 
 import numpy as np
 import pytest
 
+from helpers import installed_font_files
 from leo_tf.data import glyph_fonts
 from leo_tf.data import typefaces
 
@@ -23,11 +23,7 @@ SMALL = dict(image_size=16, examples_per_class=20, min_examples=10)
 
 @pytest.fixture(scope="module")
 def font_files():
-  found = {os.path.basename(p): p for p in glyph_fonts.find_font_files()}
-  missing = [f for f in MINIMAL if f not in found]
-  assert not missing, (f"fonts {missing} not installed: run "
-                       "`bash tools/install_fonts.sh --minimal` (as root)")
-  return tuple(found[f] for f in MINIMAL)
+  return installed_font_files(MINIMAL)
 
 
 def _examples(image_split):
