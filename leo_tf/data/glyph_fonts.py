@@ -1,7 +1,7 @@
-"""Installed CJK fonts and fast rendering of Han characters into small images.
+"""Installed fonts and fast rendering of characters (Han, Latin) into small images.
 
 Pure Pillow + numpy (no TensorFlow), so worker processes start in a fraction of a
-second. The tfds builder in ``glyphs.py`` uses this module.
+second. The tfds builders in ``glyphs.py`` and ``typefaces.py`` use this module.
 
 Rendering: the glyph is drawn at ``SUPERSAMPLE`` times the output size, cropped to
 its ink, scaled (aspect kept) so that its longer side fills the image minus a margin,
@@ -20,7 +20,7 @@ import pickle
 import re
 import subprocess
 import sys
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -37,7 +37,6 @@ FONT_PACKAGES = (
     "fonts-cwtex-heib", "fonts-lxgw-wenkai", "fonts-kanjistrokeorders", "fonts-kiloji",
     "fonts-aoyagi-kouzan-t", "fonts-aoyagi-soseki", "fonts-dejima-mincho",
     "fonts-droid-fallback")
-MINIMAL_FONT_PACKAGES = ("fonts-wqy-microhei", "fonts-arphic-gbsn00lp")
 DEFAULT_FONT_DIRS = ("/usr/share/fonts",)
 FONT_EXTENSIONS = (".ttf", ".otf", ".ttc")
 
@@ -74,6 +73,16 @@ def sanitize(text: str) -> str:
   return re.sub(r"[^0-9A-Za-z_]+", "_", text).strip("_") or "x"
 
 
+def unique_name(name: str, used: set) -> str:
+  """``name``, else the first of ``name_2``, ``name_3``, ... not in ``used``; added to it."""
+  candidate, n = name, 1
+  while candidate in used:
+    n += 1
+    candidate = f"{name}_{n}"
+  used.add(candidate)
+  return candidate
+
+
 def find_font_files(font_dirs: Sequence[str] = DEFAULT_FONT_DIRS) -> List[str]:
   """Font files under the directories, symlinks resolved, deduplicated, sorted."""
   found = set()
@@ -101,11 +110,7 @@ def list_faces(font_files: Sequence[str]) -> List[FontFace]:
       except OSError:  # past the last face of a collection, or not a font
         break
       stem = sanitize(os.path.splitext(os.path.basename(path))[0])
-      key, n = f"{stem}_{index}", 1
-      while key in used:
-        n += 1
-        key = f"{stem}_{index}_{n}"
-      used.add(key)
+      key = unique_name(f"{stem}_{index}", used)
       faces.append(FontFace(path, index, " ".join(font.getname()), key))
       index += 1
   return faces
@@ -124,7 +129,7 @@ def gb2312_hanzi() -> List[str]:
 
 
 def class_name(char: str) -> str:
-  """'u4e00' for U+4E00: ASCII, no '-'."""
+  """'u4e00' for U+4E00: ASCII, no '-' (a glyph class, a typeface example's key)."""
   return f"u{ord(char):04x}"
 
 
@@ -285,14 +290,8 @@ def han_faces(font_dirs: Sequence[str] = DEFAULT_FONT_DIRS,
               font_files: Optional[Sequence[str]] = None,
               image_size: int = 32) -> List[FontFace]:
   """The installed faces that draw Han characters (Latin-only fonts are skipped)."""
-  files = list(font_files) if font_files else find_font_files(font_dirs)
-  faces = list_faces(files)
+  faces = list_faces(font_files or find_font_files(font_dirs))
   return [f for f in faces if FaceRenderer(f, image_size).is_han_face()]
-
-
-def face_table(faces: Sequence[FontFace]) -> List[Dict[str, object]]:
-  """JSON-friendly description of the faces a dataset was rendered from."""
-  return [dataclasses.asdict(f) for f in faces]
 
 
 if __name__ == "__main__":

@@ -37,32 +37,25 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import gin
 import numpy as np
-import PIL
-from PIL import ImageFont, features as pil_features
-import tensorflow_datasets as tfds
+from PIL import ImageFont
 
-from leo_tf.data import glyph_fonts, glyphs, splits
+from leo_tf.data import glyph_fonts, rendered, splits
 from leo_tf.data.splits import SPLITS
 
 ALNUM = tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 # ASCII letters, digits and punctuation, then the Latin-1 letters.
 LATIN_CHARS = ALNUM + tuple(c for c in map(chr, range(0x21, 0x7F)) if c not in ALNUM) + \
     tuple(c for c in map(chr, range(0xC0, 0x100)) if c not in "\u00d7\u00f7")
-VERSION = "1.0.0"
 
 
 @dataclasses.dataclass(eq=False)
-class TypefaceConfig(tfds.core.BuilderConfig):
-  image_size: int = 32
+class TypefaceConfig(rendered.RenderedConfig):
   examples_per_class: int = 100
   min_examples: int = 40
-  seed: int = 0
   dedupe_threshold: float = 0.02
-  font_dirs: Tuple[str, ...] = glyph_fonts.DEFAULT_FONT_DIRS
-  font_files: Optional[Tuple[str, ...]] = None  # overrides font_dirs
 
 
-_REGISTERED = False
+_BUILDER_CONFIGS: List[TypefaceConfig] = []  # filled once typeface_config exists
 
 
 def typeface_config(image_size: int = 32, examples_per_class: int = 100,
@@ -73,21 +66,15 @@ def typeface_config(image_size: int = 32, examples_per_class: int = 100,
   if not 1 <= min_examples <= examples_per_class:
     raise ValueError(f"need 1 <= min_examples ({min_examples}) <= examples_per_class "
                      f"({examples_per_class})")
-  font_dirs = tuple(font_dirs)
-  font_files = tuple(font_files) if font_files else None
   name = (f"s{image_size}_e{examples_per_class}_m{min_examples}_r{seed}"
           f"_t{round(dedupe_threshold * 10000)}")
-  fonts = font_files or font_dirs
-  if fonts != glyph_fonts.DEFAULT_FONT_DIRS:
-    name += "_f" + hashlib.sha1("\n".join(sorted(fonts)).encode()).hexdigest()[:8]
-  registered = {c.name: c for c in Typefaces.BUILDER_CONFIGS} if _REGISTERED else {}
-  if name in registered:  # tfds refuses an equal copy of a registered config
-    return registered[name]
-  return TypefaceConfig(
-      name=name, version=VERSION, description=f"typefaces, {image_size}x{image_size} px",
-      image_size=image_size, examples_per_class=examples_per_class,
-      min_examples=min_examples, seed=seed, dedupe_threshold=dedupe_threshold,
-      font_dirs=font_dirs, font_files=font_files)
+  return rendered.make_config(
+      TypefaceConfig, _BUILDER_CONFIGS, name, f"typefaces, {image_size}x{image_size} px",
+      font_dirs, font_files, image_size=image_size, examples_per_class=examples_per_class,
+      min_examples=min_examples, seed=seed, dedupe_threshold=dedupe_threshold)
+
+
+_BUILDER_CONFIGS.append(typeface_config())  # the main job's, sized for 2 CPU cores
 
 
 # ---------------------------------------------------------------------------------
@@ -188,8 +175,7 @@ def _design_key(face: glyph_fonts.FontFace) -> str:
 
 def _render(config: TypefaceConfig, num_workers: int):
   """Per face position: {char: image}, for every face of the installed fonts."""
-  files = list(config.font_files or glyph_fonts.find_font_files(config.font_dirs))
-  faces = glyph_fonts.list_faces(files)
+  faces = glyph_fonts.list_faces(config.font_file_list())
   per_face = [dict() for _ in faces]
   # threshold -1: keep every face's rendering (faces are deduplicated as wholes here).
   for char, found in glyph_fonts.render_characters(
@@ -200,15 +186,15 @@ def _render(config: TypefaceConfig, num_workers: int):
 
 
 def build_classes(config: TypefaceConfig, num_workers: int):
-  """{split: {face key: [(char, image)]}} and a JSON-friendly table of the faces."""
+  """The classes (``rendered.Classes``, sorted by face key; an example's key suffix is
+  ``u<code point>``) and a JSON-friendly table of the faces."""
   faces, per_face = _render(config, num_workers)
   latin = [i for i, r in enumerate(per_face) if all(c in r for c in ALNUM)]
-  where = ", ".join(config.font_files or config.font_dirs)
   if len(latin) < 3:
     raise glyph_fonts.MissingFontsError(
-        f"Only {len(latin)} font faces in {where} draw all 62 Latin letters and digits; "
-        "the typeface benchmark needs at least 3. Install the Latin font packages with "
-        "`bash tools/install_fonts.sh`.")
+        f"Only {len(latin)} font faces in {config.where()} draw all 62 Latin letters and "
+        "digits; the typeface benchmark needs at least 3. Install the Latin font packages "
+        "with `bash tools/install_fonts.sh`.")
   signatures = np.stack([np.stack([per_face[i][c] for c in ALNUM]).ravel() for i in latin])
   kept, design_ids = designs(signatures, [_design_key(faces[i]) for i in latin],
                              config.dedupe_threshold)
@@ -216,58 +202,31 @@ def build_classes(config: TypefaceConfig, num_workers: int):
   classes = {s: {} for s in SPLITS}
   table = []
   for position, design, split in zip(kept, design_ids, split_of):
-    face = faces[latin[position]]
-    chars = choose_examples(per_face[latin[position]], config.examples_per_class,
-                            config.seed, face.key)
+    face, renderings = faces[latin[position]], per_face[latin[position]]
+    chars = choose_examples(renderings, config.examples_per_class, config.seed, face.key)
     if len(chars) < config.min_examples:
       continue
-    classes[split][face.key] = [(c, per_face[latin[position]][c]) for c in chars]
+    classes[split][face.key] = [(glyph_fonts.class_name(c), renderings[c]) for c in chars]
     table.append(dict(dataclasses.asdict(face), design=design, split=split,
                       examples=len(chars)))
   empty = [s for s in SPLITS if not classes[s]]
   if empty:
     raise glyph_fonts.MissingFontsError(
         f"No typeface with >= {config.min_examples} characters left for split(s) "
-        f"{empty} from {where}; install more fonts or lower min_examples.")
+        f"{empty} from {config.where()}; install more fonts or lower min_examples.")
   logging.info("Typefaces: %d faces draw Latin, %d distinct, %s classes per split",
                len(latin), len(kept), {s: len(c) for s, c in classes.items()})
-  return classes, table
+  return {s: sorted(c.items()) for s, c in classes.items()}, table
 
 
-class Typefaces(tfds.core.GeneratorBasedBuilder):
+class Typefaces(rendered.RenderedBuilder):
   """Latin typefaces from the installed fonts: a class is a face."""
 
-  VERSION = tfds.core.Version(VERSION)
-  RELEASE_NOTES = {"1.0.0": "First release."}
-  BUILDER_CONFIGS = [typeface_config()]  # the main job's, sized for 2 CPU cores
+  BUILDER_CONFIGS = _BUILDER_CONFIGS
 
-  def __init__(self, *, num_workers: Optional[int] = None, **kwargs):
-    self._num_workers = num_workers or os.cpu_count() or 1  # does not change the data
-    super().__init__(**kwargs)
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return glyphs.rendered_info(self, __doc__)
-
-  def _split_generators(self, dl_manager):
-    del dl_manager  # nothing to download
+  def _render_classes(self):
     classes, table = build_classes(self.builder_config, self._num_workers)
-    metadata = self.info.metadata
-    metadata["class_names"] = {s: sorted(c) for s, c in classes.items()}
-    metadata["faces"] = table
-    metadata["font_files"] = sorted(f["path"] for f in table)
-    metadata["pillow"] = PIL.__version__
-    metadata["freetype"] = pil_features.version("freetype2")
-    return {s: self._generate_examples(c) for s, c in classes.items()}
-
-  def _generate_examples(self, classes):
-    for label, name in enumerate(sorted(classes)):
-      for char, image in classes[name]:
-        key = f"{name}_u{ord(char):04x}"
-        yield key, {"image": image[:, :, None], "label": label, "class_name": name,
-                    "key": key}
-
-
-_REGISTERED = True
+    return classes, table, sorted(f["path"] for f in table)
 
 
 @gin.configurable
@@ -283,4 +242,4 @@ def load_typeface_split(split: str, data_dir: Optional[str] = None, image_size: 
                            dedupe_threshold, font_dirs, font_files)
   builder = Typefaces(data_dir=data_dir, config=config, num_workers=num_workers)
   builder.download_and_prepare()
-  return glyphs.rendered_split(builder, split)
+  return rendered.rendered_split(builder, split)
