@@ -267,7 +267,8 @@ def validate_embedding_dict(raw, source: str) -> EmbeddingSet:
   if n == 0:
     raise EmbeddingDataError(f"{source}: the file holds no examples")
   if embeddings.shape[1] == 0:
-    raise EmbeddingDataError(f"{source}: the embeddings have no features (shape {embeddings.shape})")
+    raise EmbeddingDataError(
+        f"{source}: the embeddings have no features (shape {embeddings.shape})")
   # After the cast: float64 values beyond float32's range become Inf here, not later.
   with np.errstate(over="ignore"):
     embeddings = embeddings.astype(np.float32)
@@ -326,12 +327,6 @@ def require_same_dim(sets: Dict[str, EmbeddingSet]) -> Dict[str, EmbeddingSet]:
         f"{sets[first].source} holds {dims[first]}-dimensional ones: all splits must come "
         "from the same backbone")
   return sets
-
-
-def load_splits(root: str, dataset: str, crop: str, splits: Sequence[str],
-                l2_normalize: bool = True) -> Dict[str, EmbeddingSet]:
-  return require_same_dim(
-      {s: load_split(root, dataset, crop, s, l2_normalize) for s in splits})
 
 
 def make_key(index: int, class_name: str, file_name: Optional[str] = None) -> str:

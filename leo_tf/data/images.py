@@ -27,9 +27,8 @@ from PIL import Image
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from leo_tf.data import glyphs
+from leo_tf.data import glyph_fonts, glyphs, typefaces
 from leo_tf.data.splits import SPLITS, ImageSplit, check_split, split_classes
-from leo_tf.data import typefaces
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 ImageSize = Union[None, int, Tuple[int, int]]
@@ -48,12 +47,7 @@ def sanitize_class_names(names: Sequence[str]) -> List[str]:
   out, used = [], set()
   for name in names:
     clean = "_".join(str(name).replace("-", " ").replace("/", " ").split()) or "class"
-    candidate, n = clean, 1
-    while candidate in used:
-      n += 1
-      candidate = f"{clean}_{n}"
-    used.add(candidate)
-    out.append(candidate)
+    out.append(glyph_fonts.unique_name(clean, used))
   return out
 
 
@@ -133,18 +127,15 @@ def folder_split(root: str, split: str, channels: int = 3, image_size: ImageSize
   check_split(split)
   if not os.path.isdir(root):
     raise ImageSourceError(f"image directory {root} does not exist")
-  split_dir = os.path.join(root, split)
   has_split_dirs = any(os.path.isdir(os.path.join(root, s)) for s in SPLITS)
-  if has_split_dirs:
-    if not os.path.isdir(split_dir):
-      raise ImageSourceError(f"{root} has split directories but no '{split}' directory")
-    by_class = _class_dirs(split_dir)
-  else:
-    by_class = _class_dirs(root)
-    chosen = split_classes(list(by_class), seed)[split]
-    by_class = {name: by_class[name] for name in chosen}
+  directory = os.path.join(root, split) if has_split_dirs else root
+  if has_split_dirs and not os.path.isdir(directory):
+    raise ImageSourceError(f"{root} has split directories but no '{split}' directory")
+  by_class = _class_dirs(directory)
+  if not has_split_dirs:
+    by_class = {name: by_class[name] for name in split_classes(list(by_class), seed)[split]}
   if not by_class:
-    raise ImageSourceError(f"no class directories with images under {split_dir if has_split_dirs else root}")
+    raise ImageSourceError(f"no class directories with images under {directory}")
   return _files_split(root, by_class, channels, image_size)
 
 
@@ -320,14 +311,10 @@ def image_source(split: str, kind: str = "glyphs", root: Optional[str] = None,
   ``load_glyph_split``; ``seed`` and ``class_split`` apply to 'folder' and 'tfds'.
   """
   check_split(split)
-  if kind == "glyphs":
+  if kind in ("glyphs", "typefaces"):
+    load = glyphs.load_glyph_split if kind == "glyphs" else typefaces.load_typeface_split
     kwargs = {"image_size": image_size} if image_size is not None else {}
-    return with_channels(glyphs.load_glyph_split(split, data_dir=root, **kwargs),
-                         channels)
-  if kind == "typefaces":
-    kwargs = {"image_size": image_size} if image_size is not None else {}
-    return with_channels(typefaces.load_typeface_split(split, data_dir=root, **kwargs),
-                         channels)
+    return with_channels(load(split, data_dir=root, **kwargs), channels)
   if kind == "tfds":
     if not name:
       raise ValueError("image_source(kind='tfds') needs name=<tfds dataset name>")
