@@ -37,12 +37,16 @@ def embeddings_path(root: str, dataset: str, crop: str, split: str,
   return os.path.join(root, dataset, crop, f"{split}_embeddings{suffix}")
 
 
-def find_embeddings_file(root: str, dataset: str, crop: str, split: str) -> str:
-  """The .pkl file of a split, else its .npz twin; a clear error if neither exists."""
+def find_embeddings_file(root: str, dataset: str, crop: str, split: str,
+                         required: bool = True) -> Optional[str]:
+  """The .pkl file of a split, else its .npz twin; if neither exists, a clear error
+  (None when not ``required``)."""
   candidates = [embeddings_path(root, dataset, crop, split, s) for s in (".pkl", ".npz")]
   for path in candidates:
     if os.path.exists(path):
       return path
+  if not required:
+    return None
   raise EmbeddingDataError(
       f"No embeddings file for split '{split}': looked for {' and '.join(candidates)}. "
       "Point the embedding root at the released LEO embeddings or build them with "

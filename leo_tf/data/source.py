@@ -1,12 +1,11 @@
 """Where meta-training gets its embeddings: a root in the released layout, built on demand."""
 
 import dataclasses
-import os
 from typing import Callable, Dict, Optional, Sequence
 
 import gin
 
-from leo_tf.data.embeddings import (EmbeddingSet, embeddings_path, load_split,
+from leo_tf.data.embeddings import (EmbeddingSet, find_embeddings_file, load_split,
                                     require_same_dim)
 from leo_tf.data.splits import SPLITS
 from leo_tf.leo.config import check_types
@@ -35,9 +34,8 @@ class EmbeddingSource:
     object.__setattr__(self, "root", paths.resolve(self.root))
 
   def missing_splits(self, splits: Sequence[str] = SPLITS):
-    return [s for s in splits
-            if not any(os.path.exists(embeddings_path(self.root, self.dataset, self.crop, s, x))
-                       for x in (".pkl", ".npz"))]
+    return [s for s in splits if find_embeddings_file(
+        self.root, self.dataset, self.crop, s, required=False) is None]
 
   def ensure(self, splits: Sequence[str] = SPLITS) -> None:
     """Builds the files when some are missing and a builder is configured."""

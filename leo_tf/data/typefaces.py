@@ -138,11 +138,8 @@ def split_designs(design_ids: Sequence[int], seed: int) -> List[str]:
   for d in order:
     deficits = [splits.SPLIT_FRACTIONS[name] * total - c
                 for name, c in zip(SPLITS, counts)]
-    s = int(np.argmax(deficits))
     # Each split gets one design before any gets a second.
-    empty = [k for k in range(3) if counts[k] == 0]
-    if empty:
-      s = empty[0]
+    s = counts.index(0) if 0 in counts else int(np.argmax(deficits))
     of_design[d] = SPLITS[s]
     counts[s] += sizes[d]
   return [of_design[d] for d in design_ids]
