@@ -15,7 +15,7 @@ _EXPORTS = {
     "LEOConfig": "leo_tf.leo.config",
     "ConfigError": "leo_tf.leo.config",
     "LEO": "leo_tf.leo.model",
-    "TrainConfig": "leo_tf.leo.trainer",
+    "TrainConfig": "leo_tf.leo.config",
     "MetaTrainer": "leo_tf.leo.trainer",
     "load_model": "leo_tf.leo.weights",
     "EmbeddingSet": "leo_tf.data.embeddings",

@@ -6,8 +6,10 @@ half-written checkpoint. A checkpoint can still be unreadable (a disk filled up,
 copy was cut short, the state file was damaged, which TF silently treats as "no
 checkpoint"), so :func:`restore_latest` tries every checkpoint in the directory, newest
 first, and falls back with a warning instead of restarting from scratch.
+:class:`BestRecord` keeps ``best/best.json`` describing the checkpoint in ``best/``.
 """
 
+import json
 import os
 import re
 import shutil
@@ -15,6 +17,8 @@ from typing import Callable, Dict, List, Optional
 
 import tensorflow as tf
 from tensorflow.core.protobuf import trackable_object_graph_pb2
+
+from leo_tf.runtime import files
 
 # Checkpoints track the model's weights under this name: Keras 3 does not expose
 # weights kept in plain Python lists (our MLP kernels) to tf.train.Checkpoint.
@@ -153,3 +157,51 @@ def restore_latest(checkpoint: tf.train.Checkpoint, directory: str,
         f"no readable checkpoint in {directory} (tried {', '.join(failures)}); move the "
         "directory away to start over")
   return None
+
+
+class BestRecord:
+  """``best.json``: step, accuracy and CI of the best-on-validation checkpoint.
+
+  A new best is committed in two phases: :meth:`begin` writes ``best.json.pending``, the
+  caller saves the checkpoint, :meth:`commit` renames. A crash in between is finished or
+  undone by :meth:`recover`, so the record and the checkpoint never disagree.
+  """
+
+  def __init__(self, directory: str):
+    self.path = os.path.join(directory, "best.json")
+    self.pending = self.path + ".pending"
+
+  def accuracy(self) -> float:
+    """The recorded accuracy; -1 without a record. A damaged record is a
+    CorruptCheckpointError naming the file."""
+    if not os.path.exists(self.path):
+      return -1.0
+    try:
+      with open(self.path) as f:
+        return float(json.load(f)["accuracy"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+      raise CorruptCheckpointError(
+          f"{self.path} is unreadable ({type(e).__name__}: {e}); restore it, or "
+          "delete it and the next validation records a new best") from None
+
+  def begin(self, step: int, accuracy: float, ci95: float) -> None:
+    files.atomic_write(self.pending, json.dumps(
+        {"step": step, "accuracy": accuracy, "ci95": ci95}), fsync=True)
+
+  def commit(self) -> None:
+    os.replace(self.pending, self.path)
+
+  def recover(self, saved: Optional[str]) -> None:
+    """Finishes an interrupted commit when ``saved`` (the newest checkpoint in best/) is
+    the pending step's, and drops the pending record otherwise."""
+    if not os.path.exists(self.pending):
+      return
+    try:
+      with open(self.pending) as f:
+        step = int(json.load(f)["step"])
+    except (ValueError, KeyError, OSError):
+      step = None
+    if step is not None and saved and saved.endswith(f"-{step}"):
+      self.commit()
+    else:
+      os.remove(self.pending)

@@ -29,7 +29,6 @@ T = TypeVar("T")
 # Modules whose import registers gin configurables: a saved config.gin may bind any.
 CONFIGURABLE_MODULES = (
     "leo_tf.leo.config",
-    "leo_tf.leo.trainer",
     "leo_tf.leo.evaluation",
     "leo_tf.leo.experiment",
     "leo_tf.data.source",

@@ -33,9 +33,7 @@ class UnsafeConfigError(gin_config.GinConfigError):
 
 def allowed_modules() -> Set[str]:
   """The leo_tf modules whose import registers configurables: all an import may name."""
-  return set(getattr(gin_config, "CONFIGURABLE_MODULES", ()) +
-             getattr(gin_config, "_CONFIGURABLE_MODULES", ()) +
-             getattr(gin_config, "_OPTIONAL_MODULES", ()))
+  return set(gin_config.CONFIGURABLE_MODULES)
 
 
 def allowed_configurables() -> Set[str]:

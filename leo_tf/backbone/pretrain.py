@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from leo_tf import checkpoints, gin_config
 from leo_tf.backbone import inputs, optim, precision as precision_lib, wrn
+from leo_tf.config_checks import ConfigError, check_types, require_at_least, require_positive
 from leo_tf.runtime import files, strategy as strategy_lib
 
 BACKBONE_FILE = "backbone.keras"
@@ -51,6 +52,14 @@ class PretrainConfig:
   jit_compile: bool = False         # XLA for each replica's forward + backward pass
 
   def __post_init__(self):
+    check_types(self)
+    require_at_least(self, 1, "batch_size", "steps_per_loop", "log_every",
+                     "checkpoint_every", "max_checkpoints")
+    require_at_least(self, 0, "eval_every", "shuffle_buffer")
+    require_positive(self, "epochs")
+    if not 0.0 <= self.holdout_fraction < 1.0:
+      raise ConfigError("PretrainConfig.holdout_fraction must be in [0, 1), got "
+                        f"{self.holdout_fraction}")
     precision_lib.check(self.precision, "PretrainConfig.precision")
 
 

@@ -56,7 +56,8 @@ def main(argv):
 
 
 def _tune():
-  from leo_tf.tuning.search import load_setup, run_search, use_oracle  # pylint: disable=import-outside-toplevel
+  from leo_tf.tuning.oracle import use_oracle  # pylint: disable=import-outside-toplevel
+  from leo_tf.tuning.search import load_setup, run_search  # pylint: disable=import-outside-toplevel
   use_oracle(FLAGS.oracle, FLAGS.tuner_id)
   setup = load_setup(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.space_file,
                      tuner=FLAGS.tuner, max_trials=FLAGS.max_trials,

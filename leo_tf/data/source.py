@@ -8,7 +8,7 @@ import gin
 from leo_tf.data.embeddings import (EmbeddingSet, find_embeddings_file, load_split,
                                     require_same_dim)
 from leo_tf.data.splits import SPLITS
-from leo_tf.leo.config import check_types
+from leo_tf.config_checks import check_types
 from leo_tf.runtime import paths
 
 

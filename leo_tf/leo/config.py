@@ -1,4 +1,4 @@
-"""Hyperparameters of the LEO model, bound through gin.
+"""Hyperparameters of the LEO model and of its meta-training, bound through gin.
 
 Defaults are the authors' final code (docs/design.md) for 5-way 1-shot; the gin
 files in ``gin/`` switch to the paper's variant, the tuned values and the ablations.
@@ -6,81 +6,17 @@ files in ``gin/`` switch to the paper's variant, the tuned values and the ablati
 
 import dataclasses
 import math
-import typing
 from typing import Optional, Tuple
 
 import gin
+
+from leo_tf.config_checks import (ConfigError, check_types, require_at_least, require_one_of,
+                                  require_positive)
 
 INITIALISATIONS = ("encoder", "random_prior", "maml")
 INNER_GRADIENTS = ("closed_form", "tape")
 LATENT_CODES = ("per_shot", "per_class")
 INNER_LOSSES = ("sum", "mean")
-
-
-class ConfigError(ValueError):
-  """A configuration value is out of range or inconsistent."""
-
-
-def require_at_least(config, minimum, *names: str) -> None:
-  """ConfigError naming the first field of ``config`` in ``names`` below ``minimum``."""
-  for name in names:
-    if getattr(config, name) < minimum:
-      raise ConfigError(f"{type(config).__name__}.{name} must be >= {minimum}, "
-                        f"got {getattr(config, name)}")
-
-
-def require_one_of(config, name: str, choices) -> None:
-  if getattr(config, name) not in choices:
-    raise ConfigError(f"{type(config).__name__}.{name} must be one of {tuple(choices)}, "
-                      f"got {getattr(config, name)!r}")
-
-
-def _matches(value, hint) -> bool:
-  """Whether ``value`` (as gin passes it: lists for tuples) fits the annotation ``hint``."""
-  origin, args = typing.get_origin(hint), typing.get_args(hint)
-  if hint is type(None):
-    return value is None
-  if hint is bool:
-    return isinstance(value, bool)
-  if hint is int:
-    return isinstance(value, int) and not isinstance(value, bool)
-  if hint is float:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-  if hint is str:
-    return isinstance(value, str)
-  if origin is typing.Union:
-    return any(_matches(value, a) for a in args)
-  if origin is tuple:
-    if not isinstance(value, (tuple, list)):
-      return False
-    if len(args) == 2 and args[1] is Ellipsis:
-      return all(_matches(v, args[0]) for v in value)
-    return len(args) == len(value) and all(_matches(v, a) for v, a in zip(value, args))
-  return True  # callables and anything richer: the configurable checks them itself
-
-
-def _describe(hint) -> str:
-  origin, args = typing.get_origin(hint), typing.get_args(hint)
-  if origin is typing.Union:
-    return " or ".join("None" if a is type(None) else _describe(a) for a in args)
-  if origin is tuple:
-    plural = {int: "integers", float: "numbers", str: "strings", bool: "booleans"}
-    return (f"a list of {plural.get(args[0], args[0])}" if args[-1] is Ellipsis
-            else "a list")
-  return {bool: "True or False", int: "an integer", float: "a number",
-          str: "a string"}.get(hint, str(hint))
-
-
-def check_types(config) -> None:
-  """Every field of a gin-bound dataclass holds its annotated type, so a wrong binding
-  fails naming the field (``LEOConfig.latent_size = 'abc'``, ``num_steps = 10.5``)
-  instead of deep inside TensorFlow, or not at all."""
-  hints = typing.get_type_hints(type(config))
-  for field in dataclasses.fields(config):
-    value = getattr(config, field.name)
-    if not _matches(value, hints[field.name]):
-      raise ConfigError(f"{type(config).__name__}.{field.name} must be "
-                        f"{_describe(hints[field.name])}, got {value!r}")
 
 
 @gin.configurable
@@ -173,38 +109,22 @@ class LEOConfig:
     self.validate()
 
   def validate(self):
-    positive = ("num_classes", "num_shots", "latent_size", "ensemble_samples")
-    for name in positive:
-      if getattr(self, name) < 1:
-        raise ConfigError(f"LEOConfig.{name} must be >= 1, got {getattr(self, name)}")
-    if self.num_classes < 2:
-      raise ConfigError(f"LEOConfig.num_classes must be >= 2, got {self.num_classes}")
-    for name in ("inner_steps_train", "inner_steps_test", "finetune_steps_train",
-                 "finetune_steps_test"):
-      if getattr(self, name) < 0:
-        raise ConfigError(f"LEOConfig.{name} must be >= 0, got {getattr(self, name)}")
+    require_at_least(self, 1, "num_shots", "latent_size", "ensemble_samples")
+    require_at_least(self, 2, "num_classes")
+    require_at_least(self, 0, "inner_steps_train", "inner_steps_test",
+                     "finetune_steps_train", "finetune_steps_test", "kl_weight",
+                     "encoder_penalty_weight", "l2_weight", "orthogonality_weight",
+                     "paper_regularizer_weight")
     if not 0.0 <= self.dropout_rate < 1.0:
       raise ConfigError(f"LEOConfig.dropout_rate must be in [0, 1), got {self.dropout_rate}")
-    if self.initialisation not in INITIALISATIONS:
-      raise ConfigError(f"LEOConfig.initialisation must be one of {INITIALISATIONS}, "
-                        f"got {self.initialisation!r}")
-    if self.latent_codes not in LATENT_CODES:
-      raise ConfigError(f"LEOConfig.latent_codes must be one of {LATENT_CODES}, "
-                        f"got {self.latent_codes!r}")
-    if self.inner_loss not in INNER_LOSSES:
-      raise ConfigError(f"LEOConfig.inner_loss must be one of {INNER_LOSSES}, "
-                        f"got {self.inner_loss!r}")
+    require_one_of(self, "initialisation", INITIALISATIONS)
+    require_one_of(self, "latent_codes", LATENT_CODES)
+    require_one_of(self, "inner_loss", INNER_LOSSES)
+    require_one_of(self, "inner_gradients", INNER_GRADIENTS)
     if self.classifier_bias and (self.initialisation != "maml" or self.learn_finetune_lr):
       raise ConfigError("LEOConfig.classifier_bias needs initialisation = 'maml' and "
                         "learn_finetune_lr = False (LEO's decoder makes no bias; the bias "
                         "steps with the fixed finetune_lr_init)")
-    if self.inner_gradients not in INNER_GRADIENTS:
-      raise ConfigError(f"LEOConfig.inner_gradients must be one of {INNER_GRADIENTS}, "
-                        f"got {self.inner_gradients!r}")
-    for name in ("kl_weight", "encoder_penalty_weight", "l2_weight",
-                 "orthogonality_weight", "paper_regularizer_weight"):
-      if getattr(self, name) < 0:
-        raise ConfigError(f"LEOConfig.{name} must be >= 0, got {getattr(self, name)}")
 
   def weight_offset(self, dim: int) -> float:
     if self.weight_stddev_offset is not None:
@@ -216,3 +136,50 @@ class LEOConfig:
 
   def finetune_steps(self, training: bool) -> int:
     return self.finetune_steps_train if training else self.finetune_steps_test
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """The outer loop (leo/trainer.py). Defaults follow the authors' final code."""
+  outer_lr: float = 1e-4                 # Adam's learning rate
+  meta_batch_size: int = 12              # tasks per outer step (over all replicas)
+  num_queries: int = 15                  # query examples per class in training episodes
+  num_steps: int = 100000                # outer steps in total
+  validate_every: int = 1000             # steps between validations (and best checks)
+  num_val_episodes: int = 2000           # episodes per validation
+  val_num_queries: Optional[int] = 15    # None: every remaining example is a query
+  val_batch_size: int = 100              # validation episodes per batch
+  log_every: int = 100                   # steps between progress lines and summaries
+  checkpoint_every: int = 1000           # steps between latest/ checkpoints
+  clip_value: float = 0.1                # per-tensor gradient clipping by value (0: off)
+  clip_norm: float = 0.1                 # then by norm (0: off)
+  seed: int = 0                          # episodes, noise and initial weights
+  # The authors' reported numbers: the validation classes join meta-training, and (with
+  # select_on_val) validation still runs on them and picks the checkpoint that is tested,
+  # i.e. model selection on classes also trained on. select_on_val=False: no validation,
+  # the last step is tested.
+  train_on_val: bool = False
+  select_on_val: bool = True
+  # Keras defaults to 1e-7; the authors' TF1 AdamOptimizer used 1e-8.
+  adam_epsilon: float = 1e-8
+  # A non-finite step applies the gradient guard_l2_weight * w of the network weights
+  # (clipped): the authors' 1e-4, which pulls the weights back towards a finite region.
+  guard_l2_weight: float = 1e-4
+  max_bad_steps: int = 50
+  jit_compile: bool = False
+  # Each replica's tasks run as this many independent chains of ops, which TF's inter-op
+  # pool runs side by side (runtime/threads.py): one chain per core on CPU. The loss is the
+  # same; each group draws its own noise (docs/performance.md).
+  task_groups: int = 2
+  # Process-wide op determinism (runtime.seeds.deterministic_ops): needed for bit-identical
+  # runs on GPU; on CPU our ops are deterministic already (docs/reliability.md has the cost).
+  deterministic_ops: bool = False
+
+  def __post_init__(self):
+    check_types(self)
+    require_at_least(self, 1, "meta_batch_size", "num_queries", "num_steps",
+                     "validate_every", "num_val_episodes", "val_batch_size", "log_every",
+                     "checkpoint_every", "max_bad_steps", "task_groups")
+    require_positive(self, "outer_lr", "adam_epsilon")
+    require_at_least(self, 0, "guard_l2_weight")

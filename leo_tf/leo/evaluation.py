@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from leo_tf.data.episodes import EpisodeSampler
-from leo_tf.leo.config import ConfigError, check_types
+from leo_tf.config_checks import ConfigError, check_types, require_at_least
 
 
 @gin.configurable
@@ -25,9 +25,7 @@ class EvalConfig:
 
   def __post_init__(self):
     check_types(self)
-    for name in ("num_episodes", "batch_size"):
-      if getattr(self, name) < 1:
-        raise ConfigError(f"EvalConfig.{name} must be >= 1, got {getattr(self, name)}")
+    require_at_least(self, 1, "num_episodes", "batch_size")
     if self.num_queries is not None and self.num_queries < 1:
       raise ConfigError(f"EvalConfig.num_queries must be >= 1 or None (every remaining "
                         f"example), got {self.num_queries}")

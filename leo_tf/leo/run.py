@@ -13,10 +13,9 @@ from leo_tf import gin_config
 from leo_tf.data.embeddings import EmbeddingSet
 from leo_tf.data.source import EmbeddingSource
 from leo_tf.leo import weights
-from leo_tf.leo.config import LEOConfig
+from leo_tf.leo.config import LEOConfig, TrainConfig
 from leo_tf.leo.evaluation import EvalConfig
 from leo_tf.leo.model import LEO
-from leo_tf.leo.trainer import TrainConfig
 from leo_tf.runtime.strategy import make_strategy
 from leo_tf.runtime.threads import Threads
 

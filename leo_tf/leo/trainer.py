@@ -24,82 +24,26 @@ from, the best validation so far, whether a validation is a new best) are the ch
 broadcast (runtime.strategy.from_chief), so the workers never part ways.
 """
 
-import dataclasses
-import json
 import os
 import shutil
 import time
 from typing import Callable, Dict, Optional
 
-import gin
 import keras
 import tensorflow as tf
 
 from leo_tf import checkpoints
 from leo_tf.data.embeddings import EmbeddingSet
 from leo_tf.data.episodes import EpisodeSampler, fold_seed
-from leo_tf.leo.config import ConfigError, LEOConfig, check_types
+from leo_tf.leo.config import ConfigError, LEOConfig, TrainConfig
 from leo_tf.leo.evaluation import EvalResult, evaluate, predictor
 from leo_tf.leo.model import LEO, build_leo, task_losses
 from leo_tf.leo import weights
-from leo_tf.runtime import files, seeds, strategy as strategy_lib
+from leo_tf.runtime import seeds, strategy as strategy_lib
 
 
 class TrainingDivergedError(RuntimeError):
   """Too many consecutive steps had a non-finite loss or gradient."""
-
-
-@gin.configurable
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-  """The outer loop. Defaults follow the authors' final code (docs/design.md)."""
-  outer_lr: float = 1e-4                 # Adam's learning rate
-  meta_batch_size: int = 12              # tasks per outer step (over all replicas)
-  num_queries: int = 15                  # query examples per class in training episodes
-  num_steps: int = 100000                # outer steps in total
-  validate_every: int = 1000             # steps between validations (and best checks)
-  num_val_episodes: int = 2000           # episodes per validation
-  val_num_queries: Optional[int] = 15    # None: every remaining example is a query
-  val_batch_size: int = 100              # validation episodes per batch
-  log_every: int = 100                   # steps between progress lines and summaries
-  checkpoint_every: int = 1000           # steps between latest/ checkpoints
-  clip_value: float = 0.1                # per-tensor gradient clipping by value (0: off)
-  clip_norm: float = 0.1                 # then by norm (0: off)
-  seed: int = 0                          # episodes, noise and initial weights
-  # The authors' reported numbers: the validation classes join meta-training, and (with
-  # select_on_val) validation still runs on them and picks the checkpoint that is tested,
-  # i.e. model selection on classes also trained on. select_on_val=False: no validation,
-  # the last step is tested.
-  train_on_val: bool = False
-  select_on_val: bool = True
-  # Keras defaults to 1e-7; the authors' TF1 AdamOptimizer used 1e-8.
-  adam_epsilon: float = 1e-8
-  # A non-finite step applies the gradient guard_l2_weight * w of the network weights
-  # (clipped): the authors' 1e-4, which pulls the weights back towards a finite region.
-  guard_l2_weight: float = 1e-4
-  max_bad_steps: int = 50
-  jit_compile: bool = False
-  # Each replica's tasks run as this many independent chains of ops, which TF's inter-op
-  # pool runs side by side (leo_tf/runtime/threads.py): one chain per core on CPU. The loss is
-  # the same; each group draws its own noise (docs/performance.md).
-  task_groups: int = 2
-  # Process-wide op determinism (runtime.seeds.deterministic_ops): needed for bit-identical
-  # runs on GPU; on CPU our ops are deterministic already (docs/reliability.md has the cost).
-  deterministic_ops: bool = False
-
-  def __post_init__(self):
-    check_types(self)
-    for name in ("meta_batch_size", "num_queries", "num_steps", "validate_every",
-                 "num_val_episodes", "val_batch_size", "log_every", "checkpoint_every",
-                 "max_bad_steps", "task_groups"):
-      if getattr(self, name) < 1:
-        raise ConfigError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-    if self.outer_lr <= 0:
-      raise ConfigError(f"TrainConfig.outer_lr must be > 0, got {self.outer_lr}")
-    if self.adam_epsilon <= 0:
-      raise ConfigError(f"TrainConfig.adam_epsilon must be > 0, got {self.adam_epsilon}")
-    if self.guard_l2_weight < 0:
-      raise ConfigError(f"TrainConfig.guard_l2_weight must be >= 0, got {self.guard_l2_weight}")
 
 
 # The outputs of LEO.call that the outer step reads: one value per task.
@@ -176,7 +120,7 @@ class MetaTrainer:
         self.checkpoint, os.path.join(self.write_dir, "latest"), max_to_keep=2)
     self.best = tf.train.CheckpointManager(
         self.checkpoint, os.path.join(self.write_dir, "best"), max_to_keep=1)
-    self._best_file = os.path.join(output_dir, "best", "best.json")
+    self._best_record = checkpoints.BestRecord(os.path.join(output_dir, "best"))
     self._best_seen = -1.0  # the chief's best validation accuracy, set by restore()
     # The traced outer step (public for inspection: tools/bench counts its FLOPs).
     self.step_function = tf.function(self._outer_step, jit_compile=config.jit_compile)
@@ -307,7 +251,7 @@ class MetaTrainer:
         verify=lambda p: checkpoints.check_compatible(p, variables, weights.dim_hint(self.model.dim)),
         log=self.log)
     if self.chief:
-      self._recover_best()
+      self._best_record.recover(self.best.latest_checkpoint)
       for directory in (self.latest.directory, self.best.directory):
         checkpoints.remove_stale_temps(directory, self.log)
     self._check_workers_agree()  # reads best.json: a damaged one fails here, not later
@@ -334,35 +278,10 @@ class MetaTrainer:
     if not self.chief:
       shutil.rmtree(self.write_dir, ignore_errors=True)
 
-  def _recover_best(self):
-    """Finishes or rolls back a new-best commit that a crash interrupted."""
-    pending = self._best_file + ".pending"
-    if not os.path.exists(pending):
-      return
-    try:
-      with open(pending) as f:
-        step = int(json.load(f)["step"])
-    except (ValueError, KeyError, OSError):
-      step = None
-    saved = self.best.latest_checkpoint
-    if step is not None and saved and saved.endswith(f"-{step}"):
-      os.replace(pending, self._best_file)
-    else:
-      os.remove(pending)
-
   def best_validation(self) -> float:
-    """The accuracy in ``best/best.json``; -1 without one. A damaged record is a
-    CorruptCheckpointError naming the file (checked by :meth:`restore`, so before
-    training rather than at its end)."""
-    if not os.path.exists(self._best_file):
-      return -1.0
-    try:
-      with open(self._best_file) as f:
-        return float(json.load(f)["accuracy"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-      raise checkpoints.CorruptCheckpointError(
-          f"{self._best_file} is unreadable ({type(e).__name__}: {e}); restore it, or "
-          "delete it and the next validation records a new best") from None
+    """The accuracy in ``best/best.json``; -1 without one (a damaged record raises,
+    checked by :meth:`restore`, so before training rather than at its end)."""
+    return self._best_record.accuracy()
 
   def validate(self) -> Optional[EvalResult]:
     if self.val_sampler is None:
@@ -390,15 +309,11 @@ class MetaTrainer:
     accuracy, = strategy_lib.from_chief(self.strategy, [result.mean])
     marker = ""
     if accuracy > self._best_seen:
-      # Two phases: best.json.pending, the checkpoint, then the rename. A crash in
-      # between is finished or undone by _recover_best, never a mismatched pair.
-      pending = self._best_file + ".pending"
       if self.chief:
-        files.atomic_write(pending, json.dumps(
-            {"step": step, "accuracy": result.mean, "ci95": result.ci95}), fsync=True)
+        self._best_record.begin(step, result.mean, result.ci95)
       self._save(self.best, step)
       if self.chief:
-        os.replace(pending, self._best_file)
+        self._best_record.commit()
       self._best_seen = accuracy
       marker = " (new best)"
     self.log(f"[validate] step {step}: accuracy {result}{marker}")

@@ -1,4 +1,4 @@
-"""A leo-tune search: tuner set-up, resumption, the trials table and the best .gin files.
+"""A leo-tune search: tuner set-up, resumption, and its outputs (written by tuning/trials.py).
 
 Layout of ``TuneConfig.output_dir``:
   search.json          what the search was started with (a resume must match it)
@@ -8,13 +8,7 @@ Layout of ``TuneConfig.output_dir``:
   best.gin             reproduces the best trial: `leo-train --gin_file=best.gin`
   best_full.gin        the best trial's values with the base config's own budget
 
-Distributed search (keras-tuner's own mode): one process is the oracle chief, which
-decides every trial's values and serves them over gRPC; workers run the trials. The
-role comes from keras-tuner's environment variables (KERASTUNER_TUNER_ID: 'chief' or a
-worker's name; KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT: the chief's address), which
-leo-tune's --tuner_id and --oracle set. All processes share ``output_dir`` (a shared
-filesystem): the chief writes search.json, the oracle's state and, at the end, the
-tables and best .gin files; each worker writes the directories of the trials it runs.
+Distributed search: tuning/oracle.py.
 """
 
 import dataclasses
@@ -30,19 +24,15 @@ import keras_tuner as kt
 from leo_tf import gin_config
 from leo_tf.runtime import files, threads
 from leo_tf.leo.config import ConfigError
-from leo_tf.tuning.hypermodel import (LEOHyperModel, TrialSetup, log_hparams_config,
-                                      read_record)
-from leo_tf.tuning.space import OBJECTIVE, TuneConfig, search_space
+from leo_tf.tuning import trials
+from leo_tf.tuning.hypermodel import LEOHyperModel, TrialSetup, log_hparams_config
+from leo_tf.tuning.oracle import oracle_role, wait_for_chief
+from leo_tf.tuning.space import OBJECTIVE, TuneConfig, TuningError, search_space
 
 DEFAULT_SPACE_FILE = "tuning/default_space.gin"
 PROJECT = "trials"
 SEARCH_FILE = "search.json"
 OUTPUT_FILES = ("trials.csv", "trials.md", "best.gin", "best_full.gin")
-ORACLE_VARIABLES = ("KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
-
-
-class TuningError(ConfigError):
-  """The search cannot run or produced nothing usable; the message says why."""
 
 
 # ------------------------------------------------------------------ tuners
@@ -69,7 +59,7 @@ class _ProgressMixin:
     oracle = self.oracle
     ended = getattr(oracle, "end_order", None)  # a worker's oracle client has no count
     done = f"{len(ended)}/{oracle.max_trials}" if oracle.max_trials and ended else ""
-    values = " ".join(f"{self.short_names.get(k, k)}={_fmt(v)}"
+    values = " ".join(f"{self.short_names.get(k, k)}={trials.fmt(v)}"
                       for k, v in trial.hyperparameters.values.items()
                       if not k.startswith("tuner/"))
     if trial.status == "COMPLETED":
@@ -143,31 +133,6 @@ def load_setup(gin_files: Sequence[str], bindings: Sequence[str] = (),
   return TrialSetup(paths, tuple(bindings), space, tune, pools)
 
 
-def use_oracle(address: Optional[str], tuner_id: Optional[str]) -> None:
-  """Sets keras-tuner's distributed-mode variables from leo-tune's --oracle (host:port)
-  and --tuner_id; either may be omitted when the environment sets it."""
-  if address is not None:
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-      raise TuningError(f"--oracle must be host:port (the chief's address), got {address!r}")
-    os.environ["KERASTUNER_ORACLE_IP"], os.environ["KERASTUNER_ORACLE_PORT"] = host, port
-  if tuner_id is not None:
-    os.environ["KERASTUNER_TUNER_ID"] = tuner_id
-
-
-def oracle_role() -> str:
-  """'' (one process), 'chief' (serves the oracle) or 'worker' (runs trials), as
-  keras-tuner reads its environment; one error line when it is half set."""
-  present = [v for v in ORACLE_VARIABLES if os.environ.get(v)]
-  if not present or present == ["KERASTUNER_TUNER_ID"]:
-    return ""
-  if len(present) < len(ORACLE_VARIABLES):
-    missing = [v for v in ORACLE_VARIABLES if v not in present]
-    raise TuningError(f"a distributed search needs {', '.join(missing)} too (set them, or "
-                      "pass --oracle=host:port and --tuner_id=chief|<worker name>)")
-  return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
-
-
 def run_search(setup: TrialSetup, overwrite: bool = False,
                log: Callable[[str], None] = print) -> Optional[SearchResult]:
   """Runs (or resumes) the search, then writes the table and the best .gin files.
@@ -184,7 +149,7 @@ def run_search(setup: TrialSetup, overwrite: bool = False,
   if role == "worker":
     if overwrite:
       raise TuningError("--overwrite is the chief's to give: a worker only joins a search")
-    _wait_for_chief(out, log)
+    wait_for_chief(os.path.join(out, SEARCH_FILE), log)
     _check_same_search(out, setup)
     tuner = make_tuner(setup, LEOHyperModel(setup), False, log)
     log(f"[tune] worker {tuner.tuner_id} running trials of the search in {out} (oracle "
@@ -231,15 +196,16 @@ def _log_start(tuner, setup: TrialSetup, log):
 
 def _finish(tuner, setup: TrialSetup, seconds: float, log) -> SearchResult:
   out = setup.tune.output_dir
-  rows = trial_rows(tuner, setup)
+  rows = trials.trial_rows(tuner, setup)
   best_trials = tuner.oracle.get_best_trials(1)
   if not best_trials:
     raise TuningError(f"no trial completed; see {tuner.project_dir}/trial_*/error.txt")
   best = best_trials[0]
-  table = markdown_table(rows, setup)
+  table = trials.markdown_table(rows, setup)
   files.atomic_write(os.path.join(out, "trials.md"), table + "\n")
-  files.atomic_write(os.path.join(out, "trials.csv"), csv_table(rows, setup))
-  paths = [files.atomic_write(os.path.join(out, name), best_gin_text(setup, best, out, full))
+  files.atomic_write(os.path.join(out, "trials.csv"), trials.csv_table(rows, setup))
+  paths = [files.atomic_write(os.path.join(out, name),
+                              trials.best_gin_text(setup, best, out, full))
            for name, full in (("best.gin", False), ("best_full.gin", True))]
   log(table)
   log(f"[tune] {len(rows)} trials in {out} ({seconds:.0f} s this run); best: trial "
@@ -283,18 +249,6 @@ def _claim_output_dir(out: str, setup: TrialSetup, overwrite: bool) -> None:
   files.atomic_write(path, json.dumps(record, indent=2) + "\n")
 
 
-def _wait_for_chief(out: str, log: Callable[[str], None], timeout: float = 3600) -> None:
-  """A worker writes nothing until the chief has claimed ``out`` (its search.json):
-  workers may start first. keras-tuner's own calls wait an hour for the chief, too."""
-  path, start = os.path.join(out, SEARCH_FILE), time.time()
-  if not os.path.exists(path):
-    log(f"[tune] waiting for the chief to start the search in {out}")
-  while not os.path.exists(path):
-    if time.time() - start > timeout:
-      raise TuningError(f"no chief started a search in {out} within {timeout:.0f} s")
-    time.sleep(1)
-
-
 def _check_same_search(out: str, setup: TrialSetup) -> None:
   """Raises unless ``out`` holds search.json of a search with ``setup``'s settings."""
   path = os.path.join(out, SEARCH_FILE)
@@ -312,77 +266,6 @@ def _check_same_search(out: str, setup: TrialSetup) -> None:
         "--overwrite, or choose another --output_dir")
 
 
-# ------------------------------------------------------------------ tables
-
-
-def trial_rows(tuner, setup: TrialSetup) -> List[Dict[str, Any]]:
-  """One row per trial: id, status, objective, steps, seconds and the tuned values."""
-  rows = []
-  for trial_id in sorted(tuner.oracle.trials):
-    trial = tuner.oracle.trials[trial_id]
-    hp = trial.hyperparameters.values
-    record = read_record(tuner.get_trial_dir(trial_id))
-    completed = trial.status == "COMPLETED" and trial.score is not None
-    row = {"trial": trial_id, "status": trial.status,
-           OBJECTIVE: float(trial.score) if completed else None,
-           "steps": _trial_epochs(hp, setup) * setup.tune.validate_every,
-           "seconds": round(record["seconds"], 1) if "seconds" in record else None}
-    if setup.tune.tuner == "hyperband":
-      row["continues"] = hp.get("tuner/trial_id", "")
-    row.update(setup.space.values(hp))
-    rows.append(row)
-  return rows
-
-
-def _columns(rows: List[Dict[str, Any]], setup: TrialSetup) -> List[str]:
-  fixed = ["trial", "status", OBJECTIVE, "steps", "seconds"]
-  if setup.tune.tuner == "hyperband":
-    fixed.append("continues")
-  return fixed + [p.binding for p in setup.space.params]
-
-
-def markdown_table(rows: List[Dict[str, Any]], setup: TrialSetup) -> str:
-  columns = _columns(rows, setup)
-  return "\n".join(files.markdown_table(
-      columns, [[_fmt(row.get(c)) for c in columns] for row in rows]))
-
-
-def csv_table(rows: List[Dict[str, Any]], setup: TrialSetup) -> str:
-  return files.csv_text(rows, _columns(rows, setup), lineterminator="\n")
-
-
-# ------------------------------------------------------------------ the best trial
-
-
-def best_gin_text(setup: TrialSetup, trial, out: str, full: bool) -> str:
-  """A .gin file leo-train accepts as is: base files and bindings, budget, trial values."""
-  hp = trial.hyperparameters.values
-  values = setup.space.values(hp)
-  run_dir = os.path.join(os.path.abspath(out), "best_full_run" if full else "best_run")
-  lines = [f"# leo-tune: trial {trial.trial_id} of the search in {os.path.abspath(out)}, "
-           f"{OBJECTIVE} {trial.score:.4f}.",
-           "# leo-train --gin_file=<this file> " +
-           ("meta-trains with these values for the base config's full budget."
-            if full else "reproduces the trial (its budget included).")]
-  if "tuner/trial_id" in hp and not full:
-    lines.append(f"# (The search continued trial {hp['tuner/trial_id']}'s weights; "
-                 "this file trains from scratch for the same total steps.)")
-  lines += ["", "# The search's base config:"]
-  lines += [f"include {f!r}" for f in setup.gin_files]
-  if setup.bindings:
-    lines += ["", "# The search's command-line bindings:"] + list(setup.bindings)
-  if not full:
-    lines += ["", "# The trial's budget:"]
-    lines += setup.tune.budget_bindings(_trial_epochs(hp, setup))
-  lines += ["", "# The trial's values:"] + setup.space.bindings(values)
-  lines += ["", f"run_experiment.output_dir = {run_dir!r}", ""]
-  return "\n".join(lines)
-
-
-def _trial_epochs(hp: Dict[str, Any], setup: TrialSetup) -> int:
-  return int(hp.get("tuner/epochs", setup.tune.max_epochs))
-
-
 # ------------------------------------------------------------------ helpers
 
 
@@ -397,14 +280,6 @@ def _short_names(bindings: Sequence[str]) -> Dict[str, str]:
   """'LEOConfig.kl_weight' -> 'kl_weight' unless two bindings share the parameter name."""
   last = [b.rsplit(".", 1)[-1] for b in bindings]
   return {b: (s if last.count(s) == 1 else b) for b, s in zip(bindings, last)}
-
-
-def _fmt(value) -> str:
-  if value is None:
-    return ""
-  if isinstance(value, float):
-    return f"{value:.4g}"
-  return str(value)
 
 
 def _last_line(message: Optional[str]) -> str:

@@ -28,6 +28,10 @@ TUNERS = ("random", "bayesian", "hyperband")
 OBJECTIVE = "val_accuracy"
 
 
+class TuningError(ConfigError):
+  """The search cannot run or produced nothing usable; the message says why."""
+
+
 class SearchSpaceError(ConfigError):
   """A search-space entry is malformed; the message names the entry and the fix."""
 
