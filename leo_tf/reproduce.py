@@ -189,6 +189,15 @@ def _pm(value: Optional[float], ci: Optional[float]) -> str:
   return f"{value:.2f}" + ("" if ci is None or math.isnan(ci) else f" ± {ci:.2f}")
 
 
+def _markdown_row(row: dict) -> List[str]:
+  steps = sorted({v["steps"] for v in row["seeds"].values() if v})
+  return ([f"{row['dataset']} {row['shots']}-shot", ", ".join(map(str, steps)) or "-"] +
+          [_pm(v["accuracy"], v["ci95"]) if v else "-" for v in row["seeds"].values()] +
+          [_pm(row["mean"], row["ci95_over_seeds"]),
+           _pm(row["authors_code"], row["authors_code_ci95"]),
+           _pm(row["paper"], row["paper_ci95"])])
+
+
 def markdown(data: dict) -> str:
   """The table as Markdown: per seed mean ± 95% CI over test episodes, then over seeds."""
   seeds = data["seeds"]
@@ -196,17 +205,8 @@ def markdown(data: dict) -> str:
   head = (["experiment", "steps"] + [f"seed {s}" for s in seeds] +
           ["ours, over seeds", "authors' code", "paper"])
   lines = [f"5-way test accuracy (%), {data['protocol_description']}; per seed: mean ± 95% "
-           "CI over test episodes; over seeds: mean ± 95% CI of the seed means.", "",
-           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-  for row in data["rows"]:
-    row_steps = sorted({v["steps"] for v in row["seeds"].values() if v})
-    cells = ([f"{row['dataset']} {row['shots']}-shot",
-              ", ".join(str(s) for s in row_steps) or "-"] +
-             [_pm(v["accuracy"], v["ci95"]) if v else "-" for v in row["seeds"].values()] +
-             [_pm(row["mean"], row["ci95_over_seeds"]),
-              _pm(row["authors_code"], row["authors_code_ci95"]),
-              _pm(row["paper"], row["paper_ci95"])])
-    lines.append("| " + " | ".join(cells) + " |")
+           "CI over test episodes; over seeds: mean ± 95% CI of the seed means.", ""]
+  lines += files.markdown_table(head, [_markdown_row(row) for row in data["rows"]])
   if steps and steps != [100000]:
     lines += ["", f"Meta-trained for {', '.join(map(str, steps))} steps (the authors: "
               "100000): not comparable with the reference columns."]
