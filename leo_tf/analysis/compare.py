@@ -329,7 +329,7 @@ def run_comparison(base: Run, cfg: CompareConfig, output_dir: Optional[str] = No
     methods.append((LABELS[name], leo_predict(run.model)))
 
   methods += baseline_methods(cfg, source, base_config, eval_cfg, log)
-  sampler = _sampler(test, base_config, eval_cfg.num_queries)
+  sampler = episode_sampler(test, base_config, eval_cfg.num_queries)
   title = (f"{base_config.num_classes}-way {base_config.num_shots}-shot, "
            f"{eval_cfg.split} split of {source.dataset}/{source.crop}, seed {eval_cfg.seed}")
   log(f"[compare] {title}: {len(methods)} methods x {eval_cfg.num_episodes} episodes")
@@ -345,7 +345,7 @@ def baseline_methods(cfg: CompareConfig, source: EmbeddingSource, config: LEOCon
   """NCM and logistic regression; unset hyperparameters are fitted on validation episodes."""
   needs_val = (("ncm" in cfg.baselines and cfg.ncm_temperature is None) or
                ("logreg" in cfg.baselines and cfg.logreg_c is None))
-  val = _sampler(source.load("val"), config, None) if needs_val else None
+  val = episode_sampler(source.load("val"), config, None) if needs_val else None
   fit_args = (cfg.fit_episodes, eval_cfg.batch_size, eval_cfg.seed + 1)
   methods = []
   if "ncm" in cfg.baselines:
@@ -365,7 +365,7 @@ def baseline_methods(cfg: CompareConfig, source: EmbeddingSource, config: LEOCon
   return methods
 
 
-def _sampler(data: EmbeddingSet, config: LEOConfig, num_queries) -> EpisodeSampler:
+def episode_sampler(data: EmbeddingSet, config: LEOConfig, num_queries) -> EpisodeSampler:
   return EpisodeSampler(data, config.num_classes, config.num_shots, num_queries)
 
 

@@ -27,20 +27,27 @@ def versions() -> str:
           f"Keras {version('keras')}")
 
 
-def run_app(main):
-  """A console script's start: ``app.run(main)`` with ``--version``, and a ``--help``
-  that lists the script's own flags (absl lists those of ``sys.argv[0]``, a wrapper)."""
-  for module in (main.__module__, __name__):
-    for flag in FLAGS.get_key_flags_for_module(module):
-      FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-  FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS["verbosity"])
-
-  def main_or_version(argv):
+def entry_point(body, gin_hint: str = None, required=(), before=None, interrupted=None):
+  """A console script's ``run``: ``app.run`` with ``--version``; then the arguments are
+  checked (check_arguments), ``before()`` runs (what comes before TensorFlow starts: flag
+  checks, logging set-up), and ``body()`` on the one error path (run_guarded)."""
+  def main(argv):
     if FLAGS.version:
       print(versions())
       return 0
-    return main(argv)
-  app.run(main_or_version)
+    check_arguments(argv, gin_hint, required)
+    if before is not None:
+      before()
+    run_guarded(body, interrupted)
+
+  def run():
+    # absl's --help lists the flags of sys.argv[0], a wrapper: register the script's there.
+    for module in (body.__module__, __name__):
+      for flag in FLAGS.get_key_flags_for_module(module):
+        FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS["verbosity"])
+    app.run(main)
+  return run
 
 
 def define_gin_flags():
@@ -49,6 +56,16 @@ def define_gin_flags():
   flags.DEFINE_multi_string("gin_file", [], "Gin config file(s), later ones override.")
   flags.DEFINE_multi_string("gin_bindings", [],
                             "Gin bindings, e.g. --gin_bindings='TrainConfig.num_steps=10'.")
+
+
+def define_run_flags(use: str, gin_files: bool = False):
+  """The flags of a script that opens a leo-train output directory; ``use`` ends the help
+  of --which ("Which checkpoint to <use>.")."""
+  flags.DEFINE_string("checkpoint_dir", None, "A leo-train output directory.")
+  flags.DEFINE_enum("which", "best", ["best", "latest"], f"Which checkpoint to {use}.")
+  if gin_files:
+    flags.DEFINE_multi_string("gin_file", [], "Gin files applied on top of the saved config.")
+  flags.DEFINE_multi_string("gin_bindings", [], "Overrides on top of the saved config.")
 
 
 def parse_gin(extra_bindings=(), required=()):
@@ -65,15 +82,16 @@ def parse_gin(extra_bindings=(), required=()):
 
 
 def check_arguments(argv, gin_hint: str = None, required=()):
-  """No positional arguments; with ``gin_hint``, at least one --gin_file as well; every
-  flag named in ``required`` set."""
+  """No positional arguments; with ``gin_hint``, at least one --gin_file; every flag in
+  ``required`` (names, or a dict of names to what the flag is) set."""
   if len(argv) > 1:
     fail(f"unexpected arguments: {argv[1:]}")
   if gin_hint is not None and not FLAGS.gin_file:
     fail(f"give at least one --gin_file ({gin_hint})")
-  for name in required:
+  required = required if isinstance(required, dict) else dict.fromkeys(required)
+  for name, what in required.items():
     if not getattr(FLAGS, name):
-      fail(f"--{name} is required")
+      fail(f"--{name} is required" + (f" ({what})" if what else ""))
 
 
 # What gin appends to any exception raised inside a configurable it called: the place,
@@ -109,19 +127,16 @@ def user_errors():
           OutputPathError)
 
 
-def bad_binding(error: Exception) -> bool:
-  """A TypeError raised by gin's own call of a configurable (arguments that do not fit
-  its signature): the only error blamed on the gin bindings. Wrongly typed values are
-  refused by the configs themselves (ConfigError naming the field)."""
-  if not isinstance(error, TypeError):
-    return False
+def bad_binding(error: Exception):
+  """One line for a TypeError raised by gin's own call of a configurable (arguments that
+  do not fit its signature), else None: the only error blamed on the gin bindings.
+  Wrongly typed values are refused by the configs themselves (ConfigError naming the
+  field)."""
   tb = error.__traceback__
   while tb is not None and tb.tb_next is not None:
     tb = tb.tb_next
-  return tb is not None and f"{os.sep}gin{os.sep}" in tb.tb_frame.f_code.co_filename
-
-
-def describe_bad_binding(error: Exception) -> str:
+  if tb is None or f"{os.sep}gin{os.sep}" not in tb.tb_frame.f_code.co_filename:
+    return None
   lines = [l.strip() for l in str(error).splitlines() if l.strip()]
   where = [l.split("'")[1] for l in lines if l.startswith("In call to configurable '")]
   what = " ".join(l for l in lines if not l.startswith("In call to configurable"))
@@ -139,8 +154,7 @@ _ENVIRONMENT_MESSAGES = ("No space left on device", "Disk quota exceeded",
 def environment_error(error: Exception):
   """One line for an OSError (or TF file error) the machine caused, else None."""
   if isinstance(error, OSError) and error.errno in _ENVIRONMENT_ERRNOS:
-    where = error.filename or ""
-    message = f"{where}: {error.strerror}" if where else error.strerror
+    message = f"{error.filename}: {error.strerror}" if error.filename else error.strerror
   elif any(m in str(error) for m in _ENVIRONMENT_MESSAGES):
     # TF's form: "{{function_node __wrapped__SaveV2...}} <path>; No space ... [Op:SaveV2]"
     message = str(error).strip().splitlines()[0]
@@ -163,6 +177,18 @@ def wrapped_user_error(error: Exception):
   return match.group(2).strip() if match else None
 
 
+def error_line(error: Exception):
+  """The one line an error the user can act on is shown as; None for our bugs."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  if isinstance(error, user_errors()):
+    return str(error)
+  if isinstance(error, TypeError):
+    return bad_binding(error)
+  if isinstance(error, tf.errors.OpError):
+    return wrapped_user_error(error) or environment_error(error)
+  return environment_error(error) if isinstance(error, OSError) else None
+
+
 def run_guarded(fn, interrupted: str = None):
   """Runs ``fn()``; user errors and bad bindings exit with one `error:` line, code 2.
 
@@ -174,28 +200,17 @@ def run_guarded(fn, interrupted: str = None):
   from leo_tf.runtime.quiet_start import start_tensorflow
   # --verbosity=1: everything, TF's C++ logs too.
   debug = FLAGS.is_parsed() and FLAGS.verbosity >= logging.DEBUG
-  tf = start_tensorflow(verbose=debug)
+  start_tensorflow(verbose=debug)
   if not debug:  # library INFO lines (tfds, checkpoint sharding) drown the progress output
     logging.set_verbosity(logging.WARNING)
   try:
     return fn()
-  except user_errors() as e:
-    fail(str(e))
-  except TypeError as e:
-    if not bad_binding(e):
-      raise
-    fail(describe_bad_binding(e))
-  except OSError as e:
-    message = environment_error(e)
-    if message is None:
-      raise
-    fail(message)
-  except tf.errors.OpError as e:
-    message = wrapped_user_error(e) or environment_error(e)
-    if message is None:
-      raise
-    fail(message)
   except KeyboardInterrupt:
     if interrupted is None:
       raise
     fail(interrupted, code=130)
+  except Exception as e:  # pylint: disable=broad-except
+    message = error_line(e)
+    if message is None:
+      raise
+    fail(message)

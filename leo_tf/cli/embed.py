@@ -15,11 +15,6 @@ flags.DEFINE_bool("overwrite", False, "Rewrite embedding files that exist.")
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-  common.check_arguments(argv, 'e.g. backbone/embed_glyphs.gin')
-  common.run_guarded(_embed)
-
-
 def _embed():
   from leo_tf.backbone import pipeline  # pylint: disable=import-outside-toplevel
   common.parse_gin(required={
@@ -29,9 +24,7 @@ def _embed():
     print(f"{split}: {path}")
 
 
-def run():
-  common.run_app(main)
-
+run = common.entry_point(_embed, gin_hint="e.g. backbone/embed_glyphs.gin")
 
 if __name__ == "__main__":
   run()

@@ -15,10 +15,7 @@ from absl import flags
 
 from leo_tf.cli import common
 
-flags.DEFINE_string("checkpoint_dir", None, "A leo-train output directory.")
-flags.DEFINE_enum("which", "best", ["best", "latest"], "Which checkpoint to evaluate.")
-flags.DEFINE_multi_string("gin_file", [], "Gin files applied on top of the saved config.")
-flags.DEFINE_multi_string("gin_bindings", [], "Overrides on top of the saved config.")
+common.define_run_flags("evaluate", gin_files=True)
 flags.DEFINE_bool("compare", False,
                   "Evaluate LEO, its ablations and baselines side by side (CSV, Markdown, "
                   "reliability diagram).")
@@ -47,7 +44,6 @@ def parse_pairs(pairs):
 def evaluate_one():
   # pylint: disable=import-outside-toplevel
   from leo_tf.analysis import compare, ensemble
-  from leo_tf.data.episodes import EpisodeSampler
   from leo_tf.leo.experiment import test_result
   from leo_tf.leo.run import open_run
   run = open_run(FLAGS.checkpoint_dir, FLAGS.which, FLAGS.gin_bindings, FLAGS.gin_file)
@@ -55,25 +51,19 @@ def evaluate_one():
   data = run.load(eval_config.split)
   samples = model_config.ensemble_samples
   if samples > 1 and ensemble.can_ensemble(model):
-    sampler = EpisodeSampler(data, model_config.num_classes, model_config.num_shots,
-                             eval_config.num_queries)
     label = f"LEO, ensemble of {samples}"
     seed = compare.read_compare_config(FLAGS.checkpoint_dir, FLAGS.gin_bindings,
                                        FLAGS.gin_file).ensemble_seed
-    predict = compare.ensemble_predict(model, samples, seed)
-    out = compare.evaluate_method(label, predict, sampler, eval_config.num_episodes,
-                                  eval_config.batch_size, eval_config.seed)
+    sampler = compare.episode_sampler(data, model_config, eval_config.num_queries)
+    out = compare.evaluate_method(label, compare.ensemble_predict(model, samples, seed),
+                                  sampler, eval_config.num_episodes, eval_config.batch_size,
+                                  eval_config.seed)
     result = out.accuracy
     print(f"[result] {label}: ECE {100 * out.calibration.ece:.2f}% "
           f"NLL {out.calibration.nll:.3f}")
   else:
     result = test_result(model, data, model_config, eval_config, print)
   print(f"[result] {FLAGS.which} checkpoint, {eval_config.split}: accuracy {result}")
-
-
-def main(argv):
-  common.check_arguments(argv, required=("checkpoint_dir",))
-  common.run_guarded(compare_all if FLAGS.compare else evaluate_one)
 
 
 def compare_all():
@@ -90,9 +80,11 @@ def compare_all():
                          FLAGS.gin_file)
 
 
-def run():
-  common.run_app(main)
+def _evaluate():
+  return compare_all() if FLAGS.compare else evaluate_one()
 
+
+run = common.entry_point(_evaluate, required=("checkpoint_dir",))
 
 if __name__ == "__main__":
   run()

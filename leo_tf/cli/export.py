@@ -12,21 +12,14 @@ from absl import flags
 
 from leo_tf.cli import common
 
-flags.DEFINE_string("checkpoint_dir", None, "A leo-train output directory.")
+common.define_run_flags("export")
 flags.DEFINE_string("export_base", None, "TF Serving model base path; versions go below.")
 # (--version is every script's version print.)
 flags.DEFINE_integer("model_version", None, "TF Serving version number of the export "
                      "(default: one more than the largest under --export_base).")
-flags.DEFINE_enum("which", "best", ["best", "latest"], "Which checkpoint to export.")
 flags.DEFINE_string("backbone", None, "A saved backbone (.keras file or leo-pretrain "
                     "directory): adds the classify_images signature.")
-flags.DEFINE_multi_string("gin_bindings", [], "Overrides on top of the saved config.")
 FLAGS = flags.FLAGS
-
-
-def main(argv):
-  common.check_arguments(argv, required=("checkpoint_dir", "export_base"))
-  common.run_guarded(_export)
 
 
 def _export():
@@ -35,9 +28,7 @@ def _export():
                     FLAGS.backbone, FLAGS.gin_bindings)
 
 
-def run():
-  common.run_app(main)
-
+run = common.entry_point(_export, required=("checkpoint_dir", "export_base"))
 
 if __name__ == "__main__":
   run()

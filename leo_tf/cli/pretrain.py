@@ -12,11 +12,6 @@ from leo_tf.cli import common
 common.define_gin_flags()
 
 
-def main(argv):
-  common.check_arguments(argv, 'e.g. backbone/pretrain_glyphs.gin')
-  common.run_guarded(_pretrain)
-
-
 def _pretrain():
   from leo_tf.backbone import pipeline  # pylint: disable=import-outside-toplevel
   common.parse_gin(required={"run_pretraining.model_dir":
@@ -28,9 +23,7 @@ def _pretrain():
         f"backbone {result.backbone_path}")
 
 
-def run():
-  common.run_app(main)
-
+run = common.entry_point(_pretrain, gin_hint="e.g. backbone/pretrain_glyphs.gin")
 
 if __name__ == "__main__":
   run()

@@ -26,22 +26,17 @@ common.define_gin_flags()
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-  common.check_arguments(argv)
-  if not FLAGS.embeddings_root:
-    common.fail("--embeddings_root is required (the folder holding miniImageNet/ and "
-                "tieredImageNet/)")
+def _seeds():
   try:
-    seeds = [int(s) for s in FLAGS.seeds]
+    return [int(s) for s in FLAGS.seeds]
   except ValueError:
     common.fail(f"--seeds must be integers, got {','.join(FLAGS.seeds)}")
-  common.run_guarded(lambda: _reproduce(seeds))
 
 
-def _reproduce(seeds):
-  from leo_tf import reproduce
+def _reproduce():
+  from leo_tf import reproduce  # pylint: disable=import-outside-toplevel
   data = reproduce.reproduce(FLAGS.embeddings_root, FLAGS.output_dir, FLAGS.experiments,
-                             seeds, FLAGS.protocol, FLAGS.steps, FLAGS.gin_file,
+                             _seeds(), FLAGS.protocol, FLAGS.steps, FLAGS.gin_file,
                              FLAGS.gin_bindings)
   paths = reproduce.write_table(data, FLAGS.output_dir)
   print()
@@ -49,9 +44,8 @@ def _reproduce(seeds):
   print(f"\n[reproduce] table written to {paths['json']} and {paths['markdown']}")
 
 
-def run():
-  common.run_app(main)
-
+run = common.entry_point(_reproduce, before=_seeds, required={
+    "embeddings_root": "the folder holding miniImageNet/ and tieredImageNet/"})
 
 if __name__ == "__main__":
   run()

@@ -15,11 +15,6 @@ common.define_gin_flags()
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-  common.check_arguments(argv, 'see gin/experiments/')
-  common.run_guarded(_train)
-
-
 def _train():
   # pylint: disable=import-outside-toplevel
   from leo_tf.leo.experiment import run_experiment
@@ -31,9 +26,7 @@ def _train():
   run_experiment(RunConfigs.from_gin())
 
 
-def run():
-  common.run_app(main)
-
+run = common.entry_point(_train, gin_hint="see gin/experiments/")
 
 if __name__ == "__main__":
   run()

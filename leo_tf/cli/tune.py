@@ -36,28 +36,18 @@ common.define_gin_flags()
 FLAGS = flags.FLAGS
 
 
-class _NoRetracingWarnings(py_logging.Filter):
-  # Every trial builds a new model, so every trial traces its functions anew: expected.
-  def filter(self, record):
-    return "triggered tf.function retracing" not in record.getMessage()
-
-
 def quiet_tensorflow():
   """Keeps the output to one line per trial (each trial's own log is in its directory)."""
   logging.set_verbosity(logging.WARNING)
-  py_logging.getLogger("tensorflow").addFilter(_NoRetracingWarnings())
-
-
-def main(argv):
-  common.check_arguments(argv, "the base experiment, see gin/experiments/")
-  quiet_tensorflow()
-  common.run_guarded(_tune, interrupted="interrupted; rerun the same command to resume "
-                     "(finished trials are kept)")
+  # Every trial builds a new model, so every trial traces its functions anew: expected.
+  py_logging.getLogger("tensorflow").addFilter(
+      lambda record: "triggered tf.function retracing" not in record.getMessage())
 
 
 def _tune():
-  from leo_tf.tuning.oracle import use_oracle  # pylint: disable=import-outside-toplevel
-  from leo_tf.tuning.search import load_setup, run_search  # pylint: disable=import-outside-toplevel
+  # pylint: disable=import-outside-toplevel
+  from leo_tf.tuning.oracle import use_oracle
+  from leo_tf.tuning.search import load_setup, run_search
   use_oracle(FLAGS.oracle, FLAGS.tuner_id)
   setup = load_setup(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.space_file,
                      tuner=FLAGS.tuner, max_trials=FLAGS.max_trials,
@@ -65,9 +55,9 @@ def _tune():
   run_search(setup, overwrite=FLAGS.overwrite)
 
 
-def run():
-  common.run_app(main)
-
+run = common.entry_point(_tune, gin_hint="the base experiment, see gin/experiments/",
+                         before=quiet_tensorflow, interrupted="interrupted; rerun the same "
+                         "command to resume (finished trials are kept)")
 
 if __name__ == "__main__":
   run()

@@ -11,27 +11,23 @@ from absl import flags
 
 from leo_tf.cli import common
 
-flags.DEFINE_string("checkpoint_dir", None, "A leo-train output directory.")
-flags.DEFINE_enum("which", "best", ["best", "latest"], "Which checkpoint to load.")
+common.define_run_flags("load")
 flags.DEFINE_integer("num_tasks", 1000, "Validation tasks whose codes are embedded.")
 flags.DEFINE_string("output", None, "PNG path (default <checkpoint_dir>/latents_tsne.png).")
 flags.DEFINE_string("split", "val", "Split the tasks come from.")
 flags.DEFINE_float("perplexity", 30.0, "t-SNE perplexity.")
 flags.DEFINE_integer("seed", 0, "Seed of the tasks, of t-SNE and of the highlighted classes.")
 flags.DEFINE_integer("batch_size", 50, "Tasks adapted at once.")
-flags.DEFINE_multi_string("gin_bindings", [], "Overrides on top of the saved config.")
 FLAGS = flags.FLAGS
 
 
-def main(argv):
-  common.check_arguments(argv, required=("checkpoint_dir",))
+def _check_flags():
   if FLAGS.num_tasks < 2:
     common.fail("--num_tasks must be >= 2")
   if FLAGS.batch_size < 1:
     common.fail(f"--batch_size must be >= 1, got {FLAGS.batch_size}")
   if not FLAGS.perplexity > 0:
     common.fail(f"--perplexity must be > 0, got {FLAGS.perplexity:g}")
-  common.run_guarded(_visualize)
 
 
 def _visualize():
@@ -58,9 +54,7 @@ def _visualize():
   print(f"[tsne] wrote {output}")
 
 
-def run():
-  common.run_app(main)
-
+run = common.entry_point(_visualize, required=("checkpoint_dir",), before=_check_flags)
 
 if __name__ == "__main__":
   run()
