@@ -31,7 +31,7 @@ from leo_tf.data.embeddings import EmbeddingSet
 from leo_tf.data.episodes import EpisodeSampler, fold_seed
 from leo_tf.data.source import EmbeddingSource
 from leo_tf.leo import weights
-from leo_tf.leo.config import ConfigError, LEOConfig, check_types
+from leo_tf.leo.config import ConfigError, LEOConfig, check_types, require_at_least
 from leo_tf.leo.evaluation import EvalConfig, EvalResult
 from leo_tf.leo.model import episode_accuracy
 from leo_tf.leo.run import Run, RunConfigs, open_run
@@ -102,8 +102,8 @@ class CompareConfig:
     if unknown:
       raise ConfigError(f"CompareConfig: unknown methods {unknown}; ablations are "
                         f"{sorted(ABLATION_GIN)}, baselines {list(BASELINES)}")
-    if self.num_bins < 1 or self.ablation_train_steps < 0:
-      raise ConfigError("CompareConfig: num_bins must be >= 1, ablation_train_steps >= 0")
+    require_at_least(self, 1, "num_bins")
+    require_at_least(self, 0, "ablation_train_steps")
 
 
 @dataclasses.dataclass
@@ -258,9 +258,8 @@ def resolve_ablation_dirs(base_dir: str, cfg: CompareConfig, given: Mapping[str,
 # ------------------------------------------------------------------ the table
 
 
-def table_rows(results: Sequence[MethodResult], reference: Optional[str] = "LEO"
-               ) -> List[Dict[str, float]]:
-  ref = next((r for r in results if r.name == reference), None)
+def table_rows(results: Sequence[MethodResult]) -> List[Dict[str, float]]:
+  ref = next((r for r in results if r.name == LABELS["leo"]), None)
   rows = []
   for r in results:
     delta, delta_ci = (paired_difference(r.accuracy, ref.accuracy)

@@ -22,7 +22,7 @@ from typing import Callable, Dict, Optional
 import gin
 import tensorflow as tf
 
-from leo_tf.leo.config import ConfigError, check_types
+from leo_tf.leo.config import check_types, require_at_least
 
 # Norm floor of the embedding files' L2 normalisation (EmbeddingSet.l2_normalized).
 _NORM_FLOOR = 1e-12
@@ -45,11 +45,8 @@ class ServingLimits:
 
   def __post_init__(self):
     check_types(self)
-    if self.max_queries < 1:
-      raise ConfigError(f"ServingLimits.max_queries must be >= 1, got {self.max_queries}")
-    for name in ("max_classes", "max_support"):  # a task has at least 2 classes
-      if getattr(self, name) < 2:
-        raise ConfigError(f"ServingLimits.{name} must be >= 2, got {getattr(self, name)}")
+    require_at_least(self, 1, "max_queries")
+    require_at_least(self, 2, "max_classes", "max_support")  # a task has at least 2 classes
 
 
 def _require(condition, *parts):
@@ -93,13 +90,11 @@ def check_sizes(support, labels, query, limits: ServingLimits, what: str = "embe
   """``support``, ``labels``, ``query`` once their row counts are within ``limits``:
   checked before any work that grows with them (the backbone, the relation network)."""
   rows, size, queries = tf.shape(support)[0], tf.shape(labels)[0], tf.shape(query)[0]
+  serves = (f"this export serves at most N*K = {limits.max_support} support examples "
+            "(ServingLimits.max_support)")
   checks = [
-      _require(size <= limits.max_support, "support_labels has", size, "entries; this "
-               f"export serves at most N*K = {limits.max_support} support examples "
-               "(ServingLimits.max_support)"),
-      _require(rows <= limits.max_support, f"support_{what} has", rows, "rows; this "
-               f"export serves at most N*K = {limits.max_support} support examples "
-               "(ServingLimits.max_support)"),
+      _require(size <= limits.max_support, "support_labels has", size, "entries; " + serves),
+      _require(rows <= limits.max_support, f"support_{what} has", rows, "rows; " + serves),
       _require(queries <= limits.max_queries, f"query_{what} has", queries, "rows; this "
                f"export serves at most M = {limits.max_queries} queries "
                "(ServingLimits.max_queries)"),
