@@ -75,18 +75,14 @@ def fit_temperature(logits: Iterable[np.ndarray], masks: Iterable[np.ndarray],
   """The temperature on ``grid`` minimising the query NLL of logits [B, N, Q, N]."""
   logits = [np.asarray(l, np.float64) for l in logits]
   masks = [np.asarray(m, np.float64) for m in masks]
+  count = sum(float(m.sum()) for m in masks)
   best, best_nll = float(grid[0]), np.inf
   for t in grid:
-    total, count = 0.0, 0.0
+    total = 0.0
     for l, m in zip(logits, masks):
-      scaled = l / t
-      log_z = np.logaddexp.reduce(scaled, axis=-1)                      # [B, N, Q]
-      n = l.shape[1]
-      true = np.take_along_axis(
-          scaled, np.broadcast_to(np.arange(n)[None, :, None, None], l.shape[:3] + (1,)),
-          axis=-1)[..., 0]
-      total += float(((log_z - true) * m).sum())
-      count += float(m.sum())
+      # Query [b, n, q] is of class n: its true logit is l[b, n, q, n].
+      nll = np.logaddexp.reduce(l / t, axis=-1) - np.einsum("bnqn->bnq", l) / t
+      total += float((nll * m).sum())
     if total / count < best_nll:
       best, best_nll = float(t), total / count
   return best

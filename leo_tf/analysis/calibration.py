@@ -37,8 +37,9 @@ class CalibrationStats:
     self.correct_sums = zeros() if self.correct_sums is None else self.correct_sums
 
   def update(self, probs: np.ndarray, labels: np.ndarray,
-             mask: Optional[np.ndarray] = None) -> None:
-    """probs [..., C], integer labels [...], mask [...] (1 = a real query)."""
+             mask: Optional[np.ndarray] = None) -> "CalibrationStats":
+    """Adds probs [..., C], integer labels [...], mask [...] (1 = a real query); returns
+    ``self``."""
     probs = np.asarray(probs, np.float64).reshape(-1, np.shape(probs)[-1])
     labels = np.asarray(labels).reshape(-1)
     keep = (np.ones(labels.shape, bool) if mask is None
@@ -52,6 +53,7 @@ class CalibrationStats:
     self.correct_sums += np.bincount(bins, correct, minlength=self.num_bins)
     true_prob = probs[np.arange(labels.size), labels]
     self.nll_sum += float(-np.log(np.maximum(true_prob, _MIN_PROB)).sum())
+    return self
 
   @property
   def total(self) -> float:
@@ -68,26 +70,19 @@ class CalibrationStats:
   def nll(self) -> float:
     return self.nll_sum / self.total if self.total else float("nan")
 
-  def bin_accuracy(self) -> np.ndarray:
+  def bin_means(self):
+    """Accuracy and mean confidence per bin (NaN in empty bins)."""
     with np.errstate(invalid="ignore", divide="ignore"):
-      return self.correct_sums / self.counts
-
-  def bin_confidence(self) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-      return self.confidence_sums / self.counts
+      return self.correct_sums / self.counts, self.confidence_sums / self.counts
 
 
 def expected_calibration_error(probs, labels, mask=None,
                                num_bins: int = DEFAULT_NUM_BINS) -> float:
-  stats = CalibrationStats(num_bins)
-  stats.update(probs, labels, mask)
-  return stats.ece
+  return CalibrationStats(num_bins).update(probs, labels, mask).ece
 
 
 def negative_log_likelihood(probs, labels, mask=None) -> float:
-  stats = CalibrationStats(1)
-  stats.update(probs, labels, mask)
-  return stats.nll
+  return CalibrationStats(1).update(probs, labels, mask).nll
 
 
 def episode_labels(probs_shape) -> np.ndarray:
@@ -112,7 +107,7 @@ def reliability_diagram(stats: Dict[str, CalibrationStats], path: str,
     edges = np.linspace(0.0, 1.0, s.num_bins + 1)
     centers, width = (edges[:-1] + edges[1:]) / 2, 1.0 / s.num_bins
     filled = s.counts > 0
-    acc, conf = s.bin_accuracy()[filled], s.bin_confidence()[filled]
+    acc, conf = (m[filled] for m in s.bin_means())
     ax.bar(centers[filled], acc, width=width, edgecolor="black", color="tab:blue",
            label="accuracy")
     # The gap to each bin's mean confidence is what ECE weighs (either direction).

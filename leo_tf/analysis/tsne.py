@@ -7,7 +7,6 @@ jointly with t-SNE, and draw them (a) coloured by stage (before: blue, after: or
 """
 
 import dataclasses
-from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -68,10 +67,10 @@ def _display_name(cls: int, class_names) -> str:
   return f"class {cls} (" + " ".join(f"U+{ord(ch):04X}" for ch in name) + ")"
 
 
-def plot_latent_tsne(points: np.ndarray, codes: LatentCodes, path: str,
-                     highlight: Optional[np.ndarray] = None, seed: int = 0,
+def plot_latent_tsne(points: np.ndarray, codes: LatentCodes, path: str, seed: int = 0,
                      class_names=None) -> str:
-  """Four panels like the paper's Figure 2; returns ``path`` (PNG)."""
+  """Four panels like the paper's Figure 2 (``seed`` picks the two highlighted classes);
+  returns ``path`` (PNG)."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -79,11 +78,9 @@ def plot_latent_tsne(points: np.ndarray, codes: LatentCodes, path: str,
   n = codes.initial.shape[0]
   stage = np.repeat([0, 1], n)                   # 0 = encoder output, 1 = adapted
   classes = np.concatenate([codes.classes, codes.classes])
-  if highlight is None:
-    rng = np.random.default_rng(seed)
-    unique = np.unique(codes.classes)
-    highlight = rng.choice(unique, size=min(2, unique.size), replace=False)
-  name = lambda c: _display_name(c, class_names)
+  unique = np.unique(codes.classes)
+  highlight = np.random.default_rng(seed).choice(unique, size=min(2, unique.size),
+                                                 replace=False)
   size = max(1.0, min(12.0, 6000.0 / points.shape[0]))
   rows = -(-(2 + len(highlight)) // 2)
   fig, grid = plt.subplots(rows, 2, figsize=(10, 5 * rows), squeeze=False)
@@ -105,7 +102,7 @@ def plot_latent_tsne(points: np.ndarray, codes: LatentCodes, path: str,
       sel = (classes == cls) & (stage == st)
       ax.scatter(points[sel, 0], points[sel, 1], c=colours[st], s=4 * size + 8,
                  marker=marker, label="z (encoder)" if st == 0 else "z' (adapted)")
-    ax.set_title(f"({letter}) {name(cls)}", fontsize=9)
+    ax.set_title(f"({letter}) {_display_name(cls, class_names)}", fontsize=9)
     ax.legend(fontsize=7, loc="best")
   for ax in axes:
     ax.set_xticks([])

@@ -27,6 +27,7 @@ FLAGS = flags.FLAGS
 
 
 def _seeds():
+  """--seeds as integers; also run first (entry_point's before) to fail before TF starts."""
   try:
     return [int(s) for s in FLAGS.seeds]
   except ValueError:

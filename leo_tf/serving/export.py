@@ -42,32 +42,22 @@ class ExportError(ValueError):
 # ------------------------------------------------------------------ versions
 
 
-def existing_versions(export_base: str) -> List[int]:
-  if not os.path.isdir(export_base):
-    return []
-  return sorted(int(d) for d in os.listdir(export_base)
-                if d.isdigit() and os.path.isdir(os.path.join(export_base, d)))
-
-
 def next_version(export_base: str) -> int:
-  versions = existing_versions(export_base)
-  return versions[-1] + 1 if versions else 1
+  """One more than the largest integer version directory under ``export_base``, or 1."""
+  names = os.listdir(export_base) if os.path.isdir(export_base) else []
+  versions = [int(d) for d in names
+              if d.isdigit() and os.path.isdir(os.path.join(export_base, d))]
+  return max(versions, default=0) + 1
 
 
 # ------------------------------------------------------------------ the archive
 
 
-def _embedding_specs(dim: int):
-  return [tf.TensorSpec([None, dim], tf.float32, name="support_embeddings"),
+def _specs(shape, dtype, what: str):
+  """A signature's inputs: support_<what>, support_labels, query_<what>."""
+  return [tf.TensorSpec(shape, dtype, name=f"support_{what}"),
           tf.TensorSpec([None], tf.int64, name="support_labels"),
-          tf.TensorSpec([None, dim], tf.float32, name="query_embeddings")]
-
-
-def _image_specs(backbone: keras.Model):
-  shape = [None] + list(backbone.input_shape[1:])
-  return [tf.TensorSpec(shape, tf.uint8, name="support_images"),
-          tf.TensorSpec([None], tf.int64, name="support_labels"),
-          tf.TensorSpec(shape, tf.uint8, name="query_images")]
+          tf.TensorSpec(shape, dtype, name=f"query_{what}")]
 
 
 def build_archive(model, normalize: bool, backbone: Optional[keras.Model] = None,
@@ -78,17 +68,17 @@ def build_archive(model, normalize: bool, backbone: Optional[keras.Model] = None
   archive = keras.export.ExportArchive()
   archive.track(model)
   archive.add_endpoint(SERVING_DEFAULT, graph.embedding_endpoint(model, normalize, limits),
-                       input_signature=_embedding_specs(model.dim))
+                       input_signature=_specs([None, model.dim], tf.float32, "embeddings"))
   if backbone is not None:
     out_dim = backbone.output_shape[-1]
     if out_dim != model.dim:
       raise ExportError(f"the backbone outputs {out_dim}-d embeddings but the LEO model "
                         f"was meta-trained on {model.dim}-d ones")
     archive.track(backbone)
+    images = _specs([None, *backbone.input_shape[1:]], tf.uint8, "images")
     archive.add_endpoint(IMAGES_SIGNATURE,
-                         graph.image_endpoint(model, backbone, preprocess, normalize,
-                                              limits),
-                         input_signature=_image_specs(backbone))
+                         graph.image_endpoint(model, backbone, preprocess, normalize, limits),
+                         input_signature=images)
   return archive
 
 

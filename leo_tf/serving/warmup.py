@@ -27,14 +27,11 @@ def prediction_log(inputs: Mapping[str, np.ndarray], signature_name: str,
 
 
 def write(path: str, requests: Iterable[Tuple[str, Mapping[str, np.ndarray]]],
-          model_name: str = "leo") -> int:
-  """Writes (signature_name, inputs) pairs as a TFRecord of PredictionLogs; returns count."""
-  count = 0
+          model_name: str = "leo") -> None:
+  """Writes (signature_name, inputs) pairs as a TFRecord of PredictionLogs."""
   with tf.io.TFRecordWriter(path) as writer:
     for signature_name, inputs in requests:
       writer.write(prediction_log(inputs, signature_name, model_name))
-      count += 1
-  return count
 
 
 def read(path: str):
