@@ -27,11 +27,12 @@ import tensorflow as tf
 from leo_tf import gin_config
 from leo_tf.analysis import baselines, calibration, ensemble
 from leo_tf.analysis.progress import ProgressBar
+from leo_tf.config_checks import ConfigError, check_types, require_at_least
 from leo_tf.data.embeddings import EmbeddingSet
 from leo_tf.data.episodes import EpisodeSampler, fold_seed
 from leo_tf.data.source import EmbeddingSource
 from leo_tf.leo import weights
-from leo_tf.leo.config import ConfigError, LEOConfig, check_types, require_at_least
+from leo_tf.leo.config import LEOConfig
 from leo_tf.leo.evaluation import EvalConfig, EvalResult
 from leo_tf.leo.model import episode_accuracy
 from leo_tf.leo.run import Run, RunConfigs, open_run

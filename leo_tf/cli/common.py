@@ -113,10 +113,10 @@ def fail(message: str, code: int = 2):
 def user_errors():
   # pylint: disable=import-outside-toplevel
   from leo_tf.checkpoints import CheckpointMismatchError, CorruptCheckpointError
+  from leo_tf.config_checks import ConfigError
   from leo_tf.data.embeddings import EmbeddingDataError
   from leo_tf.data.images import ImageDecodeError, ImageSourceError
   from leo_tf.gin_config import GinConfigError
-  from leo_tf.leo.config import ConfigError
   from leo_tf.leo.trainer import TrainingDivergedError
   from leo_tf.runtime.lock import RunDirectoryBusyError
   from leo_tf.runtime.outputs import OutputPathError

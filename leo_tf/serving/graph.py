@@ -22,7 +22,7 @@ from typing import Callable, Dict, Optional
 import gin
 import tensorflow as tf
 
-from leo_tf.leo.config import check_types, require_at_least
+from leo_tf.config_checks import check_types, require_at_least
 
 # Norm floor of the embedding files' L2 normalisation (EmbeddingSet.l2_normalized).
 _NORM_FLOOR = 1e-12
