@@ -121,31 +121,41 @@ def test_variants_run_and_give_finite_meta_gradients(overrides):
   assert all(np.all(np.isfinite(g.numpy())) for g in grads if g is not None)
 
 
-def test_random_prior_starts_from_a_fixed_standard_normal_draw_at_evaluation():
+def test_random_prior_starts_from_zero_at_evaluation():
   model = build_leo(LEOConfig(initialisation="random_prior", inner_steps_test=0), dim=16)
   out = model(_episode(), training=False)
+  assert np.all(out["initial_latents"].numpy() == 0.0)
+  assert model.encoder is None
+
+
+def test_random_prior_sample_start_is_one_fixed_standard_normal_draw():
+  model = build_leo(LEOConfig(initialisation="random_prior", prior_start="sample",
+                              inner_steps_test=0), dim=16)
+  z0 = model(_episode(), training=False)["initial_latents"].numpy()
   again = model(_episode(seed=1), training=False, seed=tf.constant([5, 6]))
-  z0 = out["initial_latents"].numpy()
-  assert model.encoder is None and z0.shape == (2, 5, 1, 64)
+  assert z0.shape == (2, 5, 1, 64)
   np.testing.assert_array_equal(z0, again["initial_latents"].numpy())  # fixed, not seeded
   assert abs(z0.mean()) < 0.1 and abs(z0.std() - 1.0) < 0.1  # 640 draws of N(0, 1)
   assert len(np.unique(z0)) == z0.size  # every class its own code
 
 
-def test_random_prior_adapts_through_a_relu_decoder_at_evaluation():
-  """From z = 0 a ReLU decoder without biases has a zero gradient: codes would not move."""
-  config = LEOConfig(initialisation="random_prior", decoder_hidden=(32,), num_shots=2)
+@pytest.mark.parametrize("start, moves", [("mean", False), ("sample", True)])
+def test_random_prior_through_a_relu_decoder_adapts_only_from_a_draw(start, moves):
+  """At z = 0 a ReLU decoder without biases has a zero gradient: the codes cannot move."""
+  config = LEOConfig(initialisation="random_prior", decoder_hidden=(32,), num_shots=2,
+                     prior_start=start)
   model = build_leo(config, dim=16)
   support = _episode(k=2)["support"]
   initial, _ = model.initial_latents(support, training=False, noise=None)
   final, _ = model.adapt_latents(support, initial, training=False)
-  assert float(tf.reduce_max(tf.abs(final - initial))) > 1e-4
+  assert (float(tf.reduce_max(tf.abs(final - initial))) > 1e-4) == moves
 
 
 @pytest.mark.parametrize("bad, message", [
     (dict(num_classes=1), "num_classes"),
     (dict(dropout_rate=1.0), "dropout_rate"),
     (dict(initialisation="vae"), "initialisation"),
+    (dict(prior_start="median"), "prior_start"),
     (dict(inner_steps_test=-1), "inner_steps_test"),
     (dict(kl_weight=-1.0), "kl_weight"),
 ])

@@ -17,6 +17,7 @@ INITIALISATIONS = ("encoder", "random_prior", "maml")
 INNER_GRADIENTS = ("closed_form", "tape")
 LATENT_CODES = ("per_shot", "per_class")
 INNER_LOSSES = ("sum", "mean")
+PRIOR_STARTS = ("mean", "sample")
 
 
 @gin.configurable
@@ -36,6 +37,10 @@ class LEOConfig:
     initialisation: "encoder" (LEO), "random_prior" (z0 ~ N(0, I), the paper's
       ablation) or "maml" (no latent space: a learned weight initialisation adapted
       directly, MAML on the same features).
+    prior_start: where the random prior's adaptation starts without a sampled code (at
+      evaluation): "mean", z0 = 0, or "sample", one fixed draw of N(0, I). The mean is
+      the analogue of LEO's posterior mean, but a ReLU decoder without biases (the
+      paper's 5-shot variant) has a zero gradient at z = 0 and cannot adapt from it.
     stochastic: sample z and the weights in training (False: the deterministic ablation).
     latent_codes: "per_shot" (the final code: in training each of the K shots of a class
       draws its own z, the logits average their K decoded weights, and each copy steps
@@ -77,6 +82,7 @@ class LEOConfig:
   relation_hidden: Tuple[int, ...] = (128, 128)
   decoder_hidden: Tuple[int, ...] = ()
   initialisation: str = "encoder"
+  prior_start: str = "mean"
   stochastic: bool = True
   latent_codes: str = "per_shot"
   inner_loss: str = "sum"
@@ -118,6 +124,7 @@ class LEOConfig:
     if not 0.0 <= self.dropout_rate < 1.0:
       raise ConfigError(f"LEOConfig.dropout_rate must be in [0, 1), got {self.dropout_rate}")
     require_one_of(self, "initialisation", INITIALISATIONS)
+    require_one_of(self, "prior_start", PRIOR_STARTS)
     require_one_of(self, "latent_codes", LATENT_CODES)
     require_one_of(self, "inner_loss", INNER_LOSSES)
     require_one_of(self, "inner_gradients", INNER_GRADIENTS)

@@ -25,7 +25,7 @@ from leo_tf.leo.layers import (LatentEncoder, WeightDecoder, gaussian,
                                kl_to_standard_normal, tfd)
 from leo_tf.leo.noise import Noise, dropout, standard_normal
 
-# The seed of the random-prior ablation's fixed initial codes (LEO.initial_latents).
+# The seed of the random prior's fixed initial codes (LEOConfig.prior_start = "sample").
 FIXED_PRIOR_SEED = (20181, 1)
 
 
@@ -128,12 +128,11 @@ class LEO(keras.Model):
     shape = [b, n, self.latent_samples(training) if sample else 1, c.latent_size]
     zero_kl = tf.zeros([b])
     if c.initialisation == "random_prior":
-      # Without a sampled code (evaluation, deterministic training) z0 is one fixed draw
-      # of N(0, I), so evaluation stays deterministic. Not the prior's mean: z = 0 gives
-      # every class the same code and, through a ReLU decoder without biases (the
-      # paper's 5-shot variant), a zero gradient, so adaptation could never start.
-      return (noise.latent if sample else
-              standard_normal(tf.stack(shape), FIXED_PRIOR_SEED)), zero_kl
+      if sample:
+        return noise.latent, zero_kl
+      if c.prior_start == "sample":  # fixed, so evaluation stays deterministic
+        return standard_normal(tf.stack(shape), FIXED_PRIOR_SEED), zero_kl
+      return tf.zeros(shape), zero_kl
     keep = noise.encoder_keep if noise is not None else None
     posterior = gaussian(self.encoder(support, training=training, keep=keep),
                          c.latent_stddev_offset)                         # [B, N, latent]
