@@ -18,48 +18,29 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 
-from helpers import synthetic_embeddings  # pylint: disable=g-import-not-at-top
+from helpers import (TINY_BINDINGS, gin_bindings,  # pylint: disable=g-import-not-at-top
+                     synthetic_embeddings)
 from leo_tf.data.embeddings import embeddings_path, save_embeddings
-
-GIN = """
-EmbeddingSource.root = '{root}'
-EmbeddingSource.dataset = 'tiny'
-EmbeddingSource.crop = 'center'
-LEOConfig.num_classes = 3
-LEOConfig.num_shots = 1
-LEOConfig.latent_size = 4
-LEOConfig.relation_hidden = [8]
-LEOConfig.inner_steps_train = 1
-LEOConfig.inner_steps_test = 1
-LEOConfig.finetune_steps_train = 1
-LEOConfig.finetune_steps_test = 1
-TrainConfig.meta_batch_size = 2
-TrainConfig.num_queries = 2
-TrainConfig.num_steps = {steps}
-TrainConfig.checkpoint_every = {checkpoint_every}
-TrainConfig.validate_every = {validate_every}
-TrainConfig.log_every = 10
-TrainConfig.num_val_episodes = 8
-TrainConfig.val_batch_size = 8
-TrainConfig.val_num_queries = 2
-EvalConfig.num_episodes = 8
-EvalConfig.batch_size = 8
-run_experiment.evaluate_test = False
-"""
 
 
 def write_experiment(directory: str, steps: int = 60, checkpoint_every: int = 5,
                      validate_every: int = 10, dim: int = 8) -> str:
-  """Tiny embeddings for train/val/test and a gin file for them; returns the gin path."""
+  """Tiny embeddings for train/val/test and a gin file for them (the tiny model and
+  episodes of tests/helpers.py); returns the gin path."""
   root = os.path.join(directory, "embeddings")
   for i, split in enumerate(("train", "val", "test")):
     data = synthetic_embeddings(6, 6, dim=dim, seed=i, prefix=f"{split}c")
     save_embeddings(embeddings_path(root, "tiny", "center", split), data.embeddings,
                     data.class_ids, data.keys)
+  lines = (f"EmbeddingSource.root = {root!r}", "EmbeddingSource.dataset = 'tiny'",
+           "EmbeddingSource.crop = 'center'", "LEOConfig.num_shots = 1", *TINY_BINDINGS,
+           *gin_bindings(TrainConfig=dict(num_steps=steps, checkpoint_every=checkpoint_every,
+                                          validate_every=validate_every, log_every=10),
+                         EvalConfig=dict(num_episodes=8, batch_size=8),
+                         run_experiment=dict(evaluate_test=False)))
   path = os.path.join(directory, "tiny.gin")
   with open(path, "w") as f:
-    f.write(GIN.format(root=root, steps=steps, checkpoint_every=checkpoint_every,
-                       validate_every=validate_every))
+    f.write("\n".join(lines) + "\n")
   return path
 
 

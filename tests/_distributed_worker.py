@@ -52,13 +52,12 @@ def main(kind: str, model_dir: str, *args) -> None:
 
 def meta_train(model_dir: str) -> None:
   """LEO meta-training on two replicas: each samples its own episodes inside the step."""
-  from helpers import synthetic_embeddings  # pylint: disable=g-import-not-at-top
+  from helpers import TINY_5WAY, synthetic_embeddings  # pylint: disable=g-import-not-at-top
   from leo_tf.leo.config import LEOConfig
   from leo_tf.leo.trainer import MetaTrainer, TrainConfig
 
   strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-  model = LEOConfig(num_shots=1, latent_size=8, relation_hidden=(16,), inner_steps_train=1,
-                    finetune_steps_train=1)
+  model = LEOConfig(**TINY_5WAY, inner_steps_train=1, finetune_steps_train=1)
   config = TrainConfig(num_steps=60, meta_batch_size=8, num_queries=3, outer_lr=3e-3,
                        log_every=20, validate_every=10**6, checkpoint_every=10**6)
   losses = []
@@ -81,9 +80,9 @@ def multi_worker_meta_train(output_dir: str, root: str) -> None:
   'STEP <n> <query loss>' line per step and the RESULT with a digest of the weights."""
   import hashlib  # pylint: disable=g-import-not-at-top
   import time  # pylint: disable=g-import-not-at-top
+  from helpers import TINY_5WAY, tiny_leo  # pylint: disable=g-import-not-at-top
   from leo_tf.data.source import EmbeddingSource
   from leo_tf.leo import experiment
-  from leo_tf.leo.config import LEOConfig
   from leo_tf.leo.evaluation import EvalConfig
   from leo_tf.leo.run import RunConfigs
   from leo_tf.leo.trainer import MetaTrainer, TrainConfig
@@ -105,8 +104,7 @@ def multi_worker_meta_train(output_dir: str, root: str) -> None:
 
   experiment.MetaTrainer = Recording
   configs = RunConfigs(
-      LEOConfig(num_shots=1, latent_size=8, relation_hidden=(16,), inner_steps_train=1,
-                finetune_steps_train=1, inner_steps_test=1, finetune_steps_test=1),
+      tiny_leo(**TINY_5WAY),
       TrainConfig(num_steps=120, meta_batch_size=8, num_queries=3, outer_lr=3e-3,
                   log_every=10, validate_every=30, checkpoint_every=10,
                   num_val_episodes=40, val_batch_size=20, val_num_queries=3),

@@ -1,5 +1,6 @@
-"""Helpers shared by the tests: synthetic embedding sets, random episodes, the comparison
-of the closed-form and tape inner loops, and the checks every LEO variant must pass."""
+"""Helpers shared by the tests: the tiny configurations, synthetic embedding sets, random
+episodes, the comparison of the closed-form and tape inner loops, and the checks every LEO
+variant must pass."""
 
 import dataclasses
 import os
@@ -11,8 +12,45 @@ import tensorflow as tf
 from leo_tf import checkpoints, gin_config
 from leo_tf.data.embeddings import EmbeddingSet
 from leo_tf.leo import weights
-from leo_tf.leo.config import LEOConfig
+from leo_tf.leo.config import LEOConfig, TrainConfig
 from leo_tf.leo.model import build_leo, task_losses
+
+# ------------------------------------------------------------------ tiny configurations
+# Seconds on CPU: the tests are about plumbing and numerics, not accuracy, and every inner
+# step is traced. A test passes what it really varies as overrides.
+
+# The tiny model: 3-way, a 4-d latent space, one relation layer of 8.
+TINY_SIZES = dict(num_classes=3, latent_size=4, relation_hidden=(8,))
+# The same model made 5-way (the default) with an 8-d latent space and a relation layer of 16.
+TINY_5WAY = dict(num_classes=5, latent_size=8, relation_hidden=(16,))
+# One latent and one fine-tuning step, in training and at test.
+ONE_STEP = dict(inner_steps_train=1, inner_steps_test=1, finetune_steps_train=1,
+                finetune_steps_test=1)
+TINY_LEO = {**TINY_SIZES, **ONE_STEP}
+# Tiny episodes and validations; how long a run is (num_steps, the *_every) is the test's.
+TINY_TRAIN = dict(meta_batch_size=2, num_queries=2, num_val_episodes=8, val_batch_size=8,
+                  val_num_queries=2)
+
+
+def tiny_leo(**overrides) -> LEOConfig:
+  """The tiny LEOConfig (TINY_LEO) with ``overrides``."""
+  return LEOConfig(**{**TINY_LEO, **overrides})
+
+
+def tiny_train(num_steps: int, **overrides) -> TrainConfig:
+  """A TrainConfig of ``num_steps`` on tiny episodes (TINY_TRAIN), with ``overrides``."""
+  return TrainConfig(**{**TINY_TRAIN, "num_steps": num_steps, **overrides})
+
+
+def gin_bindings(**configurables) -> tuple:
+  """Values as gin binding strings: ``gin_bindings(LEOConfig=dict(latent_size=4))`` is
+  ``("LEOConfig.latent_size = 4",)``."""
+  return tuple(f"{name}.{key} = {value!r}" for name, values in configurables.items()
+               for key, value in values.items())
+
+
+# tiny_leo() and the tiny episodes of tiny_train() for the runs that read gin (leo-train).
+TINY_BINDINGS = gin_bindings(LEOConfig=TINY_LEO, TrainConfig=TINY_TRAIN)
 
 
 def installed_font_files(names):
@@ -98,7 +136,7 @@ class LEOVariantChecks:
   shrunk (``SMALL``) so each check takes seconds."""
 
   GIN_FILES = ()
-  SMALL = dict(num_classes=3, num_shots=2, latent_size=4, relation_hidden=(8,))
+  SMALL = dict(TINY_SIZES, num_shots=2)
 
   def config(self, **overrides) -> LEOConfig:
     with gin_config.scoped(self.GIN_FILES):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import random_episode, synthetic_embeddings
+from helpers import TINY_LEO, gin_bindings, random_episode, synthetic_embeddings
 from leo_tf import gin_config
 from leo_tf.analysis import baselines, compare, ensemble, tsne
 from leo_tf.data.embeddings import embeddings_path, save_embeddings
@@ -178,10 +178,9 @@ def test_ablation_dirs_given_missing_and_unknown():
 
 BASE_BINDINGS = [
     "EmbeddingSource.dataset = 'synth'",
-    "LEOConfig.num_classes = 3", "LEOConfig.num_shots = 1", "LEOConfig.latent_size = 4",
-    "LEOConfig.relation_hidden = [8]", "LEOConfig.inner_steps_train = 2",
-    "LEOConfig.inner_steps_test = 2", "LEOConfig.finetune_steps_train = 1",
-    "LEOConfig.finetune_steps_test = 1", "TrainConfig.outer_lr = 0.01",
+    *gin_bindings(LEOConfig=dict(TINY_LEO, num_shots=1, inner_steps_train=2,
+                                 inner_steps_test=2)),
+    "TrainConfig.outer_lr = 0.01",
     "TrainConfig.meta_batch_size = 4", "TrainConfig.num_queries = 3",
     "TrainConfig.num_steps = 24", "TrainConfig.validate_every = 24",
     "TrainConfig.num_val_episodes = 20", "TrainConfig.val_batch_size = 20",

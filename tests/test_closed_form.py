@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import assert_same_as_tape, random_episode
+from helpers import assert_same_as_tape, random_episode, tiny_leo
 from leo_tf.leo.config import ConfigError, LEOConfig
 from leo_tf.leo.model import build_leo
 from leo_tf.leo.noise import dropout, keep_masks, standard_normal
@@ -19,12 +19,11 @@ DIM = 16
 
 def _pair(**overrides):
   """(closed-form model, tape model) with identical weights."""
-  base = dict(num_classes=3, num_shots=2, latent_size=4, relation_hidden=(8,),
-              inner_steps_train=3, finetune_steps_train=2, inner_steps_test=2,
+  base = dict(num_shots=2, inner_steps_train=3, finetune_steps_train=2, inner_steps_test=2,
               finetune_steps_test=2, inner_lr_init=0.5, finetune_lr_init=0.05)
   base.update(overrides)
-  fast = build_leo(LEOConfig(inner_gradients="closed_form", **base), DIM)
-  tape = build_leo(LEOConfig(inner_gradients="tape", **base), DIM)
+  fast = build_leo(tiny_leo(inner_gradients="closed_form", **base), DIM)
+  tape = build_leo(tiny_leo(inner_gradients="tape", **base), DIM)
   tape.set_weights(fast.get_weights())
   return fast, tape
 

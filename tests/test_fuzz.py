@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from helpers import TINY_SIZES
 from leo_tf.data import embeddings as E
 from leo_tf.data.episodes import EpisodeSampler
 
@@ -111,8 +112,7 @@ def served():
   graph = pytest.importorskip("leo_tf.serving.graph")
   from leo_tf.leo.config import LEOConfig
   from leo_tf.leo.model import build_leo
-  config = LEOConfig(num_classes=3, latent_size=4, relation_hidden=(8,), inner_steps_test=1,
-                     finetune_steps_test=1)
+  config = LEOConfig(**TINY_SIZES, inner_steps_test=1, finetune_steps_test=1)
   model = build_leo(config, 6)
   specs = [tf.TensorSpec([None, 6], tf.float32), tf.TensorSpec([None], tf.int64),
            tf.TensorSpec([None, 6], tf.float32)]

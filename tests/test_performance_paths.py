@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import random_episode
-from leo_tf.leo.config import LEOConfig
+from helpers import random_episode, tiny_leo
 from leo_tf.leo.layers import RelationNetwork, gaussian
 from leo_tf.leo.model import build_leo, task_losses
 
@@ -34,9 +33,8 @@ def test_relation_network_matches_pairwise_reference(hidden):
 
 
 def _model(shots, **overrides):
-  config = LEOConfig(num_classes=3, num_shots=shots, latent_size=4,
-                     relation_hidden=(8,), inner_steps_train=2, finetune_steps_train=2,
-                     inner_steps_test=2, finetune_steps_test=2, **overrides)
+  config = tiny_leo(num_shots=shots, inner_steps_train=2, finetune_steps_train=2,
+                    inner_steps_test=2, finetune_steps_test=2, **overrides)
   return build_leo(config, DIM)
 
 

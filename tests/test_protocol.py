@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import synthetic_embeddings
+from helpers import ONE_STEP, TINY_5WAY, gin_bindings, synthetic_embeddings, tiny_leo
 from leo_tf import gin_config
 from leo_tf.data.embeddings import EmbeddingSet
 from leo_tf.data.episodes import EpisodeSampler
@@ -120,9 +120,7 @@ def test_bias_needs_maml_and_a_fixed_step():
 
 # ------------------------------------------------------------------ optimiser and guard
 
-SMALL = LEOConfig(num_shots=1, latent_size=8, relation_hidden=(16,), dropout_rate=0.0,
-                  inner_steps_train=1, finetune_steps_train=1, inner_steps_test=1,
-                  finetune_steps_test=1, l2_weight=3.6e-10)
+SMALL = tiny_leo(**TINY_5WAY, dropout_rate=0.0, l2_weight=3.6e-10)
 
 
 def _trainer(tmp_path, data, **kw):
@@ -226,8 +224,7 @@ def test_train_on_val_trains_on_val_classes_and_still_selects_on_them(tmp_path):
       "TrainConfig.num_val_episodes = 10", "TrainConfig.meta_batch_size = 2",
       "TrainConfig.log_every = 2", "TrainConfig.num_queries = 3",
       "TrainConfig.val_num_queries = 3", "EvalConfig.num_episodes = 10",
-      "LEOConfig.inner_steps_train = 1", "LEOConfig.inner_steps_test = 1",
-      "LEOConfig.finetune_steps_train = 1", "LEOConfig.finetune_steps_test = 1"])
+      *gin_bindings(LEOConfig=ONE_STEP)])
   lines = []
   result = run_experiment(RunConfigs.from_gin(), output_dir=run, log=lines.append)
   assert any("train + val classes (12)" in l and "validation still selects" in l

@@ -10,21 +10,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import synthetic_embeddings
+from helpers import synthetic_embeddings, tiny_leo, tiny_train
 from leo_tf import checkpoints, gin_config
 from leo_tf.cli import common
 from leo_tf.data.embeddings import EmbeddingDataError
 from leo_tf.data.episodes import EpisodeSampler
-from leo_tf.leo.config import LEOConfig
 from leo_tf.leo.evaluation import evaluate
-from leo_tf.leo.trainer import MetaTrainer, TrainConfig, TrainingDivergedError
+from leo_tf.leo.trainer import MetaTrainer, TrainingDivergedError
 from leo_tf.leo.weights import load_model
 
-MODEL = LEOConfig(num_classes=3, latent_size=4, relation_hidden=(8,), inner_steps_train=1,
-                  inner_steps_test=1, finetune_steps_train=1, finetune_steps_test=1)
-TRAIN = TrainConfig(meta_batch_size=2, num_queries=2, num_steps=10, checkpoint_every=5,
-                    validate_every=5, log_every=5, num_val_episodes=8, val_batch_size=8,
-                    val_num_queries=2, seed=3)
+MODEL = tiny_leo()
+TRAIN = tiny_train(10, checkpoint_every=5, validate_every=5, log_every=5, seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -10,15 +10,12 @@ import subprocess
 import numpy as np
 import pytest
 
-from helpers import synthetic_embeddings
+from helpers import ONE_STEP, TINY_TRAIN, gin_bindings, synthetic_embeddings
 from leo_tf import reproduce
 
 # Small enough for CI: 2 outer steps, 1 inner and 1 fine-tuning step, 20 test episodes.
-SMALL = ["TrainConfig.meta_batch_size = 2", "TrainConfig.num_queries = 2",
-         "TrainConfig.val_num_queries = 2", "TrainConfig.num_val_episodes = 10",
-         "TrainConfig.val_batch_size = 10", "EvalConfig.num_episodes = 20",
-         "LEOConfig.inner_steps_train = 1", "LEOConfig.inner_steps_test = 1",
-         "LEOConfig.finetune_steps_train = 1", "LEOConfig.finetune_steps_test = 1"]
+SMALL = gin_bindings(TrainConfig=dict(TINY_TRAIN, num_val_episodes=10, val_batch_size=10),
+                     EvalConfig=dict(num_episodes=20), LEOConfig=ONE_STEP)
 
 
 def released_tree(root, datasets=("miniImageNet", "tieredImageNet")):

@@ -7,18 +7,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import synthetic_embeddings
+from helpers import TINY_5WAY, synthetic_embeddings, tiny_leo
 from leo_tf.data.embeddings import EmbeddingSet
-from leo_tf.leo.config import LEOConfig
 from leo_tf.leo.model import task_losses
 from leo_tf.leo.trainer import MetaTrainer, TrainConfig, TrainingDivergedError, task_group_sizes
 from leo_tf.leo.weights import load_model
 
 # Small and few inner steps: these tests are about bookkeeping, and tracing is the cost.
-STEPS = dict(inner_steps_train=1, inner_steps_test=1, finetune_steps_train=1,
-             finetune_steps_test=1)
-MODEL = LEOConfig(num_shots=1, latent_size=8, relation_hidden=(16,), dropout_rate=0.0,
-                  **STEPS)
+MODEL = tiny_leo(**TINY_5WAY, dropout_rate=0.0)
 
 
 def _train_config(**kw):
@@ -97,8 +93,7 @@ def test_non_finite_steps_leave_weights_untouched_and_stop_training(tmp_path, da
   train, _ = data
   broken = EmbeddingSet(np.full_like(train.embeddings, np.inf), train.class_ids,
                         train.class_names, train.keys)
-  model = LEOConfig(num_shots=1, latent_size=8, relation_hidden=(16,), l2_weight=0.0,
-                    **STEPS)
+  model = tiny_leo(**TINY_5WAY, l2_weight=0.0)
   lines = []
   trainer = MetaTrainer(model, _train_config(max_bad_steps=3, guard_l2_weight=0.0), broken,
                         None, str(tmp_path), log=lines.append)
@@ -131,8 +126,7 @@ def test_task_group_sizes_split_consecutive_tasks_evenly():
 
 
 def _deterministic(**kw):
-  return LEOConfig(num_shots=2, latent_size=8, relation_hidden=(16,), dropout_rate=0.0,
-                   stochastic=False, **STEPS, **kw)
+  return tiny_leo(**TINY_5WAY, num_shots=2, dropout_rate=0.0, stochastic=False, **kw)
 
 
 def test_a_step_trains_on_the_episodes_replica_batch_names(tmp_path, data):

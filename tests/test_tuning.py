@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from helpers import synthetic_embeddings
+from helpers import ONE_STEP, gin_bindings, synthetic_embeddings
 from leo_tf import gin_config
 from leo_tf.data.embeddings import embeddings_path, save_embeddings
 from leo_tf.leo.config import LEOConfig
@@ -16,21 +16,12 @@ from leo_tf.tuning.space import SearchSpaceError, TuneConfig, parse_space
 
 STEPS, EVERY = 8, 4  # two validations ("epochs") per trial
 
-BASE_GIN = """
-EmbeddingSource.root = {root!r}
-EmbeddingSource.dataset = 'synthetic'
-LEOConfig.latent_size = 4
-LEOConfig.relation_hidden = (8,)
-LEOConfig.inner_steps_train = 1
-LEOConfig.inner_steps_test = 1
-LEOConfig.finetune_steps_train = 1
-LEOConfig.finetune_steps_test = 1
-TrainConfig.meta_batch_size = 2
-TrainConfig.num_queries = 3
-TrainConfig.val_num_queries = 3
-TrainConfig.val_batch_size = 10
-TrainConfig.num_steps = 777
-"""
+# A format string (for the root). 5-way (the default), otherwise the tiny model.
+BASE_GIN = "\n".join([
+    "EmbeddingSource.root = {root!r}", "EmbeddingSource.dataset = 'synthetic'",
+    *gin_bindings(LEOConfig=dict(latent_size=4, relation_hidden=(8,), **ONE_STEP),
+                  TrainConfig=dict(meta_batch_size=2, num_queries=3, val_num_queries=3,
+                                   val_batch_size=10, num_steps=777)), ""])
 
 SPACE_GIN = f"""
 search_space.params = [
