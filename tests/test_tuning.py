@@ -283,6 +283,8 @@ def test_bad_tune_config_and_missing_base(tmp_path):
   paths = write_config(str(tmp_path))
   with pytest.raises(search.ConfigError, match="multiple of"):
     TuneConfig(steps_per_trial=10, validate_every=4)
+  with pytest.raises(search.ConfigError, match="TuneConfig.steps_per_trial must be an integer"):
+    TuneConfig(steps_per_trial="2000")  # a quoted gin value
   with pytest.raises(search.ConfigError, match="TuneConfig.tuner"):
     setup_for(paths, str(tmp_path), tuner="grid")
   with pytest.raises(search.TuningError, match="--gin_file"):

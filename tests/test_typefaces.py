@@ -127,6 +127,16 @@ def test_too_few_latin_faces_is_one_clear_error(tmp_path, font_files):
                                   font_files=font_files[-1:], num_workers=1, **SMALL)
 
 
+def test_missing_fonts_reach_the_user_as_one_line(tmp_path, font_files, capsys):
+  from leo_tf.cli import common
+  with pytest.raises(SystemExit) as info:
+    common.run_guarded(lambda: typefaces.load_typeface_split(
+        "train", data_dir=str(tmp_path), font_files=font_files[-1:], num_workers=1, **SMALL))
+  err = capsys.readouterr().err
+  assert info.value.code == 2 and err.count("\n") == 1
+  assert err.startswith("error: Only 1 font faces") and "install_fonts.sh" in err
+
+
 def test_bad_settings_are_refused():
   with pytest.raises(ValueError, match="min_examples"):
     typefaces.typeface_config(examples_per_class=10, min_examples=20)

@@ -115,6 +115,7 @@ def user_errors():
   from leo_tf.checkpoints import CheckpointMismatchError, CorruptCheckpointError
   from leo_tf.config_checks import ConfigError
   from leo_tf.data.embeddings import EmbeddingDataError
+  from leo_tf.data.glyph_fonts import MissingFontsError
   from leo_tf.data.images import ImageDecodeError, ImageSourceError
   from leo_tf.gin_config import GinConfigError
   from leo_tf.leo.trainer import TrainingDivergedError
@@ -124,7 +125,7 @@ def user_errors():
   return (EmbeddingDataError, GinConfigError, ConfigError, TrainingDivergedError,
           CheckpointMismatchError, CorruptCheckpointError, FileNotFoundError,
           ImageDecodeError, ImageSourceError, ExportError, RunDirectoryBusyError,
-          OutputPathError)
+          OutputPathError, MissingFontsError)
 
 
 def bad_binding(error: Exception):

@@ -50,7 +50,7 @@ _UNMAPPED = (chr(0x10FFFD), chr(0xFFFF))
 
 
 class MissingFontsError(RuntimeError):
-  """Too few CJK fonts are installed to build the glyph dataset."""
+  """Too few fonts are installed to build a rendered dataset (glyphs or typefaces)."""
 
 
 def missing_fonts_message(problem: str) -> str:

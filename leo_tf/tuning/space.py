@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import gin
 
-from leo_tf.leo.config import ConfigError, require_at_least, require_one_of
+from leo_tf.config_checks import ConfigError, check_types, require_at_least, require_one_of
 
 RANGE_SCALES = ("linear", "log", "int")
 SCALES = RANGE_SCALES + ("choice",)
@@ -213,6 +213,7 @@ class TuneConfig:
   output_dir: str = "runs/tune"
 
   def __post_init__(self):
+    check_types(self)
     require_one_of(self, "tuner", TUNERS)
     require_at_least(self, 1, "max_trials", "steps_per_trial", "validate_every",
                      "num_val_episodes")
