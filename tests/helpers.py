@@ -63,6 +63,21 @@ def installed_font_files(names):
   return tuple(found[f] for f in names)
 
 
+def split_examples(image_split):
+  """{key: (image, label)} of an ImageSplit, read through its tf.data pipeline."""
+  return {ex["key"].decode(): (ex["image"], int(ex["label"]))
+          for ex in image_split.dataset.as_numpy_iterator()}
+
+
+def assert_same_examples(first_split, second_split):
+  """Two builds of a split hold the same keys, images and labels."""
+  first, second = split_examples(first_split), split_examples(second_split)
+  assert first.keys() == second.keys()
+  for key in first:
+    np.testing.assert_array_equal(first[key][0], second[key][0])
+    assert first[key][1] == second[key][1]
+
+
 def synthetic_embeddings(num_classes: int, per_class: int, dim: int = 64,
                          signal_dim: int = 4, noise: float = 0.3, seed: int = 0,
                          prefix: str = "c", basis_seed: int = 0) -> EmbeddingSet:

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers import installed_font_files
+from helpers import assert_same_examples, installed_font_files, split_examples
 from leo_tf.data import glyph_fonts
 from leo_tf.data import glyphs
 from leo_tf.data.splits import SPLITS, split_sizes
@@ -31,11 +31,6 @@ def _all_splits(data_dir, font_files, num_workers=1, **kwargs):
           for s in SPLITS}
 
 
-def _examples(image_split):
-  return {ex["key"].decode(): (ex["image"], int(ex["label"]))
-          for ex in image_split.dataset.as_numpy_iterator()}
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, font_files):
   return _all_splits(tmp_path_factory.mktemp("tfds"), font_files)
@@ -55,7 +50,7 @@ def test_split_sizes_follow_mini_imagenet():
 
 def test_features_shapes_and_labels(built):
   for split, image_split in built.items():
-    examples = _examples(image_split)
+    examples = split_examples(image_split)
     assert image_split.image_shape == (32, 32, 1)
     assert len(examples) == image_split.num_examples > 0
     for key, (image, label) in examples.items():
@@ -80,7 +75,7 @@ def test_classes_split_64_16_20_and_disjoint(built):
 def test_identical_faces_are_merged(built):
   # Micro Hei Mono draws the same Han glyphs as Micro Hei: one example, not two.
   for image_split in built.values():
-    keys = list(_examples(image_split))
+    keys = list(split_examples(image_split))
     assert not [k for k in keys if k.endswith("wqy_microhei_1")]
     assert image_split.num_examples == 2 * len(image_split.class_names)
 
@@ -90,11 +85,7 @@ def test_two_builds_are_identical(built, tmp_path, font_files):
   again = _all_splits(tmp_path, font_files, num_workers=2)
   for split in SPLITS:
     assert again[split].class_names == built[split].class_names
-    first, second = _examples(built[split]), _examples(again[split])
-    assert first.keys() == second.keys()
-    for key in first:
-      np.testing.assert_array_equal(first[key][0], second[key][0])
-      assert first[key][1] == second[key][1]
+    assert_same_examples(built[split], again[split])
 
 
 def test_seed_changes_classes(built, tmp_path, font_files):

@@ -8,6 +8,7 @@ import pytest
 
 from helpers import ONE_STEP, gin_bindings, synthetic_embeddings
 from leo_tf import gin_config
+from leo_tf.config_checks import ConfigError
 from leo_tf.data.embeddings import embeddings_path, save_embeddings
 from leo_tf.leo.config import LEOConfig
 from leo_tf.leo.trainer import TrainConfig
@@ -281,11 +282,11 @@ def test_default_space_covers_the_tuned_hyperparameters(tmp_path):
 
 def test_bad_tune_config_and_missing_base(tmp_path):
   paths = write_config(str(tmp_path))
-  with pytest.raises(search.ConfigError, match="multiple of"):
+  with pytest.raises(ConfigError, match="multiple of"):
     TuneConfig(steps_per_trial=10, validate_every=4)
-  with pytest.raises(search.ConfigError, match="TuneConfig.steps_per_trial must be an integer"):
+  with pytest.raises(ConfigError, match="TuneConfig.steps_per_trial must be an integer"):
     TuneConfig(steps_per_trial="2000")  # a quoted gin value
-  with pytest.raises(search.ConfigError, match="TuneConfig.tuner"):
+  with pytest.raises(ConfigError, match="TuneConfig.tuner"):
     setup_for(paths, str(tmp_path), tuner="grid")
   with pytest.raises(search.TuningError, match="--gin_file"):
     search.load_setup([])

@@ -10,7 +10,7 @@ import collections
 import numpy as np
 import pytest
 
-from helpers import installed_font_files
+from helpers import assert_same_examples, installed_font_files, split_examples
 from leo_tf.data import glyph_fonts
 from leo_tf.data import typefaces
 
@@ -24,11 +24,6 @@ SMALL = dict(image_size=16, examples_per_class=20, min_examples=10)
 @pytest.fixture(scope="module")
 def font_files():
   return installed_font_files(MINIMAL)
-
-
-def _examples(image_split):
-  return {ex["key"].decode(): (ex["image"], int(ex["label"]))
-          for ex in image_split.dataset.as_numpy_iterator()}
 
 
 def _build(data_dir, font_files, **kwargs):
@@ -90,7 +85,7 @@ def test_choose_examples_seeded_distinct_and_limited():
 
 def test_classes_are_faces_and_examples_are_its_characters(built):
   for split, image_split in built.items():
-    examples = _examples(image_split)
+    examples = split_examples(image_split)
     assert len(examples) == image_split.num_examples
     per_class = collections.Counter(label for _, label in examples.values())
     assert sorted(per_class) == list(range(len(image_split.class_names)))
@@ -114,11 +109,7 @@ def test_a_design_never_straddles_splits(built):
 def test_build_is_deterministic(built, tmp_path, font_files):
   again = _build(tmp_path, font_files)
   for split in typefaces.SPLITS:
-    first, second = _examples(built[split]), _examples(again[split])
-    assert first.keys() == second.keys()
-    for key in first:
-      np.testing.assert_array_equal(first[key][0], second[key][0])
-      assert first[key][1] == second[key][1]
+    assert_same_examples(built[split], again[split])
 
 
 def test_too_few_latin_faces_is_one_clear_error(tmp_path, font_files):

@@ -23,7 +23,6 @@ import keras_tuner as kt
 
 from leo_tf import gin_config
 from leo_tf.runtime import files, threads
-from leo_tf.leo.config import ConfigError
 from leo_tf.tuning import trials
 from leo_tf.tuning.hypermodel import LEOHyperModel, TrialSetup, log_hparams_config
 from leo_tf.tuning.oracle import oracle_role, wait_for_chief
