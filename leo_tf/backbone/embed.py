@@ -7,7 +7,7 @@ compiled with XLA; the embeddings are float32 in every case."""
 
 import os
 import time
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import gin
 import keras
@@ -27,12 +27,6 @@ def load_backbone(model_dir: str) -> keras.Model:
   return keras.saving.load_model(path, compile=False)
 
 
-def released_key(index: int, class_name: str, key) -> str:
-  """"<id>-<class>-<file>"; the source's own key (a file name) is the file part."""
-  file_name = key.decode("utf-8") if isinstance(key, bytes) else str(key)
-  return emb_lib.make_key(index, class_name, file_name or None)
-
-
 def extract(backbone: keras.Model, source, batch_size: int = 256, jit_compile: bool = False
             ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
   """(embeddings [n, d] float32, labels [n], keys [n]) for every example of ``source``;
@@ -49,7 +43,8 @@ def extract(backbone: keras.Model, source, batch_size: int = 256, jit_compile: b
     keys.extend(batch_keys.numpy().tolist())
   labels = np.concatenate(labels).astype(np.int64)
   names = source.class_names
-  released = np.array([released_key(i, names[l], k)
+  # "<id>-<class>-<file>": the source's own key (a file name) is the file part.
+  released = np.array([emb_lib.make_key(i, names[l], k.decode("utf-8") or None)
                        for i, (l, k) in enumerate(zip(labels, keys))])
   return np.concatenate(outputs).astype(np.float32), labels, released
 
@@ -58,10 +53,8 @@ def extract(backbone: keras.Model, source, batch_size: int = 256, jit_compile: b
 def write_split(backbone: keras.Model, source, root: str, dataset: str, crop: str,
                 split: str, batch_size: int = 256, precision: Optional[str] = None,
                 jit_compile: bool = False) -> str:
-  """Extracts one split and writes it (atomically) where ``load_split`` looks.
-
-  ``precision``: the dtype policy to compute in (None: the one the backbone was saved
-  with); ``jit_compile``: XLA."""
+  """Extracts one split and writes it (atomically) where ``load_split`` looks, in
+  ``precision`` (None: the policy the backbone was saved with)."""
   path = emb_lib.embeddings_path(root, dataset, crop, split)
   if precision is not None:
     backbone = precision_lib.with_policy(
@@ -89,7 +82,3 @@ def embed_splits(model_dir: str, sources: Dict[str, Callable[[], object]], root:
       log(f"{split}: wrote {path} in {time.time() - tick:.1f}s")
     paths[split] = path
   return paths
-
-
-def all_exist(root: str, dataset: str, crop: str, splits: Sequence[str]) -> bool:
-  return all(os.path.exists(emb_lib.embeddings_path(root, dataset, crop, s)) for s in splits)

@@ -46,10 +46,7 @@ def held_out_mask(key: tf.Tensor, fraction: float) -> tf.Tensor:
 def _pairs(source, holdout_fraction: float, held_out: bool) -> tf.data.Dataset:
   ds = source.dataset
   if holdout_fraction > 0:
-    if held_out:
-      ds = ds.filter(lambda ex: held_out_mask(ex["key"], holdout_fraction))
-    else:
-      ds = ds.filter(lambda ex: tf.logical_not(held_out_mask(ex["key"], holdout_fraction)))
+    ds = ds.filter(lambda ex: tf.equal(held_out_mask(ex["key"], holdout_fraction), held_out))
   return ds.map(lambda ex: (preprocess(ex["image"]), tf.cast(ex["label"], tf.int32)),
                 num_parallel_calls=tf.data.AUTOTUNE)
 

@@ -7,6 +7,7 @@ exists. A second run therefore costs seconds.
 """
 
 import contextlib
+import functools
 import os
 import time
 from typing import Callable, Dict, Optional, Sequence
@@ -44,16 +45,11 @@ def build_embeddings(root: str, dataset: str, crop: str = "center",
   """
   model_dir = model_dir or os.path.join(root, dataset, "backbone")
   paths = {s: emb_lib.embeddings_path(root, dataset, crop, s) for s in splits}
-  if embed.all_exist(root, dataset, crop, splits):
+  if all(os.path.exists(p) for p in paths.values()):
     log(f"[stage] embeddings exist under {os.path.join(root, dataset, crop)}: all stages skipped")
     return paths
   started = time.time()
-  sources = {}
-
-  def source(split):
-    if split not in sources:
-      sources[split] = image_source(split)
-    return sources[split]
+  source = functools.cache(image_source)  # the pre-training split is embedded too
 
   with _stage(f"images: {dataset} {pretrain_split} split", log):
     train = source(pretrain_split)

@@ -84,15 +84,15 @@ def _save_checkpoint(manager: tf.train.CheckpointManager, step: int) -> str:
   return manager.save(checkpoint_number=step)
 
 
-def _save_keras_atomically(model: keras.Model, path: str) -> None:
-  with files.atomic_path(path, path[:-len(".keras")] + ".tmp.keras") as tmp:
-    model.save(tmp)
-
-
 def _write_operative_config(directory: str) -> None:
   # The operative config lists only what was used; the full one lets a resume re-parse.
   gin_config.save_config(directory, operative=True)
   gin_config.save_config(directory)
+
+
+def _correct(logits, labels):
+  return tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels),
+                               tf.float32))
 
 
 class _Loop:
@@ -128,15 +128,16 @@ class _Loop:
       loss = self._loss(labels, logits)
       scaled = self.optimizer.scale_loss(loss)  # the loss itself unless loss-scaled
     grads = tape.gradient(scaled, self.model.trainable_variables)
-    correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
-                                             labels), tf.float32))
-    return loss, grads, correct
+    return loss, grads, _correct(logits, labels)
 
   def _step(self, images, labels):
     loss, grads, correct = self._gradients(images, labels)
     # A LossScaleOptimizer unscales, and skips a step whose gradients overflowed.
     self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
     return loss, correct
+
+  def _sum(self, per_replica):
+    return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
   @tf.function
   def train(self, iterator, num_steps):
@@ -146,20 +147,18 @@ class _Loop:
     for _ in tf.range(num_steps):
       images, labels = next(iterator)
       loss, hits = self.strategy.run(self._step, args=(images, labels))
-      loss_sum += self.strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
-      correct += self.strategy.reduce(tf.distribute.ReduceOp.SUM, hits, axis=None)
+      loss_sum += self._sum(loss)
+      correct += self._sum(hits)
     return loss_sum, correct
 
   def _eval_step(self, images, labels):
     logits = self.model(images, training=False)
-    hits = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32), labels), tf.float32)
-    return tf.reduce_sum(hits), tf.cast(tf.size(labels), tf.float32)
+    return _correct(logits, labels), tf.cast(tf.size(labels), tf.float32)
 
   @tf.function
   def _eval_batch(self, images, labels):
     hits, n = self.strategy.run(self._eval_step, args=(images, labels))
-    return (self.strategy.reduce(tf.distribute.ReduceOp.SUM, hits, axis=None),
-            self.strategy.reduce(tf.distribute.ReduceOp.SUM, n, axis=None))
+    return self._sum(hits), self._sum(n)
 
   def evaluate(self, dist_dataset) -> Optional[float]:
     hits, n = 0.0, 0.0
@@ -255,7 +254,8 @@ def pretrain(train_split, model_dir: str,
       log(f"{tag}held-out accuracy {held_out:.3f} (examples of the training classes "
           "kept out of training)")
   backbone_path = os.path.join(out_dir, BACKBONE_FILE)
-  _save_keras_atomically(backbone, backbone_path)
+  with files.atomic_path(backbone_path, backbone_path[:-len(".keras")] + ".tmp.keras") as tmp:
+    backbone.save(tmp)
   _write_operative_config(out_dir)
   return PretrainResult(initial_step, step, losses, train_accuracy, held_out,
                         time.time() - start, backbone_path)

@@ -8,6 +8,7 @@ reduction" on 80x80 images: we read that as three stride-2 groups (80 -> 40 -> 2
 32x32 glyphs keep the CIFAR strides (1, 2, 2). Strides do not change the parameter count.
 """
 
+import math
 from typing import Optional, Sequence, Tuple
 
 import gin
@@ -18,31 +19,28 @@ import tensorflow as tf
 _BN = dict(momentum=0.9, epsilon=1e-5)
 
 
-def _batch_norm(name: str, synchronized: bool):
-  return layers.BatchNormalization(**_BN, synchronized=synchronized, name=name)
+def _bn_relu(x, name: str, suffix: str, synchronized: bool):
+  x = layers.BatchNormalization(**_BN, synchronized=synchronized, name=f"{name}_bn{suffix}")(x)
+  return layers.ReLU(name=f"{name}_relu{suffix}")(x)
 
 
 def _conv(filters: int, kernel: int, stride: int, weight_decay: float, name: str):
   # The head-less net has no bias: every convolution is followed by batch norm.
-  return layers.Conv2D(
-      filters, kernel, strides=stride, padding="same", use_bias=False,
-      kernel_initializer="he_normal",
-      kernel_regularizer=keras.regularizers.L2(weight_decay) if weight_decay else None,
-      name=name)
+  regularizer = keras.regularizers.L2(weight_decay) if weight_decay else None
+  return layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False,
+                       kernel_initializer="he_normal", kernel_regularizer=regularizer, name=name)
 
 
 def _basic_block(x, filters: int, stride: int, dropout: float, weight_decay: float,
                  sync_bn: bool, name: str):
   """Pre-activation block: BN-ReLU-conv3x3 (-dropout) -BN-ReLU-conv3x3, plus shortcut."""
-  pre = layers.ReLU(name=f"{name}_relu1")(
-      _batch_norm(f"{name}_bn1", sync_bn)(x))
+  pre = _bn_relu(x, name, "1", sync_bn)
   shortcut = x
   if stride != 1 or x.shape[-1] != filters:
     # The projection sees the pre-activated input, as in the reference WRN.
     shortcut = _conv(filters, 1, stride, weight_decay, f"{name}_proj")(pre)
   y = _conv(filters, 3, stride, weight_decay, f"{name}_conv1")(pre)
-  y = _batch_norm(f"{name}_bn2", sync_bn)(y)
-  y = layers.ReLU(name=f"{name}_relu2")(y)
+  y = _bn_relu(y, name, "2", sync_bn)
   if dropout:
     y = layers.Dropout(dropout, name=f"{name}_dropout")(y)
   y = _conv(filters, 3, 1, weight_decay, f"{name}_conv2")(y)
@@ -84,22 +82,16 @@ def build_wrn(depth: int = 28,
     for b in range(n):
       x = _basic_block(x, filters, stride if b == 0 else 1, dropout, weight_decay,
                        sync_batch_norm, f"group{g + 1}_block{b + 1}")
-  x = _batch_norm("final_bn", sync_batch_norm)(x)
-  x = layers.ReLU(name="final_relu")(x)
+  x = _bn_relu(x, "final", "", sync_batch_norm)
   embedding = layers.GlobalAveragePooling2D(name="embedding")(x)
   return keras.Model(images, embedding, name=name or f"wrn_{depth}_{width}")
 
 
-def add_classifier_head(backbone: keras.Model, num_classes: int,
-                        weight_decay: float = 0.0) -> keras.Model:
+def add_classifier_head(backbone: keras.Model, num_classes: int) -> keras.Model:
   """Backbone + linear layer to ``num_classes`` logits, for supervised pre-training."""
-  logits = layers.Dense(
-      num_classes, name="classifier",
-      kernel_regularizer=keras.regularizers.L2(weight_decay) if weight_decay else None)(
-          backbone.output)
+  logits = layers.Dense(num_classes, name="classifier")(backbone.output)
   return keras.Model(backbone.input, logits, name=f"{backbone.name}_classifier")
 
 
-def count_params(model: keras.Model, trainable_only: bool = True) -> int:
-  weights = model.trainable_weights if trainable_only else model.weights
-  return int(sum(int(w.numpy().size) for w in weights))
+def count_params(model: keras.Model) -> int:
+  return sum(math.prod(w.shape) for w in model.trainable_weights)
