@@ -31,8 +31,7 @@ class EmbeddingDataError(ValueError):
   """An embedding file is missing, malformed or cannot support the request."""
 
 
-def embeddings_path(root: str, dataset: str, crop: str, split: str,
-                    suffix: str = ".pkl") -> str:
+def embeddings_path(root: str, dataset: str, crop: str, split: str, suffix: str = ".pkl") -> str:
   """Path of one split's file in the released layout."""
   return os.path.join(root, dataset, crop, f"{split}_embeddings{suffix}")
 
@@ -42,11 +41,9 @@ def find_embeddings_file(root: str, dataset: str, crop: str, split: str,
   """The .pkl file of a split, else its .npz twin; if neither exists, a clear error
   (None when not ``required``)."""
   candidates = [embeddings_path(root, dataset, crop, split, s) for s in (".pkl", ".npz")]
-  for path in candidates:
-    if os.path.exists(path):
-      return path
-  if not required:
-    return None
+  found = next((path for path in candidates if os.path.exists(path)), None)
+  if found or not required:
+    return found
   raise EmbeddingDataError(
       f"No embeddings file for split '{split}': looked for {' and '.join(candidates)}. "
       "Point the embedding root at the released LEO embeddings or build them with "
@@ -209,10 +206,6 @@ def class_from_key(key: str) -> str:
   return parts[1]
 
 
-def _to_str(key) -> str:
-  return key.decode("latin1") if isinstance(key, bytes) else str(key)
-
-
 def _require_finite(embeddings: np.ndarray, keys, source: str, when: str = "") -> None:
   finite = np.isfinite(embeddings).all(axis=1)
   if not finite.all():
@@ -253,7 +246,8 @@ def validate_embedding_dict(raw, source: str) -> EmbeddingSet:
   if not np.issubdtype(embeddings.dtype, np.floating):
     raise EmbeddingDataError(
         f"{source}: 'embeddings' must be floating point, found dtype {embeddings.dtype}")
-  keys = [_to_str(k) for k in np.asarray(raw["keys"], dtype=object).reshape(-1)]
+  keys = [k.decode("latin1") if isinstance(k, bytes) else str(k)
+          for k in np.asarray(raw["keys"], dtype=object).reshape(-1)]
   long = [k for k in keys if len(k) > _MAX_KEY_LENGTH]
   if long:
     raise EmbeddingDataError(f"{source}: {len(long)} key(s) longer than {_MAX_KEY_LENGTH} "

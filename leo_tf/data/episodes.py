@@ -61,8 +61,7 @@ class EpisodeSampler:
     self._num_dataset_classes = int(counts.size)
     self._max_count = int(counts.max())
     self.all_queries = num_queries is None
-    self.num_queries = (num_queries if num_queries is not None
-                        else self._max_count - num_shots)
+    self.num_queries = num_queries or self._max_count - num_shots
 
   @property
   def class_counts(self) -> tf.Tensor:
@@ -73,12 +72,10 @@ class EpisodeSampler:
   def class_table(self) -> tf.Tensor:
     """Every class's examples [C, max count, d], zero-padded, in sampling order."""
     if self._class_table is None:
-      counts, rows = self._counts.numpy(), self._embeddings.numpy()
+      counts = self._counts.numpy()
       table = np.zeros((counts.size, self._max_count, self.dim), np.float32)
-      start = 0
-      for c, count in enumerate(counts):
-        table[c, :count] = rows[start:start + count]
-        start += count
+      # The rows are sorted by class, so they fill each class's first slots in order.
+      table[np.arange(self._max_count) < counts[:, None]] = self._embeddings.numpy()
       self._class_table = tf.constant(table)
     return self._class_table
 

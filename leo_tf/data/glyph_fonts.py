@@ -15,6 +15,7 @@ A face "has" a character when the rendering has ink and differs from the face's
 
 import collections
 import dataclasses
+import itertools
 import os
 import pickle
 import re
@@ -103,16 +104,14 @@ def list_faces(font_files: Sequence[str]) -> List[FontFace]:
   """Every face of every file, with keys made unique in a deterministic order."""
   faces, used = [], set()
   for path in sorted(font_files):
-    index = 0
-    while True:
+    stem = sanitize(os.path.splitext(os.path.basename(path))[0])
+    for index in itertools.count():
       try:
         font = _load(path, index, 16)
       except OSError:  # past the last face of a collection, or not a font
         break
-      stem = sanitize(os.path.splitext(os.path.basename(path))[0])
       key = unique_name(f"{stem}_{index}", used)
       faces.append(FontFace(path, index, " ".join(font.getname()), key))
-      index += 1
   return faces
 
 
@@ -162,8 +161,7 @@ class FaceRenderer:
   def render(self, char: str) -> Optional[np.ndarray]:
     """The image, or None when the face lacks the character (blank or .notdef)."""
     image = self._draw(char)
-    if image is None or any(n is not None and np.array_equal(image, n)
-                            for n in self._notdef):
+    if image is None or any(n is not None and np.array_equal(image, n) for n in self._notdef):
       return None
     return image
 

@@ -96,19 +96,12 @@ def files_dataset(paths: Sequence[str], labels: Sequence[int], keys: Sequence[st
   return dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def _image_files(directory: str) -> List[str]:
-  return sorted(n for n in os.listdir(directory)
-                if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith("."))
-
-
 def _files_split(root: str, files_by_class: Dict[str, List[str]], channels: int,
                  image_size: ImageSize) -> ImageSplit:
   """ImageSplit over {class name: [paths]}; keys are paths relative to root."""
   raw_names = sorted(files_by_class)
-  paths, labels = [], []
-  for label, name in enumerate(raw_names):
-    paths += files_by_class[name]
-    labels += [label] * len(files_by_class[name])
+  paths = [p for name in raw_names for p in files_by_class[name]]
+  labels = [label for label, name in enumerate(raw_names) for _ in files_by_class[name]]
   keys = [os.path.relpath(p, root) for p in paths]
   hw = _size_hw(image_size)
   return ImageSplit(
@@ -144,9 +137,10 @@ def _class_dirs(directory: str) -> Dict[str, List[str]]:
   for name in sorted(os.listdir(directory)):
     class_dir = os.path.join(directory, name)
     if os.path.isdir(class_dir) and not name.startswith("."):
-      files = _image_files(class_dir)
+      files = [os.path.join(class_dir, f) for f in sorted(os.listdir(class_dir))
+               if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
       if files:
-        out[name] = [os.path.join(class_dir, f) for f in files]
+        out[name] = files
   return out
 
 
@@ -209,10 +203,10 @@ def tfds_split(name: str, split: str, data_dir: Optional[str] = None,
   builder = tfds.builder(name, data_dir=data_dir)
   if download:
     builder.download_and_prepare()
-  _check_tfds_split(builder, source)
-  all_names = _label_names(builder.info.features[label_key])
+  all_names = _label_names(builder, source, label_key)
   chosen = split_classes(all_names, seed)[split] if class_split else all_names
-  remap = _label_map(all_names, chosen)
+  index = {class_name: new for new, class_name in enumerate(chosen)}
+  remap = tf.constant([index.get(n, -1) for n in all_names], tf.int32)  # -1: not chosen
   prefix = f"{name}:{source}:"
   dataset = builder.as_dataset(split=source, shuffle_files=False).enumerate().map(
       lambda i, ex: {"image": ex[image_key], "label": tf.gather(remap, ex[label_key]),
@@ -226,20 +220,17 @@ def tfds_split(name: str, split: str, data_dir: Optional[str] = None,
                     _tfds_shape(builder.info.features[image_key].shape, channels, hw))
 
 
-def _check_tfds_split(builder, source: str):
+def _label_names(builder, source: str, label_key: str) -> List[str]:
+  """The dataset's class names, once ``source`` is known to be one of its splits."""
   known = list(builder.info.splits.keys())
   if known and source.isidentifier() and source not in known:
     raise ImageSourceError(
         f"tfds dataset {builder.name} has no split '{source}' (it has {known}); pass "
         "tfds_split_name=<one of them, slicing allowed> or class_split=True")
-
-
-def _label_map(all_names: List[str], chosen: List[str]) -> tf.Tensor:
-  """Dataset label -> index in ``chosen``, -1 for classes not chosen."""
-  remap = np.full(len(all_names), -1, np.int32)
-  for new, class_name in enumerate(chosen):
-    remap[all_names.index(class_name)] = new
-  return tf.constant(remap)
+  feature = builder.info.features[label_key]
+  if isinstance(feature, tfds.features.ClassLabel):
+    return list(feature.names)
+  raise ImageSourceError(f"label feature must be a ClassLabel, got {type(feature).__name__}")
 
 
 def _tfds_count(builder, source, label_key, remap, class_split) -> int:
@@ -249,12 +240,6 @@ def _tfds_count(builder, source, label_key, remap, class_split) -> int:
   labels = builder.as_dataset(split=source, shuffle_files=False).map(
       lambda ex: tf.gather(remap, ex[label_key]))
   return int(labels.reduce(np.int64(0), lambda n, label: n + tf.cast(label >= 0, tf.int64)))
-
-
-def _label_names(feature) -> List[str]:
-  if isinstance(feature, tfds.features.ClassLabel):
-    return list(feature.names)
-  raise ImageSourceError(f"label feature must be a ClassLabel, got {type(feature).__name__}")
 
 
 def _image_transform(channels: Optional[int], hw: Optional[Tuple[int, int]]):

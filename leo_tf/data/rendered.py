@@ -20,19 +20,15 @@ import tensorflow_datasets as tfds
 from leo_tf.data import glyph_fonts, splits
 
 
-def _provide_importlib_resources():
-  """tfds 4.9.10 uses the importlib_resources backport to prepare any builder but
-  declares it only for Python < 3.9; the standard library module has what it uses.
-  A no-op once the backport is installed."""
-  try:
-    import importlib_resources  # pylint: disable=g-import-not-at-top,unused-import
-  except ImportError:
-    import importlib.resources
-    import importlib.resources.abc  # pylint: disable=unused-import
-    sys.modules["importlib_resources"] = importlib.resources
-
-
-_provide_importlib_resources()
+# tfds 4.9.10 uses the importlib_resources backport to prepare any builder but declares
+# it only for Python < 3.9; the standard library module has what it uses. A no-op once
+# the backport is installed.
+try:
+  import importlib_resources  # pylint: disable=g-import-not-at-top,unused-import
+except ImportError:
+  import importlib.resources
+  import importlib.resources.abc  # pylint: disable=unused-import
+  sys.modules["importlib_resources"] = importlib.resources
 
 VERSION = "1.0.0"
 # {split: [(class name, [(key suffix, uint8 [S, S] image)])]}, classes in label order.
@@ -108,12 +104,10 @@ class RenderedBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _split_generators(self, dl_manager):
     del dl_manager  # nothing to download
     classes, faces, font_files = self._render_classes()
-    metadata = self.info.metadata
-    metadata["class_names"] = {s: [name for name, _ in c] for s, c in classes.items()}
-    metadata["faces"] = faces
-    metadata["font_files"] = font_files
-    metadata["pillow"] = PIL.__version__
-    metadata["freetype"] = pil_features.version("freetype2")
+    self.info.metadata.update(
+        class_names={s: [name for name, _ in c] for s, c in classes.items()}, faces=faces,
+        font_files=font_files, pillow=PIL.__version__,
+        freetype=pil_features.version("freetype2"))
     return {s: self._generate_examples(c) for s, c in classes.items()}
 
   def _generate_examples(self, classes):

@@ -205,8 +205,7 @@ def loads(data: bytes) -> Any:
   except RecursionError as e:
     raise pickle.UnpicklingError("corrupt pickle: nested too deeply") from e
   except MemoryError as e:
-    raise pickle.UnpicklingError("corrupt pickle: it asks for more memory than there "
-                                 "is") from e
+    raise pickle.UnpicklingError("corrupt pickle: it asks for more memory than there is") from e
   except Exception as e:  # truncated or corrupt streams raise many different types
     raise pickle.UnpicklingError(
         f"corrupt or truncated pickle: {type(e).__name__}: {e}") from e

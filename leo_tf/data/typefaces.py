@@ -119,10 +119,8 @@ def designs(signatures: np.ndarray, design_keys: Sequence[str],
     if mad <= dedupe_threshold and i not in dropped:
       dropped.add(j)
   first_of_key = {}
-  for i, key in enumerate(design_keys):
-    if key in first_of_key:
-      parent[_find(parent, i)] = _find(parent, first_of_key[key])
-    first_of_key.setdefault(key, i)
+  for i, key in enumerate(design_keys):  # a key's first face: joins itself, a no-op
+    parent[_find(parent, i)] = _find(parent, first_of_key.setdefault(key, i))
   kept = [i for i in range(n) if i not in dropped]
   roots = {}
   return kept, [roots.setdefault(_find(parent, i), len(roots)) for i in kept]
@@ -151,15 +149,10 @@ def choose_examples(renderings: Dict[str, np.ndarray], limit: int, seed: int,
   chars = [c for c in LATIN_CHARS if c in renderings]
   digest = int.from_bytes(hashlib.sha1(face_key.encode()).digest()[:4], "little")
   order = np.random.default_rng([seed, digest]).permutation(len(chars))
-  chosen, seen = [], set()
+  first_of = {}  # rendering -> its first character in the seeded order
   for k in order:
-    fingerprint = renderings[chars[k]].tobytes()
-    if fingerprint not in seen:
-      seen.add(fingerprint)
-      chosen.append(chars[k])
-      if len(chosen) == limit:
-        break
-  return chosen
+    first_of.setdefault(renderings[chars[k]].tobytes(), chars[k])
+  return list(first_of.values())[:limit]
 
 
 # ---------------------------------------------------------------------------------
