@@ -42,9 +42,8 @@ def extract(backbone: keras.Model, source, batch_size: int = 256, jit_compile: b
     labels.append(batch_labels.numpy())
     keys.extend(batch_keys.numpy().tolist())
   labels = np.concatenate(labels).astype(np.int64)
-  names = source.class_names
   # "<id>-<class>-<file>": the source's own key (a file name) is the file part.
-  released = np.array([emb_lib.make_key(i, names[l], k.decode("utf-8") or None)
+  released = np.array([emb_lib.make_key(i, source.class_names[l], k.decode("utf-8") or None)
                        for i, (l, k) in enumerate(zip(labels, keys))])
   return np.concatenate(outputs).astype(np.float32), labels, released
 

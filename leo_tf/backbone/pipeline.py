@@ -66,7 +66,7 @@ def build_embeddings(root: str, dataset: str, crop: str = "center",
         log(f"held-out accuracy {result.held_out_accuracy:.3f}")
 
   with _stage(f"embedding extraction into {os.path.join(root, dataset, crop)}", log):
-    embed.embed_splits(model_dir, {s: (lambda s=s: source(s)) for s in splits}, root,
+    embed.embed_splits(model_dir, {s: functools.partial(source, s) for s in splits}, root,
                        dataset, crop, log=log)
   log(f"[stage] all stages done in {time.time() - started:.1f}s")
   return paths
@@ -102,5 +102,5 @@ def run_extraction(model_dir: str = gin.REQUIRED, root: str = gin.REQUIRED,
                    log: Callable[[str], None] = print) -> Dict[str, str]:
   """What ``leo-embed`` runs: the backbone in ``model_dir`` over every split."""
   with _stage(f"embedding extraction into {os.path.join(root, dataset, crop)}", log):
-    return embed.embed_splits(model_dir, {s: (lambda s=s: image_source(s)) for s in splits},
+    return embed.embed_splits(model_dir, {s: functools.partial(image_source, s) for s in splits},
                               root, dataset, crop, overwrite, log=log)

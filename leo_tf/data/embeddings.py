@@ -164,12 +164,11 @@ class EmbeddingSet:
 
   def require_examples(self, num_classes: int, examples_per_class: int) -> None:
     """Raises unless ``num_classes`` classes have >= ``examples_per_class`` examples each."""
-    counts = self.class_counts()
     if self.num_classes < num_classes:
       raise EmbeddingDataError(
           f"{self.source}: an episode needs {num_classes} classes but the file has only "
           f"{self.num_classes}")
-    short = [(self.class_names[c], int(n)) for c, n in enumerate(counts)
+    short = [(self.class_names[c], int(n)) for c, n in enumerate(self.class_counts())
              if n < examples_per_class]
     if short:
       listed = ", ".join(f"{name} ({n})" for name, n in short[:5])
