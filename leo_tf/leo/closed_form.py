@@ -114,9 +114,7 @@ def adapt_latents(latents: tf.Tensor, support: tf.Tensor, kernel: tf.Tensor, dim
   for keep, noise in zip(keeps, decode_noise):
     weights = decoding(codes, noise)
     grad = decoding.latent_gradient(weight_gradient(inputs(keep), weights, targets))
-    if first_order:
-      grad = tf.stop_gradient(grad)
-    codes = codes - step_size * grad
+    codes = codes - step_size * (tf.stop_gradient(grad) if first_order else grad)
   weights = decoding(codes, decode_noise[-1])
   return tf.reshape(codes, tf.shape(latents)), weights
 
@@ -128,9 +126,7 @@ def finetune(weights: tf.Tensor, support: tf.Tensor, step_size: tf.Tensor,
   inputs, targets = _SupportInputs(support, dropout_rate), class_targets(support)
   for keep in keeps:
     grad = weight_gradient(inputs(keep), weights, targets)
-    if first_order:
-      grad = tf.stop_gradient(grad)
-    weights = weights - step_size * grad
+    weights = weights - step_size * (tf.stop_gradient(grad) if first_order else grad)
   return weights
 
 

@@ -112,9 +112,6 @@ class LEOConfig:
     # gin passes lists for tuple bindings; keep the dataclass hashable and uniform.
     for name in ("encoder_hidden", "relation_hidden", "decoder_hidden"):
       object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
-    self.validate()
-
-  def validate(self):
     require_at_least(self, 1, "num_shots", "latent_size", "ensemble_samples")
     require_at_least(self, 2, "num_classes")
     require_at_least(self, 0, "inner_steps_train", "inner_steps_test",

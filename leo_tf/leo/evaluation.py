@@ -108,8 +108,20 @@ def class_block_accuracy(weights: tf.Tensor, classes: tf.Tensor, shots: tf.Tenso
   return tf.reduce_sum(tf.reshape(hits, [b, n]), axis=1) / tf.reduce_sum(queries, axis=1)
 
 
-def class_block_predictor(model, sampler: EpisodeSampler) -> Callable:
-  """predict(support batch) -> accuracy [B] with every remaining example as a query."""
+def simple_predictor(model) -> Callable:
+  """predict(episode batch) -> accuracy [B] through model.call (gathered queries)."""
+  return tf.function(lambda batch: model(batch, training=False)["accuracy"])
+
+
+def predictor(model, sampler: EpisodeSampler) -> Callable:
+  """The traced evaluation function for ``sampler``'s episodes.
+
+  With every remaining example as a query (``num_queries=None``) the class-block path
+  runs, predict(support batch) -> accuracy [B]; it gives the accuracies of the simple path
+  (tests pin the two together).
+  """
+  if not sampler.all_queries:
+    return simple_predictor(model)
   table, counts = sampler.class_table, sampler.class_counts
 
   @tf.function
@@ -119,27 +131,6 @@ def class_block_predictor(model, sampler: EpisodeSampler) -> Callable:
                                 counts, adapted["bias"])
 
   return predict
-
-
-def simple_predictor(model) -> Callable:
-  """predict(episode batch) -> accuracy [B] through model.call (gathered queries)."""
-
-  @tf.function
-  def predict(batch):
-    return model(batch, training=False)["accuracy"]
-
-  return predict
-
-
-def predictor(model, sampler: EpisodeSampler) -> Callable:
-  """The traced evaluation function for ``sampler``'s episodes.
-
-  With every remaining example as a query (``num_queries=None``) the class-block path
-  runs; it gives the accuracies of the simple path (tests pin the two together).
-  """
-  if sampler.all_queries:
-    return class_block_predictor(model, sampler)
-  return simple_predictor(model)
 
 
 def evaluate(model, sampler: EpisodeSampler, num_episodes: int, batch_size: int,

@@ -29,10 +29,11 @@ from leo_tf.leo.noise import Noise, dropout, standard_normal
 FIXED_PRIOR_SEED = (20181, 1)
 
 
-def num_shots(support):
-  """K of support [B, N, K, d]: static if known, else a tensor (serving varies K)."""
-  k = support.shape[2]
-  return k if k is not None else tf.cast(tf.shape(support)[2], tf.float32)
+def _size(support, axis: int):
+  """N (axis 1) or K (axis 2) of support [B, N, K, d]: static if known, else a tensor
+  (serving varies K)."""
+  size = support.shape[axis]
+  return size if size is not None else tf.cast(tf.shape(support)[axis], tf.float32)
 
 
 def episode_accuracy(logits, mask=None) -> tf.Tensor:
@@ -44,12 +45,6 @@ def episode_accuracy(logits, mask=None) -> tf.Tensor:
   return tf.reduce_sum(correct * mask, axis=[1, 2]) / tf.reduce_sum(mask, axis=[1, 2])
 
 
-def num_ways(support):
-  """N of support [B, N, K, d], static if known."""
-  n = support.shape[1]
-  return n if n is not None else tf.cast(tf.shape(support)[1], tf.float32)
-
-
 class LEO(keras.Model):
   """Latent Embedding Optimization over a meta-batch of episodes."""
 
@@ -58,8 +53,7 @@ class LEO(keras.Model):
     self.config = config
     self.dim = dim
     c = config
-    self.encoder = None
-    self.decoder = None
+    self.encoder = self.decoder = None
     if c.initialisation == "encoder":
       self.encoder = LatentEncoder(
           c.latent_size, c.encoder_hidden,
@@ -113,12 +107,9 @@ class LEO(keras.Model):
     class stands for K per-shot copies that each take 1/K of the gradient, 1 for a single
     code or weight vector (the paper's form, MAML), and 1/(N*K) more on the mean loss."""
     c = self.config
-    scale = 1.0
-    if c.latent_codes == "per_shot" and c.initialisation != "maml":
-      scale = 1.0 / num_shots(support)
-    if c.inner_loss == "mean":
-      scale = scale / (num_ways(support) * num_shots(support))
-    return scale
+    n, k = _size(support, 1), _size(support, 2)
+    scale = 1.0 / k if c.latent_codes == "per_shot" and c.initialisation != "maml" else 1.0
+    return scale / (n * k) if c.inner_loss == "mean" else scale
 
   def initial_latents(self, support, training, noise: Optional[Noise]):
     """z0 [B, N, S, latent] and the KL of q(z | D_train) to N(0, I) per task [B]."""
@@ -145,24 +136,21 @@ class LEO(keras.Model):
 
   def decode(self, latents, noise=None):
     """Latents [B, N, S, latent] -> mean over S of the weights [B, N, d], sampled with the
-    standard normal ``noise`` [B, N, S, d] (None: the means)."""
-    if latents.shape[2] != 1 and not self.config.decoder_hidden:
-      return self._decode_linear(latents, noise)
-    return self.decode_reference(latents, noise)
-
-  def _decoder_kernel(self, latents):
-    if not self.decoder.built:
-      self.decoder(latents[:, :, :1])
-    return tf.convert_to_tensor(self.decoder.kernels()[0])
-
-  def _decode_linear(self, latents, noise):
-    """decode() for a linear decoder and S > 1 samples, without [B, N, S, 2d] outputs
-    (closed_form.LinearDecoding: the mean half decodes the mean code once)."""
+    standard normal ``noise`` [B, N, S, d] (None: the means). A linear decoder with S > 1
+    samples makes no [B, N, S, 2d] outputs (closed_form.LinearDecoding: the mean half
+    decodes the mean code once)."""
+    if latents.shape[2] == 1 or self.config.decoder_hidden:
+      return self.decode_reference(latents, noise)
     shape = tf.shape(latents)
     decoding = closed_form.LinearDecoding(self._decoder_kernel(latents), self.dim,
                                           self._weight_offset, shape[0], shape[1],
                                           latents.shape[2])
     return decoding(tf.reshape(latents, [-1, latents.shape[3]]), noise)
+
+  def _decoder_kernel(self, latents):
+    if not self.decoder.built:
+      self.decoder(latents[:, :, :1])
+    return tf.convert_to_tensor(self.decoder.kernels()[0])
 
   def decode_reference(self, latents, noise=None):
     """The literal decode: every sample's full Gaussian, sampled, then averaged (tests)."""
@@ -267,8 +255,7 @@ class LEO(keras.Model):
     elif self.config.initialisation == "maml":
       b = tf.shape(support)[0]
       weights = tf.tile(tf.convert_to_tensor(self.initial_weights)[None], [b, 1, 1])
-      empty = tf.zeros([b, self.config.num_classes, 1, self.config.latent_size])
-      initial = final = empty
+      initial = final = tf.zeros([b, self.config.num_classes, 1, self.config.latent_size])
       kl = tf.zeros([b])
       if self.config.classifier_bias:
         bias = tf.tile(tf.convert_to_tensor(self.initial_bias)[None], [b, 1])
@@ -317,16 +304,14 @@ class LEO(keras.Model):
   def regularization(self) -> Dict[str, tf.Tensor]:
     """Weighted L2, orthogonality and paper-regulariser terms (scalars)."""
     c = self.config
-    terms = dict(l2=tf.constant(0.0), orthogonality=tf.constant(0.0),
-                 paper_regularizer=tf.constant(0.0))
+    terms = {k: tf.constant(0.0) for k in ("l2", "orthogonality", "paper_regularizer")}
     if c.l2_weight:
       terms["l2"] = c.l2_weight * regularizers.l2_penalty(self.network_variables())
     if c.orthogonality_weight and self.decoder is not None:
       terms["orthogonality"] = c.orthogonality_weight * regularizers.orthogonality_penalty(
           tf.convert_to_tensor(self.decoder.kernels()[0]))
     if c.paper_regularizer_weight:
-      kernels = (self.encoder.kernels() if self.encoder is not None else []) + (
-          self.decoder.kernels() if self.decoder is not None else [])
+      kernels = [k for l in (self.encoder, self.decoder) if l is not None for k in l.kernels()]
       terms["paper_regularizer"] = c.paper_regularizer_weight * regularizers.paper_regularizer(
           [tf.convert_to_tensor(k) for k in kernels])
     return terms

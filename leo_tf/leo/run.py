@@ -44,12 +44,6 @@ class RunConfigs:
     return make_strategy(**dict(self.strategy_bindings))
 
 
-def read_configs(run_dir: str, bindings: Sequence[str] = (),
-                 gin_files: Sequence[str] = ()) -> RunConfigs:
-  """The configs a run saved (its config.gin), with ``gin_files`` and ``bindings`` on top."""
-  return gin_config.read_saved(run_dir, RunConfigs.from_gin, bindings, gin_files)
-
-
 def checkpoint_kind(run_dir: str, which: str = "best", fallback: bool = False) -> str:
   """``which`` checkpoint directory of a run; with ``fallback``, 'latest' when 'best' has
   none (a run without validation keeps no best). FileNotFoundError when none is left."""
@@ -94,7 +88,7 @@ def open_run(run_dir: str, which: str = "best", bindings: Sequence[str] = (),
   """Reads a run's saved config (plus ``gin_files`` and ``bindings``) and restores its
   ``which`` checkpoint ('best' or 'latest'; see :func:`checkpoint_kind` for ``fallback``).
   The embedding size comes from the checkpoint, so no embeddings are read."""
-  configs = read_configs(run_dir, bindings, gin_files)
+  configs = gin_config.read_saved(run_dir, RunConfigs.from_gin, bindings, gin_files)
   kind = checkpoint_kind(run_dir, which, fallback)
   dim = weights.checkpoint_dim(os.path.join(run_dir, kind))
   return Run(run_dir, kind, configs, weights.load_model(run_dir, configs.model, dim, kind, log),

@@ -108,10 +108,9 @@ class MetaTrainer:
       self.model = build_leo(model_config, train_data.dim)
       self.optimizer = keras.optimizers.Adam(config.outer_lr, epsilon=config.adam_epsilon)
       self.optimizer.build(self.model.trainable_variables)
-      self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-      self.bad_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="bad_steps")
-      self.guarded_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
-                                       name="guarded_steps")
+      self.step, self.bad_steps, self.guarded_steps = (
+          tf.Variable(0, dtype=tf.int64, trainable=False, name=name)
+          for name in ("step", "bad_steps", "guarded_steps"))
       self.checkpoint = tf.train.Checkpoint(
           model=self.model, optimizer=self.optimizer, step=self.step,
           bad_steps=self.bad_steps, guarded_steps=self.guarded_steps,
@@ -124,9 +123,7 @@ class MetaTrainer:
     self._best_seen = -1.0  # the chief's best validation accuracy, set by restore()
     # The traced outer step (public for inspection: tools/bench counts its FLOPs).
     self.step_function = tf.function(self._outer_step, jit_compile=config.jit_compile)
-    self._metric_names = None
-    self._val_predict = None
-    self._summary_writer = None
+    self._metric_names = self._val_predict = self._summary_writer = None
 
   @property
   def _writer(self):
@@ -167,9 +164,7 @@ class MetaTrainer:
     grads = tape.gradient(loss, variables)
     grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, variables)]
     share = lambda x: tf.reduce_sum(x) / self.config.meta_batch_size
-    metrics = dict(loss=loss, query_loss=share(outputs["query_loss"]), kl=share(outputs["kl"]),
-                   encoder_penalty=share(outputs["encoder_penalty"]),
-                   accuracy=share(outputs["accuracy"]),
+    metrics = dict(loss=loss, **{k: share(outputs[k]) for k in PER_TASK_OUTPUTS},
                    **{k: v / replicas for k, v in reg.items()})
     return grads, metrics
 
@@ -248,7 +243,7 @@ class MetaTrainer:
     path = checkpoints.restore_latest(  # the chief's checkpoints, on every worker
         self.checkpoint, os.path.join(self.output_dir, "latest"),
         self.latest if self.chief else None,
-        verify=lambda p: checkpoints.check_compatible(p, variables, weights.dim_hint(self.model.dim)),
+        verify=lambda p: weights.check_compatible(p, variables, self.model.dim),
         log=self.log)
     if self.chief:
       self._best_record.recover(self.best.latest_checkpoint)
@@ -291,16 +286,6 @@ class MetaTrainer:
     return evaluate(self.model, self.val_sampler, self.config.num_val_episodes,
                     self.config.val_batch_size, seed=self.config.seed + 2,
                     predict=self._val_predict)
-
-  def _summaries(self, step: int, metrics: Dict[str, float]):
-    with self._writer.as_default(step=step):
-      for name, value in metrics.items():
-        tf.summary.scalar(f"train/{name}", value)
-      tf.summary.histogram("learning_rates/inner_lr", self.model.inner_lr)
-      tf.summary.histogram("learning_rates/finetune_lr", self.model.finetune_lr)
-      tf.summary.scalar("learning_rates/inner_lr_mean", tf.reduce_mean(self.model.inner_lr))
-      tf.summary.scalar("learning_rates/finetune_lr_mean",
-                        tf.reduce_mean(self.model.finetune_lr))
 
   def _after_validation(self, step: int, result: EvalResult):
     with self._writer.as_default(step=step):
@@ -364,9 +349,15 @@ class MetaTrainer:
 
   def _log_progress(self, step: int, means: Dict[str, float], steps_per_s: float):
     nan = float("nan")
-    self._summaries(step, means)
     total = int(self.guarded_steps.numpy())
     with self._writer.as_default(step=step):
+      for name, value in means.items():
+        tf.summary.scalar(f"train/{name}", value)
+      tf.summary.histogram("learning_rates/inner_lr", self.model.inner_lr)
+      tf.summary.histogram("learning_rates/finetune_lr", self.model.finetune_lr)
+      tf.summary.scalar("learning_rates/inner_lr_mean", tf.reduce_mean(self.model.inner_lr))
+      tf.summary.scalar("learning_rates/finetune_lr_mean",
+                        tf.reduce_mean(self.model.finetune_lr))
       tf.summary.scalar("train/guarded_steps_total", total)
     skipped = (1.0 - means.get("finite", 1.0))
     self.log(

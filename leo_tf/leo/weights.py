@@ -18,15 +18,16 @@ from leo_tf.leo.model import LEO, build_leo
 _DIM_WEIGHT = "finetune_lr"
 
 
-def dim_hint(dim: int) -> Callable[[Dict[str, tuple]], str]:
-  """Names the embedding size when the checkpoint's finetune_lr [dim] says it differs."""
+def check_compatible(path: str, variables: Dict[str, tf.Variable], dim: int) -> None:
+  """checkpoints.check_compatible, naming the embedding size when the checkpoint's
+  finetune_lr [dim] says it differs."""
   def hint(stored):
     shape = stored.get(_DIM_WEIGHT)
     if shape and shape[0] != dim:
       return (f"The checkpoint was trained on {shape[0]}-dimensional embeddings; these "
               f"have {dim} dimensions")
     return "Check the LEOConfig bindings (latent_size, num_classes, hidden sizes)"
-  return hint
+  checkpoints.check_compatible(path, variables, hint)
 
 
 def latest(directory: str) -> str:
@@ -50,8 +51,7 @@ def checkpoint_dim(directory: str) -> int:
 def check_fits(path: str, model_config: LEOConfig, dim: int) -> None:
   """CheckpointMismatchError unless checkpoint ``path`` fits a model of ``model_config``
   on ``dim``-dimensional embeddings."""
-  variables = checkpoints.named_variables(build_leo(model_config, dim))
-  checkpoints.check_compatible(path, variables, dim_hint(dim))
+  check_compatible(path, checkpoints.named_variables(build_leo(model_config, dim)), dim)
 
 
 def load_model(checkpoint_dir: str, model_config: LEOConfig, dim: int,
@@ -64,24 +64,20 @@ def load_model(checkpoint_dir: str, model_config: LEOConfig, dim: int,
   model = build_leo(model_config, dim)
   directory = os.path.join(checkpoint_dir, which)
   variables = checkpoints.named_variables(model)
-  # Only the weights: the optimizer and counters in the file are left unread.
-  reader = tf.train.Checkpoint(**{checkpoints.MODEL_VARIABLES: variables})
   path = checkpoints.restore_latest(
-      _Partial(reader), directory,
-      verify=lambda p: checkpoints.check_compatible(p, variables, dim_hint(dim)),
+      _WeightsOnly(**{checkpoints.MODEL_VARIABLES: variables}), directory,
+      verify=lambda p: check_compatible(p, variables, dim),
       log=log)
   if path is None:
     raise FileNotFoundError(f"no checkpoint in {directory}")
   return model
 
 
-class _Partial:
-  """A checkpoint whose restore reads only the objects it tracks, and checks them all."""
-
-  def __init__(self, checkpoint: tf.train.Checkpoint):
-    self._checkpoint = checkpoint
+class _WeightsOnly(tf.train.Checkpoint):
+  """Restores only the weights, each one checked: the optimizer and counters in the file
+  are left unread."""
 
   def restore(self, path):
-    status = self._checkpoint.restore(path)
+    status = super().restore(path)
     status.assert_existing_objects_matched()
     return status.expect_partial()
