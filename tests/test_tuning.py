@@ -13,7 +13,7 @@ from leo_tf.data.embeddings import embeddings_path, save_embeddings
 from leo_tf.leo.config import LEOConfig
 from leo_tf.leo.trainer import TrainConfig
 from leo_tf.tuning import hypermodel, search
-from leo_tf.tuning.space import SearchSpaceError, TuneConfig, parse_space
+from leo_tf.tuning.space import SearchSpaceError, TuneConfig, search_space
 
 STEPS, EVERY = 8, 4  # two validations ("epochs") per trial
 
@@ -245,16 +245,16 @@ def test_resume_with_another_space_is_refused(tiny_search, tmp_path):
 def test_malformed_entries_are_rejected_clearly(entry, message):
   gin_config.register_configurables()
   with pytest.raises(SearchSpaceError, match=message):
-    parse_space([("TrainConfig.outer_lr", "log", 1e-5, 1e-3), entry])
+    search_space([("TrainConfig.outer_lr", "log", 1e-5, 1e-3), entry])
 
 
 def test_space_level_errors():
   gin_config.register_configurables()
   with pytest.raises(SearchSpaceError, match="empty"):
-    parse_space([])
+    search_space([])
   with pytest.raises(SearchSpaceError, match="more than once"):
-    parse_space([("LEOConfig.kl_weight", "log", 1e-3, 1.0),
-                 ("LEOConfig.kl_weight", "linear", 0.0, 1.0)])
+    search_space([("LEOConfig.kl_weight", "log", 1e-3, 1.0),
+                  ("LEOConfig.kl_weight", "linear", 0.0, 1.0)])
 
 
 def test_values_invalid_for_leo_fail_before_the_search(tmp_path):

@@ -129,8 +129,11 @@ class LEOHyperModel(kt.HyperModel):
     finally:
       log_file.close()
     best = trainer.best_validation()
-    _write_record(trial_dir, values, total_epochs * self.setup.tune.validate_every,
-                  time.time() - start, best, tuner.tuner_id)
+    # What the summary table shows beyond keras-tuner's own trial.json (and which tuner
+    # ran the trial: a worker's name in a distributed search).
+    files.atomic_write(os.path.join(trial_dir, TRIAL_RECORD), json.dumps(
+        {"values": values, "steps": total_epochs * self.setup.tune.validate_every,
+         "seconds": time.time() - start, OBJECTIVE: best, "tuner": tuner.tuner_id}))
     log_hparams(os.path.join(trial_dir, "leo", "tensorboard"), trial.trial_id, values, best)
     return {OBJECTIVE: best}
 
@@ -163,15 +166,6 @@ def _tuner_and_trial(callbacks):
       return callback.tuner, callback.trial
   raise ValueError("LEOHyperModel.fit runs inside a keras-tuner search: no tuner "
                    "callback among the callbacks it was given")
-
-
-def _write_record(trial_dir: str, values: Dict[str, Any], steps: int, seconds: float,
-                  best: float, tuner_id: str) -> None:
-  """What the summary table shows beyond keras-tuner's own trial.json (and which
-  tuner ran the trial: a worker's name in a distributed search)."""
-  files.atomic_write(os.path.join(trial_dir, TRIAL_RECORD), json.dumps(
-      {"values": values, "steps": steps, "seconds": seconds, OBJECTIVE: best,
-       "tuner": tuner_id}))
 
 
 # The objective as a scalar beside the trial's validation curve (validation/accuracy).

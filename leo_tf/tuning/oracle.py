@@ -45,8 +45,8 @@ def oracle_role() -> str:
 
 def wait_for_chief(path: str, log: Callable[[str], None], timeout: float = 3600) -> None:
   """A worker writes nothing until the chief has claimed the search (written ``path``,
-  its search.json):
-  workers may start first. keras-tuner's own calls wait an hour for the chief, too."""
+  its search.json): workers may start first. keras-tuner's own calls wait an hour for
+  the chief, too."""
   out, start = os.path.dirname(path), time.time()
   if not os.path.exists(path):
     log(f"[tune] waiting for the chief to start the search in {out}")

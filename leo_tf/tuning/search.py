@@ -219,11 +219,12 @@ def _finish(tuner, setup: TrialSetup, seconds: float, log) -> SearchResult:
 
 
 def _search_record(setup: TrialSetup) -> Dict[str, Any]:
+  """What search.json holds, as it reads back from the file (tuples become lists)."""
   tune = dataclasses.asdict(setup.tune)
   for name in ("max_trials", "output_dir"):  # a resumed search may ask for more trials
     tune.pop(name)
-  return dict(gin_files=list(setup.gin_files), bindings=list(setup.bindings),
-              space=setup.space.as_list(), tune=tune)
+  return json.loads(json.dumps(dict(gin_files=setup.gin_files, bindings=setup.bindings,
+                                    space=setup.space.as_list(), tune=tune)))
 
 
 _RECORD_LABELS = dict(gin_files="gin files", bindings="bindings", space="search space",
@@ -233,7 +234,6 @@ _RECORD_LABELS = dict(gin_files="gin files", bindings="bindings", space="search 
 def _claim_output_dir(out: str, setup: TrialSetup, overwrite: bool) -> None:
   """Starts a fresh search or checks that the one found in ``out`` is the same search."""
   path = os.path.join(out, SEARCH_FILE)
-  record = json.loads(json.dumps(_search_record(setup)))  # tuples -> lists, as on disk
   if overwrite:
     for name in (SEARCH_FILE,) + OUTPUT_FILES:
       if os.path.exists(os.path.join(out, name)):
@@ -245,7 +245,7 @@ def _claim_output_dir(out: str, setup: TrialSetup, overwrite: bool) -> None:
   elif os.path.isdir(os.path.join(out, PROJECT)):
     raise TuningError(f"{out}/{PROJECT} exists but {SEARCH_FILE} does not; pass "
                       "--overwrite or choose another --output_dir")
-  files.atomic_write(path, json.dumps(record, indent=2) + "\n")
+  files.atomic_write(path, json.dumps(_search_record(setup), indent=2) + "\n")
 
 
 def _check_same_search(out: str, setup: TrialSetup) -> None:
@@ -254,7 +254,7 @@ def _check_same_search(out: str, setup: TrialSetup) -> None:
   if not os.path.exists(path):
     raise TuningError(f"{out} holds no search ({SEARCH_FILE} is missing): start the chief "
                       "with this --output_dir on a filesystem every worker shares")
-  record = json.loads(json.dumps(_search_record(setup)))  # tuples -> lists, as on disk
+  record = _search_record(setup)
   with open(path) as f:
     old = json.load(f)
   changed = [label for key, label in _RECORD_LABELS.items() if old.get(key) != record[key]]

@@ -51,17 +51,13 @@ class Param:
       return self.value(hp.Choice(self.binding, list(self.choices), ordered=False))
     if self.scale == "int":
       return self.value(hp.Int(self.binding, self.low, self.high))
-    sampling = "log" if self.scale == "log" else "linear"
-    return self.value(hp.Float(self.binding, self.low, self.high, sampling=sampling))
+    return self.value(hp.Float(self.binding, self.low, self.high, sampling=self.scale))
 
   def value(self, raw):
     """A plain Python value of the declared type (oracles may hand back numpy scalars)."""
     if self.scale == "choice":
-      return _plain(raw)
+      return raw.item() if hasattr(raw, "item") and not isinstance(raw, str) else raw
     return int(raw) if self.scale == "int" else float(raw)
-
-  def gin_binding(self, value) -> str:
-    return f"{self.binding} = {value!r}"
 
   def describe(self) -> str:
     if self.scale == "choice":
@@ -72,11 +68,6 @@ class Param:
     if self.scale == "choice":
       return [self.binding, self.scale, list(self.choices)]
     return [self.binding, self.scale, self.low, self.high]
-
-
-def _plain(value):
-  """numpy scalar -> Python scalar; anything else unchanged."""
-  return value.item() if hasattr(value, "item") and not isinstance(value, str) else value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,8 +84,7 @@ class SearchSpace:
             if p.binding in hp_values}
 
   def bindings(self, values: Dict[str, Any]) -> List[str]:
-    by_name = {p.binding: p for p in self.params}
-    return [by_name[name].gin_binding(v) for name, v in values.items()]
+    return [f"{name} = {v!r}" for name, v in values.items()]
 
   def as_list(self) -> list:
     return [p.as_list() for p in self.params]
@@ -167,7 +157,9 @@ def parse_entry(entry, index: int) -> Param:
   return _range_param(binding, scale, rest, where)
 
 
-def parse_space(params: Sequence) -> SearchSpace:
+@gin.configurable
+def search_space(params: Sequence = ()) -> SearchSpace:
+  """The gin-declared search space (see the module docstring for the format)."""
   if not params:
     raise SearchSpaceError(
         "the search space is empty: bind search_space.params (see "
@@ -178,12 +170,6 @@ def parse_space(params: Sequence) -> SearchSpace:
   if repeated:
     raise SearchSpaceError(f"search_space.params lists {repeated} more than once")
   return SearchSpace(parsed)
-
-
-@gin.configurable
-def search_space(params: Sequence = ()) -> SearchSpace:
-  """The gin-declared search space (see the module docstring for the format)."""
-  return parse_space(params)
 
 
 @gin.configurable

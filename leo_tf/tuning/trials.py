@@ -28,7 +28,7 @@ def trial_rows(tuner, setup: TrialSetup) -> List[Dict[str, Any]]:
   return rows
 
 
-def _columns(rows: List[Dict[str, Any]], setup: TrialSetup) -> List[str]:
+def _columns(setup: TrialSetup) -> List[str]:
   fixed = ["trial", "status", OBJECTIVE, "steps", "seconds"]
   if setup.tune.tuner == "hyperband":
     fixed.append("continues")
@@ -36,13 +36,13 @@ def _columns(rows: List[Dict[str, Any]], setup: TrialSetup) -> List[str]:
 
 
 def markdown_table(rows: List[Dict[str, Any]], setup: TrialSetup) -> str:
-  columns = _columns(rows, setup)
+  columns = _columns(setup)
   return "\n".join(files.markdown_table(
       columns, [[fmt(row.get(c)) for c in columns] for row in rows]))
 
 
 def csv_table(rows: List[Dict[str, Any]], setup: TrialSetup) -> str:
-  return files.csv_text(rows, _columns(rows, setup), lineterminator="\n")
+  return files.csv_text(rows, _columns(setup), lineterminator="\n")
 
 
 def best_gin_text(setup: TrialSetup, trial, out: str, full: bool) -> str:
