@@ -4,6 +4,7 @@ import errno
 import os
 import re
 import sys
+import traceback
 from importlib import metadata
 
 from absl import app, flags
@@ -29,13 +30,22 @@ def versions() -> str:
 
 def entry_point(body, gin_hint: str = None, required=(), before=None, interrupted=None):
   """A console script's ``run``: ``app.run`` with ``--version``; then the arguments are
-  checked (check_arguments), ``before()`` runs (what comes before TensorFlow starts: flag
-  checks, logging set-up), and ``body()`` on the one error path (run_guarded)."""
+  checked (``required``: flag names, or a dict of names to what the flag is), ``before()``
+  runs (what comes before TensorFlow starts: flag checks, logging set-up), and ``body()``
+  on the one error path (run_guarded)."""
+  required = required if isinstance(required, dict) else dict.fromkeys(required)
+
   def main(argv):
     if FLAGS.version:
       print(versions())
       return 0
-    check_arguments(argv, gin_hint, required)
+    if len(argv) > 1:
+      fail(f"unexpected arguments: {argv[1:]}")
+    if gin_hint is not None and not FLAGS.gin_file:
+      fail(f"give at least one --gin_file ({gin_hint})")
+    for name, what in required.items():
+      if not getattr(FLAGS, name):
+        fail(f"--{name} is required" + (f" ({what})" if what else ""))
     if before is not None:
       before()
     run_guarded(body, interrupted)
@@ -59,8 +69,7 @@ def define_gin_flags():
 
 
 def define_run_flags(use: str, gin_files: bool = False):
-  """The flags of a script that opens a leo-train output directory; ``use`` ends the help
-  of --which ("Which checkpoint to <use>.")."""
+  """The flags of a script that opens a leo-train output directory (--which: "to ``use``")."""
   flags.DEFINE_string("checkpoint_dir", None, "A leo-train output directory.")
   flags.DEFINE_enum("which", "best", ["best", "latest"], f"Which checkpoint to {use}.")
   if gin_files:
@@ -79,19 +88,6 @@ def parse_gin(extra_bindings=(), required=()):
       gin.query_parameter(parameter)
     except ValueError:
       fail(message)
-
-
-def check_arguments(argv, gin_hint: str = None, required=()):
-  """No positional arguments; with ``gin_hint``, at least one --gin_file; every flag in
-  ``required`` (names, or a dict of names to what the flag is) set."""
-  if len(argv) > 1:
-    fail(f"unexpected arguments: {argv[1:]}")
-  if gin_hint is not None and not FLAGS.gin_file:
-    fail(f"give at least one --gin_file ({gin_hint})")
-  required = required if isinstance(required, dict) else dict.fromkeys(required)
-  for name, what in required.items():
-    if not getattr(FLAGS, name):
-      fail(f"--{name} is required" + (f" ({what})" if what else ""))
 
 
 # What gin appends to any exception raised inside a configurable it called: the place,
@@ -133,10 +129,8 @@ def bad_binding(error: Exception):
   do not fit its signature), else None: the only error blamed on the gin bindings.
   Wrongly typed values are refused by the configs themselves (ConfigError naming the
   field)."""
-  tb = error.__traceback__
-  while tb is not None and tb.tb_next is not None:
-    tb = tb.tb_next
-  if tb is None or f"{os.sep}gin{os.sep}" not in tb.tb_frame.f_code.co_filename:
+  frames = traceback.extract_tb(error.__traceback__)
+  if not frames or f"{os.sep}gin{os.sep}" not in frames[-1].filename:
     return None
   lines = [l.strip() for l in str(error).splitlines() if l.strip()]
   where = [l.split("'")[1] for l in lines if l.startswith("In call to configurable '")]
@@ -168,11 +162,8 @@ def environment_error(error: Exception):
 
 
 def wrapped_user_error(error: Exception):
-  """The message of a user error raised inside a tf.data/py_function op, else None.
-
-  TF re-raises those as InvalidArgumentError etc. with the original
-  ``ImageDecodeError: cannot decode image file ...`` inside a long message.
-  """
+  """The message of a user error raised inside a tf.data/py_function op, else None: TF
+  re-raises it as InvalidArgumentError etc. with ``ImageDecodeError: ...`` inside."""
   names = "|".join(cls.__name__ for cls in user_errors())
   match = re.search(rf"\b({names}): (.+)", str(error))
   return match.group(2).strip() if match else None
@@ -191,11 +182,8 @@ def error_line(error: Exception):
 
 
 def run_guarded(fn, interrupted: str = None):
-  """Runs ``fn()``; user errors and bad bindings exit with one `error:` line, code 2.
-
-  The one error path of every entry point. With ``interrupted``, Ctrl-C exits with
-  that message and code 130.
-  """
+  """The one error path of every entry point: runs ``fn()``; user errors and bad bindings
+  exit with one `error:` line, code 2; with ``interrupted``, Ctrl-C with that, code 130."""
   # pylint: disable=import-outside-toplevel
   from absl import logging
   from leo_tf.runtime.quiet_start import start_tensorflow
