@@ -95,7 +95,7 @@ def resolve_gin_file(path: str) -> str:
 
 
 def parse(gin_files: Sequence[str] = (), bindings: Sequence[str] = (),
-          finalize: bool = True, saved: Sequence[str] = ()) -> None:
+          saved: Sequence[str] = ()) -> None:
   """Parses files then bindings (later ones override earlier) into a cleared gin state.
 
   For the entry points; library code reads configurations through :func:`scoped`.
@@ -132,8 +132,7 @@ def parse(gin_files: Sequence[str] = (), bindings: Sequence[str] = (),
       message = _one_line(e, "<binding>").split(": ", 1)[-1]
       raise GinConfigError(f"command-line binding {binding!r}: {message}") from e
   paths.bind_absolute()  # what a run saves must name the same files from anywhere
-  if finalize:
-    gin.finalize()
+  gin.finalize()
 
 
 def save_config(directory: str, operative: bool = False) -> str:
@@ -161,8 +160,7 @@ def read_saved(directory: str, build: Callable[[], T], bindings: Sequence[str] =
                extra_files: Sequence[str] = ()) -> T:
   """``build()`` under a run's saved config with ``extra_files`` and ``bindings`` on top
   (e.g. ``build=CompareConfig``); the caller's gin state is left as it was."""
-  with scoped(saved_files(directory, extra_files), bindings,
-              saved=[saved_config(directory)]):
+  with scoped(saved_files(directory, extra_files), bindings, saved=[saved_config(directory)]):
     return build()
 
 
@@ -173,12 +171,9 @@ _STATE = ("_CONFIG", "_SINGLETONS", "_IMPORTS", "_OPERATIVE_CONFIG")
 @contextlib.contextmanager
 def scoped(gin_files: Sequence[str] = (), bindings: Sequence[str] = (),
            saved: Sequence[str] = ()) -> Iterator[None]:
-  """Parses ``gin_files`` and ``bindings`` into a fresh gin state for the ``with`` block.
-
-  Configurables called inside the block see only this configuration; when the block
-  ends (or raises), the gin state the caller had is restored as it was. ``saved``: as
-  for :func:`parse`.
-  """
+  """Parses ``gin_files`` and ``bindings`` into a fresh gin state for the ``with`` block;
+  when it ends (or raises), the caller's gin state is restored as it was. ``saved``: as
+  for :func:`parse`."""
   module = gin.config
   state = {name: getattr(module, name).copy() for name in _STATE}
   locked = gin.config_is_locked()

@@ -31,11 +31,6 @@ class UnsafeConfigError(gin_config.GinConfigError):
   """A saved config holds something other than data for leo_tf's configurables."""
 
 
-def allowed_modules() -> Set[str]:
-  """The leo_tf modules whose import registers configurables: all an import may name."""
-  return set(gin_config.CONFIGURABLE_MODULES)
-
-
 def allowed_configurables() -> Set[str]:
   """Full names (``leo_tf.leo.config.LEOConfig``) of the configurables leo_tf defines."""
   registry = gin.config._REGISTRY  # pylint: disable=protected-access
@@ -74,31 +69,27 @@ def read(path: str) -> io.StringIO:
 
 
 def check(text: str, path: str) -> None:
-  """Raises UnsafeConfigError naming ``path`` and the line unless ``text`` is data.
-
-  Call after leo_tf's configurables are registered.
-  """
+  """Raises UnsafeConfigError naming ``path`` and the line unless ``text`` is data (call
+  after leo_tf's configurables are registered)."""
   allowed = allowed_configurables()
   recorder = _Recorder()
   stream = io.StringIO(text)
   stream.name = path
   try:
-    parser = config_parser.ConfigParser(stream, recorder)
-    for statement in parser:
-      line = statement.location.line_num
-      where = f"{path}, line {line}"
+    for statement in config_parser.ConfigParser(stream, recorder):
+      where = f"{path}, line {statement.location.line_num}"
       content = statement.location.line_content.strip()
-      if isinstance(statement, config_parser.ImportStatement) and not (
-          not statement.is_from and not statement.alias and
-          statement.module in allowed_modules()):
-        raise UnsafeConfigError(
-            f"{where}: a saved run config may import only leo_tf's own modules "
-            f"(`{content}`); refusing to read it, nothing in it ran")
+      if isinstance(statement, config_parser.ImportStatement):
+        # Only the modules whose import registers leo_tf's configurables.
+        if (statement.is_from or statement.alias
+            or statement.module not in gin_config.CONFIGURABLE_MODULES):
+          raise UnsafeConfigError(
+              f"{where}: a saved run config may import only leo_tf's own modules "
+              f"(`{content}`); refusing to read it, nothing in it ran")
+        continue
       if isinstance(statement, config_parser.IncludeStatement):
         raise UnsafeConfigError(
             f"{where}: a saved run config may not include other files (`{content}`)")
-      if isinstance(statement, config_parser.ImportStatement):
-        continue
       selector = getattr(statement, "selector", "")
       # A macro definition (`NAME = value`) has no parameter name; it binds no configurable.
       is_macro = (isinstance(statement, config_parser.BindingStatement) and
