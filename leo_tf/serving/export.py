@@ -166,8 +166,7 @@ def export_checkpoint(checkpoint_dir: str, export_base: str, version: Optional[i
     raise ExportError(f"--model_version must be a positive integer, got {version}")
   run = open_run(checkpoint_dir, which, bindings, log=log)
   outputs.writable_directory(export_base, "--export_base")
-  if version is None:
-    version = next_version(export_base)
+  version = version or next_version(export_base)  # (0 was refused above)
   model, config, dim, normalize = run.model, run.configs.model, run.dim, run.source.l2_normalize
   backbone, preprocess = None, None
   if backbone_path:

@@ -103,8 +103,7 @@ def check_sizes(support, labels, query, limits: ServingLimits, what: str = "embe
 
 
 def group_support(embeddings: tf.Tensor, labels: tf.Tensor, dim: int,
-                  num_classes: Optional[int] = None,
-                  max_classes: Optional[int] = None) -> tf.Tensor:
+                  num_classes: Optional[int], max_classes: int) -> tf.Tensor:
   """Support rows [N*K, d] with int64 labels in any order -> the task tensor [1, N, K, d].
 
   ``num_classes`` fixes N (MAML has a per-class learned initialisation); ``max_classes``
@@ -131,11 +130,9 @@ def group_support(embeddings: tf.Tensor, labels: tf.Tensor, dim: int,
       _require(top < tf.cast(size, tf.int64), "support_labels must be 0..N-1 (N = largest "
                "label + 1) with every class present, but the largest label is", text(top),
                "and there are only", size, "support examples"),
+      _require(top < max_classes, f"this export serves at most N = {max_classes} classes "
+               "(ServingLimits.max_classes); the largest support label is", text(top)),
   ]
-  if max_classes is not None:
-    stage2.append(_require(top < max_classes, f"this export serves at most N = "
-                           f"{max_classes} classes (ServingLimits.max_classes); the largest "
-                           "support label is", text(top)))
   if num_classes is not None:
     stage2.append(_require(tf.equal(top + 1, num_classes),
                            f"this model serves {num_classes}-way tasks only (labels "
@@ -168,29 +165,23 @@ def classify(model, support: tf.Tensor, query: tf.Tensor) -> Dict[str, tf.Tensor
               labels=tf.argmax(logits, axis=-1, output_type=tf.int64))
 
 
-def _classify_embeddings(model, normalize: bool, limits: ServingLimits) -> Callable:
+def _classify_embeddings(model, normalize: bool, limits: ServingLimits, support, labels,
+                         query) -> Dict[str, tf.Tensor]:
   """The served computation on embeddings whose sizes were checked."""
-  dim = model.dim
+  query = check_features(query, model.dim, "query_embeddings")
+  if normalize:
+    support, query = l2_normalize(support), l2_normalize(query)
   num_classes = model.config.num_classes if model.config.initialisation == "maml" else None
-
-  def run(support_embeddings, support_labels, query_embeddings):
-    support = support_embeddings
-    query = check_features(query_embeddings, dim, "query_embeddings")
-    if normalize:
-      support, query = l2_normalize(support), l2_normalize(query)
-    task = group_support(support, support_labels, dim, num_classes, limits.max_classes)
-    return classify(model, task, query)
-
-  return run
+  task = group_support(support, labels, model.dim, num_classes, limits.max_classes)
+  return classify(model, task, query)
 
 
 def embedding_endpoint(model, normalize: bool,
                        limits: ServingLimits = ServingLimits()) -> Callable:
   """The ``serving_default`` function on embeddings."""
-  run = _classify_embeddings(model, normalize, limits)
-
   def serve(support_embeddings, support_labels, query_embeddings):
-    return run(*check_sizes(support_embeddings, support_labels, query_embeddings, limits))
+    return _classify_embeddings(model, normalize, limits, *check_sizes(
+        support_embeddings, support_labels, query_embeddings, limits))
 
   return serve
 
@@ -198,8 +189,6 @@ def embedding_endpoint(model, normalize: bool,
 def image_endpoint(model, backbone, preprocess: Callable, normalize: bool,
                    limits: ServingLimits = ServingLimits()) -> Callable:
   """The same on raw images: one backbone pass over support and query images together."""
-  run = _classify_embeddings(model, normalize, limits)
-
   def serve_images(support_images, support_labels, query_images):
     support_images, support_labels, query_images = check_sizes(
         support_images, support_labels, query_images, limits, "images")
@@ -212,6 +201,7 @@ def image_endpoint(model, backbone, preprocess: Callable, normalize: bool,
     count = tf.shape(support_images)[0]
     images = preprocess(tf.concat([support_images, query_images], axis=0))
     features = backbone(images, training=False)
-    return run(features[:count], support_labels, features[count:])
+    return _classify_embeddings(model, normalize, limits, features[:count], support_labels,
+                                features[count:])
 
   return serve_images

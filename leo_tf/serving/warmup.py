@@ -14,11 +14,10 @@ from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 WARMUP_FILE = "tf_serving_warmup_requests"
 
 
-def prediction_log(inputs: Mapping[str, np.ndarray], signature_name: str,
-                   model_name: str = "leo") -> bytes:
+def prediction_log(inputs: Mapping[str, np.ndarray], signature_name: str) -> bytes:
   """One serialised PredictionLog holding a PredictRequest with ``inputs``."""
   request = predict_pb2.PredictRequest(
-      model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature_name))
+      model_spec=model_pb2.ModelSpec(name="leo", signature_name=signature_name))
   for key, value in inputs.items():
     request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
   log = prediction_log_pb2.PredictionLog(
@@ -26,12 +25,11 @@ def prediction_log(inputs: Mapping[str, np.ndarray], signature_name: str,
   return log.SerializeToString()
 
 
-def write(path: str, requests: Iterable[Tuple[str, Mapping[str, np.ndarray]]],
-          model_name: str = "leo") -> None:
+def write(path: str, requests: Iterable[Tuple[str, Mapping[str, np.ndarray]]]) -> None:
   """Writes (signature_name, inputs) pairs as a TFRecord of PredictionLogs."""
   with tf.io.TFRecordWriter(path) as writer:
     for signature_name, inputs in requests:
-      writer.write(prediction_log(inputs, signature_name, model_name))
+      writer.write(prediction_log(inputs, signature_name))
 
 
 def read(path: str):
