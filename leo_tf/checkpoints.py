@@ -35,11 +35,7 @@ class CorruptCheckpointError(RuntimeError):
 
 def named_variables(model) -> Dict[str, tf.Variable]:
   """Every weight of ``model`` by its path without the model's own (uniquified) name."""
-  out = {}
-  for v in model.weights:
-    name = v.path.split("/", 1)[-1].replace("/", ".")
-    out[name] = v
-  return out
+  return {v.path.split("/", 1)[-1].replace("/", "."): v for v in model.weights}
 
 
 def stored_shapes(path: str) -> Dict[str, tuple]:
@@ -137,21 +133,19 @@ def restore_latest(checkpoint: tf.train.Checkpoint, directory: str,
   ``verify(path)`` may raise CheckpointMismatchError, which is not corruption and
   propagates. Any other failure to read a checkpoint moves on to the previous one.
   """
-  paths = candidates(directory, manager)
   failures = []
-  for path in paths:
+  for path in candidates(directory, manager):
     try:
       if verify is not None:
         verify(path)
       checkpoint.restore(path).assert_existing_objects_matched()
+      return path
     except (CheckpointMismatchError, TypeError, AttributeError, NameError):
       raise  # the wrong model or our own bug: falling back would hide it
     except Exception as e:  # TF and protobuf report damaged files with many types
       failures.append(path)
       log(f"warning: checkpoint {path} is unreadable ({_first_line(e)}); "
           "falling back to the previous one")
-      continue
-    return path
   if failures:
     raise CorruptCheckpointError(
         f"no readable checkpoint in {directory} (tried {', '.join(failures)}); move the "

@@ -139,18 +139,13 @@ def run_one(run: Run, log: Callable[[str], None] = print) -> dict:
   # The run's own gin state while it trains: run_experiment saves it as config.gin.
   with gin_config.scoped(run.gin_files, run.bindings):
     configs = RunConfigs.from_gin()
-    steps = configs.train.num_steps
     result = run_experiment(configs, output_dir=run.output_dir, log=log)
   record = dict(request=run.request(), experiment=run.experiment, seed=run.seed,
-                steps=steps, accuracy=result.test.mean, ci95=result.test.ci95,
+                steps=configs.train.num_steps, accuracy=result.test.mean, ci95=result.test.ci95,
                 episodes=int(result.test.accuracies.size),
                 best_validation=result.best_validation, run_dir=run.output_dir)
-  _write_json(os.path.join(run.output_dir, RESULT_FILE), record)
+  files.atomic_write(os.path.join(run.output_dir, RESULT_FILE), json.dumps(record, indent=1))
   return record
-
-
-def _write_json(path: str, value) -> None:
-  files.atomic_write(path, json.dumps(value, indent=1))
 
 
 def over_seeds(accuracies: Sequence[float]):
@@ -214,10 +209,9 @@ def markdown(data: dict) -> str:
 
 
 def write_table(data: dict, output_dir: str) -> Dict[str, str]:
-  os.makedirs(output_dir, exist_ok=True)
   paths = dict(json=os.path.join(output_dir, TABLE_JSON),
                markdown=os.path.join(output_dir, TABLE_MARKDOWN))
-  _write_json(paths["json"], data)
+  files.atomic_write(paths["json"], json.dumps(data, indent=1))
   files.atomic_write(paths["markdown"], markdown(data))
   return paths
 
@@ -228,9 +222,8 @@ def reproduce(root: str, output_dir: str, experiments: Sequence[str] = tuple(EXP
               bindings: Sequence[str] = (), log: Callable[[str], None] = print) -> dict:
   """Runs (or resumes) every experiment x seed and returns the table; the table files
   in ``output_dir`` are rewritten after each run."""
-  runs = plan(root, output_dir, experiments, seeds, protocol, steps, gin_files, bindings)
   records = []
-  for run in runs:
+  for run in plan(root, output_dir, experiments, seeds, protocol, steps, gin_files, bindings):
     records.append(run_one(run, log))
     write_table(table(records, experiments, seeds, protocol), output_dir)
   return table(records, experiments, seeds, protocol)

@@ -38,8 +38,7 @@ class CalibrationStats:
 
   def update(self, probs: np.ndarray, labels: np.ndarray,
              mask: Optional[np.ndarray] = None) -> "CalibrationStats":
-    """Adds probs [..., C], integer labels [...], mask [...] (1 = a real query); returns
-    ``self``."""
+    """Adds probs [..., C], integer labels [...], mask [...] (1 = a real query); returns self."""
     probs = np.asarray(probs, np.float64).reshape(-1, np.shape(probs)[-1])
     labels = np.asarray(labels).reshape(-1)
     keep = (np.ones(labels.shape, bool) if mask is None

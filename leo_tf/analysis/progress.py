@@ -10,10 +10,9 @@ class ProgressBar:
   Off a terminal (logs, CI) it prints a line at every 10% instead of redrawing.
   """
 
-  def __init__(self, total: int, label: str, unit: str = "tasks", stream=None,
-               width: int = 30):
+  def __init__(self, total: int, label: str, unit: str = "tasks", width: int = 30):
     self.total, self.label, self.unit, self.width = max(int(total), 1), label, unit, width
-    self.stream = stream or sys.stderr
+    self.stream = sys.stderr
     self.done, self.start = 0, time.time()
     self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
     self._last_decile = -1

@@ -69,8 +69,7 @@ def _display_name(cls: int, class_names) -> str:
 
 def plot_latent_tsne(points: np.ndarray, codes: LatentCodes, path: str, seed: int = 0,
                      class_names=None) -> str:
-  """Four panels like the paper's Figure 2 (``seed`` picks the two highlighted classes);
-  returns ``path`` (PNG)."""
+  """Four panels like the paper's Figure 2 (``seed`` picks the two highlighted classes)."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top

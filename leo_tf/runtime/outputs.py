@@ -8,15 +8,6 @@ class OutputPathError(ValueError):
   """An output path cannot be written: a file where a directory belongs, read-only, ..."""
 
 
-def _why_not_writable(directory: str) -> str:
-  try:
-    if os.statvfs(directory).f_flag & os.ST_RDONLY:
-      return "it is on a read-only file system"
-  except OSError:
-    pass
-  return "permission denied"
-
-
 def writable_directory(path: str, what: str) -> str:
   """``path`` as a directory this process can write (created if missing)."""
   if os.path.exists(path) and not os.path.isdir(path):
@@ -25,8 +16,10 @@ def writable_directory(path: str, what: str) -> str:
     os.makedirs(path, exist_ok=True)
   except OSError as e:
     raise OutputPathError(f"{what}: cannot create {path}: {e.strerror}") from None
-  if not os.access(path, os.W_OK) or os.statvfs(path).f_flag & os.ST_RDONLY:
-    raise OutputPathError(f"{what}: cannot write to {path}: {_why_not_writable(path)}")
+  read_only = os.statvfs(path).f_flag & os.ST_RDONLY
+  if read_only or not os.access(path, os.W_OK):
+    why = "it is on a read-only file system" if read_only else "permission denied"
+    raise OutputPathError(f"{what}: cannot write to {path}: {why}")
   return path
 
 

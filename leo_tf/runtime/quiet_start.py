@@ -61,9 +61,7 @@ def start_tensorflow(verbose: bool = False):
   """
   if "tensorflow" in sys.modules:
     return sys.modules["tensorflow"]
-  if verbose:
-    os.environ.setdefault(LOG_LEVEL_ENV, "0")
-  os.environ.setdefault(LOG_LEVEL_ENV, "2")  # C++ INFO and WARNING lines off
+  os.environ.setdefault(LOG_LEVEL_ENV, "0" if verbose else "2")  # 2: C++ INFO, WARNING off
   wanted = os.environ[LOG_LEVEL_ENV].strip() in ("0", "1")
   with contextlib.nullcontext() if wanted else _stderr_without_noise():
     import tensorflow as tf  # pylint: disable=import-outside-toplevel

@@ -41,8 +41,7 @@ class Threads:
 
 def configure(threads: Threads = None, log: Callable[[str], None] = print) -> bool:
   """Applies ``threads`` (gin's binding by default); False when TF already started."""
-  threads = threads or Threads()
-  intra, inter = threads.resolved()
+  intra, inter = (threads or Threads()).resolved()
   config = tf.config.threading
   if (config.get_intra_op_parallelism_threads() == intra and
       config.get_inter_op_parallelism_threads() == inter):
