@@ -216,6 +216,29 @@ def test_output_dir_that_is_a_file(run, tmp_path, capsys):
       f"error: run_experiment.output_dir: {path} is a file, not a directory")
 
 
+def test_output_dir_bound_to_none(run, tmp_path, capsys):
+  assert _train_guarded(capsys, run["gin_file"], tmp_path / "new",
+                        "run_experiment.output_dir = None") == (
+      "error: run_experiment.output_dir: expected a directory path, got None")
+
+
+def _no_images(split):
+  raise AssertionError(f"the {split} images were read before the output path was checked")
+
+
+@pytest.mark.parametrize("stage, kwargs, line", [
+    ("run_pretraining", dict(model_dir=None),
+     "error: run_pretraining.model_dir: expected a directory path, got None"),
+    ("run_extraction", dict(model_dir="/nonexistent", root=None, dataset="glyphs"),
+     "error: run_extraction.root: expected a directory path, got None"),
+])
+def test_backbone_stage_paths_bound_to_none(capsys, stage, kwargs, line):
+  from leo_tf.backbone import pipeline  # pylint: disable=import-outside-toplevel
+  stage_fn = getattr(pipeline, stage)
+  assert _error_line(capsys, lambda: stage_fn(image_source=_no_images, log=print,
+                                              **kwargs)) == line
+
+
 def test_corrupt_best_record_fails_before_training_naming_the_file(run, tmp_path, capsys):
   """A damaged best.json used to be a ValueError blamed on 'the types of its gin
   bindings', and only after all of training; a record without 'accuracy' a bare KeyError."""

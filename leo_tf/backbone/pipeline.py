@@ -18,6 +18,7 @@ from leo_tf.backbone import embed, pretrain as pretrain_lib
 from leo_tf.data import embeddings as emb_lib
 from leo_tf.data import images
 from leo_tf.data import splits as splits_lib
+from leo_tf.runtime import outputs
 
 # ``image_source(split)`` returns a ``leo_tf.data.images.ImageSplit``; the default is
 # the gin-configurable ``image_source`` whose default kind is the built-in glyphs.
@@ -88,6 +89,7 @@ def run_pretraining(model_dir: str = gin.REQUIRED,
                     split: str = "train",
                     log: Callable[[str], None] = print) -> pretrain_lib.PretrainResult:
   """What ``leo-pretrain`` runs: pre-train on one split of ``image_source``."""
+  outputs.writable_directory(model_dir, "run_pretraining.model_dir")  # before any work
   with _stage(f"images: {split} split", log):
     source = image_source(split)
   with _stage(f"pre-training into {model_dir}", log):
@@ -101,6 +103,7 @@ def run_extraction(model_dir: str = gin.REQUIRED, root: str = gin.REQUIRED,
                    splits: Sequence[str] = splits_lib.SPLITS, overwrite: bool = False,
                    log: Callable[[str], None] = print) -> Dict[str, str]:
   """What ``leo-embed`` runs: the backbone in ``model_dir`` over every split."""
+  outputs.writable_directory(root, "run_extraction.root")  # before any work
   with _stage(f"embedding extraction into {os.path.join(root, dataset, crop)}", log):
     return embed.embed_splits(model_dir, {s: functools.partial(image_source, s) for s in splits},
                               root, dataset, crop, overwrite, log=log)

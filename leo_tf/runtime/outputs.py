@@ -10,6 +10,8 @@ class OutputPathError(ValueError):
 
 def writable_directory(path: str, what: str) -> str:
   """``path`` as a directory this process can write (created if missing)."""
+  if not isinstance(path, (str, os.PathLike)):  # e.g. a gin binding to None
+    raise OutputPathError(f"{what}: expected a directory path, got {path!r}")
   if os.path.exists(path) and not os.path.isdir(path):
     raise OutputPathError(f"{what}: {path} is a file, not a directory")
   try:
