@@ -203,6 +203,8 @@ def _train_guarded(capsys, gin_file, out, *bindings):
     ("EvalConfig.batch_size = 0", "error: EvalConfig.batch_size must be >= 1, got 0"),
     ("LEOConfig.relation_hidden = [8, 'x']",
      "error: LEOConfig.relation_hidden must be a list of integers, got [8, 'x']"),
+    ("Threads.inter_op = -5", "error: Threads.inter_op must be >= -1, got -5"),
+    ("Threads.intra_op = 'x'", "error: Threads.intra_op must be an integer, got 'x'"),
 ])
 def test_bad_values_name_the_parameter(run, tmp_path, capsys, binding, line):
   assert _train_guarded(capsys, run["gin_file"], tmp_path / "new", binding) == line

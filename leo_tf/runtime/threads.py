@@ -20,6 +20,8 @@ from typing import Callable
 import gin
 import tensorflow as tf
 
+from leo_tf.config_checks import check_types, require_at_least
+
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +34,11 @@ class Threads:
   """
   intra_op: int = 1
   inter_op: int = -1
+
+  def __post_init__(self):
+    check_types(self)
+    require_at_least(self, 0, "intra_op")
+    require_at_least(self, -1, "inter_op")
 
   def resolved(self):
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
