@@ -53,8 +53,8 @@ def main(kind: str, model_dir: str, *args) -> None:
 def meta_train(model_dir: str) -> None:
   """LEO meta-training on two replicas: each samples its own episodes inside the step."""
   from helpers import TINY_5WAY, synthetic_embeddings  # pylint: disable=g-import-not-at-top
-  from leo_tf.leo.config import LEOConfig
-  from leo_tf.leo.trainer import MetaTrainer, TrainConfig
+  from leo_tf.leo.config import LEOConfig, TrainConfig
+  from leo_tf.leo.trainer import MetaTrainer
 
   strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
   model = LEOConfig(**TINY_5WAY, inner_steps_train=1, finetune_steps_train=1)
@@ -85,7 +85,8 @@ def multi_worker_meta_train(output_dir: str, root: str) -> None:
   from leo_tf.leo import experiment
   from leo_tf.leo.evaluation import EvalConfig
   from leo_tf.leo.run import RunConfigs
-  from leo_tf.leo.trainer import MetaTrainer, TrainConfig
+  from leo_tf.leo.config import TrainConfig
+  from leo_tf.leo.trainer import MetaTrainer
   from leo_tf.runtime.threads import Threads
 
   delay = float(os.environ.get("LEO_TEST_STEP_DELAY", "0"))

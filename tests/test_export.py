@@ -20,8 +20,8 @@ import tensorflow as tf
 
 from helpers import synthetic_embeddings
 from leo_tf import gin_config
-from leo_tf.leo.config import LEOConfig
-from leo_tf.leo.trainer import MetaTrainer, TrainConfig
+from leo_tf.leo.config import LEOConfig, TrainConfig
+from leo_tf.leo.trainer import MetaTrainer
 from leo_tf.serving import export, warmup
 
 DIM = 16

@@ -47,7 +47,7 @@ def test_experiment_files_bind_the_paper_and_final_values():
 def test_typeface_experiments_take_the_benchmark_and_its_tuned_values(shots, outer_lr,
                                                                       kl_weight):
   from leo_tf.data.source import EmbeddingSource
-  from leo_tf.leo.trainer import TrainConfig
+  from leo_tf.leo.config import TrainConfig
   gin_config.parse([f"experiments/typefaces_5way{shots}shot.gin"])
   assert EmbeddingSource().dataset == "typefaces" and LEOConfig().num_shots == shots
   assert gin.query_parameter("image_source.kind") == "typefaces"

@@ -6,9 +6,9 @@ import tensorflow as tf
 
 from helpers import synthetic_embeddings
 from leo_tf.data.episodes import EpisodeSampler
-from leo_tf.leo.config import LEOConfig
+from leo_tf.leo.config import LEOConfig, TrainConfig
 from leo_tf.leo.evaluation import episode_accuracies, evaluate
-from leo_tf.leo.trainer import MetaTrainer, TrainConfig
+from leo_tf.leo.trainer import MetaTrainer
 
 
 def nearest_class_mean_accuracy(batch):

@@ -15,9 +15,9 @@ from leo_tf import gin_config
 from leo_tf.data.embeddings import EmbeddingSet
 from leo_tf.data.episodes import EpisodeSampler
 from leo_tf.leo import evaluation
-from leo_tf.leo.config import ConfigError, LEOConfig
+from leo_tf.leo.config import ConfigError, LEOConfig, TrainConfig
 from leo_tf.leo.model import build_leo
-from leo_tf.leo.trainer import MetaTrainer, TrainConfig
+from leo_tf.leo.trainer import MetaTrainer
 
 
 # ------------------------------------------------------------------ the paper's step

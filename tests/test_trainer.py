@@ -9,8 +9,9 @@ import tensorflow as tf
 
 from helpers import TINY_5WAY, synthetic_embeddings, tiny_leo
 from leo_tf.data.embeddings import EmbeddingSet
+from leo_tf.leo.config import TrainConfig
 from leo_tf.leo.model import task_losses
-from leo_tf.leo.trainer import MetaTrainer, TrainConfig, TrainingDivergedError, task_group_sizes
+from leo_tf.leo.trainer import MetaTrainer, TrainingDivergedError, task_group_sizes
 from leo_tf.leo.weights import load_model
 
 # Small and few inner steps: these tests are about bookkeeping, and tracing is the cost.

@@ -10,8 +10,7 @@ from helpers import ONE_STEP, gin_bindings, synthetic_embeddings
 from leo_tf import gin_config
 from leo_tf.config_checks import ConfigError
 from leo_tf.data.embeddings import embeddings_path, save_embeddings
-from leo_tf.leo.config import LEOConfig
-from leo_tf.leo.trainer import TrainConfig
+from leo_tf.leo.config import LEOConfig, TrainConfig
 from leo_tf.tuning import hypermodel, search
 from leo_tf.tuning.space import SearchSpaceError, TuneConfig, search_space
 

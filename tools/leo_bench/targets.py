@@ -36,7 +36,8 @@ def _model_config(shots: int, args):
 
 
 def bench_train(shots: int, args) -> dict:
-  from leo_tf.leo.trainer import MetaTrainer, TrainConfig
+  from leo_tf.leo.config import TrainConfig
+  from leo_tf.leo.trainer import MetaTrainer
   groups = {} if args.task_groups is None else dict(task_groups=args.task_groups)
   train_config = TrainConfig(jit_compile=args.xla, meta_batch_size=12, **groups)
   with tempfile.TemporaryDirectory() as out:
