@@ -10,7 +10,7 @@ import sys
 
 from leo_bench.floor import matmul_gflops
 from leo_bench.report import report
-from leo_bench.targets import bench_eval, bench_serve, bench_train
+from leo_bench.targets import TARGETS, bench_eval, bench_serve, bench_train
 
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
 
@@ -69,7 +69,11 @@ def parse_args(description: str):
   parser.add_argument("--eval-episodes", type=int, default=10000)
   parser.add_argument("--eval-batch", type=int, default=100)
   parser.add_argument("--one", help=argparse.SUPPRESS)
-  return parser.parse_args()
+  args = parser.parse_args()
+  unknown = [t for t in args.targets.split(",") if t not in TARGETS]
+  if unknown:  # before any target runs, not as a KeyError after the first
+    parser.error(f"unknown --targets {','.join(unknown)}; choose from {','.join(TARGETS)}")
+  return args
 
 
 def main(description: str = "Benchmarks LEO"):
