@@ -2,6 +2,8 @@
 
 import csv
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -323,3 +325,21 @@ def test_hyperband_continues_a_trial_from_its_parent_weights(tmp_path):
   gin_config.parse([result.best_gin])
   best = rows[result.best_trial]
   assert TrainConfig().num_steps == best["steps"]
+
+
+_VERBOSITY_PROBE = """
+import sys
+from absl import flags, logging
+from leo_tf.cli import tune
+flags.FLAGS(["leo-tune", *sys.argv[1:]])
+tune.quiet_tensorflow()
+print(logging.get_verbosity())
+"""
+
+
+@pytest.mark.parametrize("args, verbosity", [([], -1), (["--verbosity=1"], 1), (["-v=0"], 0)])
+def test_leo_tune_is_quiet_unless_a_verbosity_is_asked_for(args, verbosity):
+  """One line per trial by default (absl WARNING = -1); -v / --verbosity wins."""
+  out = subprocess.run([sys.executable, "-c", _VERBOSITY_PROBE, *args], capture_output=True,
+                       text=True, check=True).stdout
+  assert int(out.strip().splitlines()[-1]) == verbosity

@@ -37,8 +37,10 @@ FLAGS = flags.FLAGS
 
 
 def quiet_tensorflow():
-  """Keeps the output to one line per trial (each trial's own log is in its directory)."""
-  logging.set_verbosity(logging.WARNING)
+  """Keeps the output to one line per trial (each trial's own log is in its directory),
+  unless the user asked for a verbosity (-v / --verbosity)."""
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
   # Every trial builds a new model, so every trial traces its functions anew: expected.
   py_logging.getLogger("tensorflow").addFilter(
       lambda record: "triggered tf.function retracing" not in record.getMessage())
