@@ -65,7 +65,8 @@ def parse_args(description: str):
   parser.add_argument("--xla", action="store_true", help="jit_compile the outer step")
   parser.add_argument("--inner-gradients", default="closed_form", choices=("closed_form", "tape"),
                       help="LEOConfig.inner_gradients (tape: the reference inner loops)")
-  parser.add_argument("--task-groups", type=int, help="TrainConfig.task_groups (default: TrainConfig's)")
+  parser.add_argument("--task-groups", type=int,
+                      help="TrainConfig.task_groups (default: TrainConfig's)")
   parser.add_argument("--eval-episodes", type=int, default=10000)
   parser.add_argument("--eval-batch", type=int, default=100)
   parser.add_argument("--one", help=argparse.SUPPRESS)
