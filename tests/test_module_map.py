@@ -10,7 +10,8 @@ PACKAGE = os.path.join(ROOT, "leo_tf")
 
 
 def module_map():
-  """[(row, package or None for the top level, {module names} or None for 'any')]."""
+  """The table's rows in order: (package, or None for the top level; {module names}, or
+  None for 'one module per command')."""
   with open(os.path.join(ROOT, "docs", "design.md"), encoding="utf-8") as f:
     text = f.read()
   section = text.split("## Module map", 1)[1].split("\n## ", 1)[0]
@@ -22,7 +23,7 @@ def module_map():
     package = None if cells[0] == "top level" else cells[0].strip("`/")
     names = None if "one module per command" in cells[1] else set(
         re.findall(r"`(\w+)`", cells[1]))
-    rows.append((len(rows), package, names))
+    rows.append((package, names))
   return rows
 
 
@@ -38,14 +39,13 @@ def modules():
 
 
 def row_of(module, rows):
-  """The map row of a dotted module below leo_tf (a package's __init__: its row)."""
-  package, _, name = module.rpartition(".")
-  for row, mapped_package, names in rows:
-    if mapped_package is None and not package and name in names:
+  """The map row of a dotted module below leo_tf (a package itself: its row)."""
+  top, _, rest = module.partition(".")
+  for row, (package, names) in enumerate(rows):
+    if package is None and not rest and top in names:  # a top-level module
       return row
-    if mapped_package is not None and mapped_package == (package or name).split(".")[0]:
-      if names is None or not package or name in names:
-        return row
+    if package == top and (names is None or not rest or rest in names):
+      return row
   return None
 
 
@@ -80,7 +80,7 @@ def test_the_map_names_every_module_and_only_modules_that_exist():
   assert len(rows) >= 10
   unmapped = sorted(m for m in found if row_of(m, rows) is None)
   assert not unmapped, f"modules missing from docs/design.md's module map: {unmapped}"
-  for _, package, names in rows:
+  for package, names in rows:
     for name in names or ():
       module = name if package is None else f"{package}.{name}"
       assert module in found, f"docs/design.md maps {module}, which does not exist"
