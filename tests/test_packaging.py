@@ -5,6 +5,7 @@ import glob
 import importlib.metadata
 import importlib.resources
 import os
+import platform
 import subprocess
 import sys
 
@@ -94,14 +95,40 @@ CPU_START = [
     "E0000 00:00:1796117535.162882    7696 cuda_platform.cc:52] failed call to cuInit: "
     "INTERNAL: CUDA error: Failed call to cuInit: UNKNOWN ERROR (303)\n",
 ]
+# What it printed there with TF_ENABLE_ONEDNN_OPTS=1 (a CPU where oneDNN is on by default):
+# when it loaded, and at some op of training or evaluation.
+ONEDNN = [
+    "I0000 00:00:1796384480.617009    4304 port.cc:153] oneDNN custom operations are on. You "
+    "may see slightly different numerical results due to floating-point round-off errors "
+    "from different computation orders. To turn them off, set the environment variable "
+    "`TF_ENABLE_ONEDNN_OPTS=0`.\n",
+    "E0000 00:00:1796384643.518857    7070 util.cc:131] oneDNN supports DT_BOOL only on "
+    "platforms with AVX-512. Falling back to the default Eigen-based implementation if "
+    "present.\n",
+]
+REAL_ERROR = "E0000 00:00:17.0 1 some_kernel.cc:12] a real TensorFlow error\n"
 
 
-def test_start_up_noise_is_only_the_cpu_machine_lines():
-  ours = ["[data] miniImageNet/center: train 160 x 640\n",
-          "E0000 00:00:17.0 1 some_kernel.cc:12] a real TensorFlow error\n"]
-  assert quiet_start.start_up_noise(CPU_START + ours) == CPU_START
+def test_noise_is_only_the_cpu_machine_lines():
+  ours = ["[data] miniImageNet/center: train 160 x 640\n", REAL_ERROR]
+  assert quiet_start.noise(CPU_START + ONEDNN + ours) == CPU_START + ONEDNN
   # With CUDA drivers present, a cuInit failure is a real problem and is kept.
-  assert quiet_start.start_up_noise([CPU_START[0], CPU_START[2]]) == [CPU_START[0]]
+  assert quiet_start.noise([CPU_START[0], CPU_START[2]]) == [CPU_START[0]]
+  # oneDNN's fallback note for another type (bfloat16 asked for) is not noise.
+  assert quiet_start.noise([ONEDNN[1].replace("DT_BOOL", "DT_BFLOAT16")]) == []
+
+
+def test_noise_written_after_start_up_is_filtered_too():
+  """TensorFlow writes oneDNN's DT_BOOL note at some op long after start-up; it is dropped
+  like the start-up lines, while a real error and Python's own lines pass."""
+  script = ("import os, sys\n"
+            "from leo_tf.runtime.quiet_start import start_tensorflow\n"
+            "start_tensorflow()\n"
+            f"os.write(2, {(ONEDNN[1] + REAL_ERROR).encode()!r})\n"
+            "print('ours', file=sys.stderr)\n")
+  proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                        env=_env(TF_ENABLE_ONEDNN_OPTS="1"), check=True)
+  assert sorted(proc.stderr.splitlines(keepends=True)) == sorted([REAL_ERROR, "ours\n"])
 
 
 def _console_scripts():
@@ -135,18 +162,23 @@ def test_help_lists_the_scripts_own_flags():
     assert flag in out, flag
 
 
-def test_console_script_starts_quietly(tmp_path):
+@pytest.mark.parametrize("onednn", ["0", "1"])  # 1: as on a CPU where TF enables oneDNN
+def test_console_script_starts_quietly(tmp_path, onednn):
   leo_eval = os.path.join(os.path.dirname(sys.executable), "leo-eval")
   args = [leo_eval, f"--checkpoint_dir={tmp_path}"]
-  quiet = subprocess.run(args, capture_output=True, text=True, env=_env(), cwd=tmp_path)
+  quiet = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path,
+                         env=_env(TF_ENABLE_ONEDNN_OPTS=onednn))
   assert quiet.returncode == 2
   assert quiet.stdout == ""
   assert quiet.stderr.splitlines() == [
       f"error: {tmp_path} has no config.gin: is it a leo-train output directory?"]
   # --verbosity=1 shows TensorFlow's own lines: at least the quiet run's, and its
   # start-up lines wherever the wheel prints them (this CPU machine does).
-  for extra, env in (["--verbosity=1"], _env()), ([], _env(TF_CPP_MIN_LOG_LEVEL="0")):
+  for extra, level in (["--verbosity=1"], {}), ([], dict(TF_CPP_MIN_LOG_LEVEL="0")):
+    env = _env(TF_ENABLE_ONEDNN_OPTS=onednn, **level)
     loud = subprocess.run(args + extra, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert loud.returncode == 2 and loud.stderr.endswith(quiet.stderr), extra
     if not os.path.exists("/dev/nvidiactl"):  # the wheel's CUDA probe, not filtered
       assert "Could not find cuda drivers" in loud.stderr, extra
+    if platform.machine() == "x86_64":  # the x86 wheel has oneDNN
+      assert ("oneDNN custom operations are on" in loud.stderr) == (onednn == "1"), extra

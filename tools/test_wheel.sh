@@ -71,7 +71,7 @@ unset LEO_TF_DATA
 run leo-eval --checkpoint_dir="$work/cwd/run" --gin_bindings=EvalConfig.num_episodes=4
 run leo-export --checkpoint_dir="$work/cwd/run" --export_base=exported
 [ -f exported/1/saved_model.pb ] || { echo "[wheel] no SavedModel written" >&2; exit 1; }
-if grep -E "cudart_stub|cuInit|absl::InitializeLog|cpu_feature_guard" "$work/output.log"; then
+if grep -E "cudart_stub|cuInit|absl::InitializeLog|cpu_feature_guard|oneDNN" "$work/output.log"; then
   echo "[wheel] TensorFlow's start-up lines were printed" >&2; exit 1
 fi
 say "ok: installed from the wheel, trained, evaluated and exported outside the checkout"
