@@ -86,13 +86,17 @@ def test_not_a_dict(tmp_path):
     E.load_embeddings(_write(tmp_path / "list.pkl", [1, 2, 3]))
 
 
-def test_too_few_examples_per_class():
-  data = E.validate_embedding_dict(_raw(n=6), "mem")
-  data.require_examples(2, 3)
-  with pytest.raises(E.EmbeddingDataError, match=r"needs 4 examples per class .* n00 \(3\)"):
-    data.require_examples(2, 4)
-  with pytest.raises(E.EmbeddingDataError, match="needs 5 classes but the file has only 2"):
-    data.require_examples(5, 1)
+def test_keep_classes_renumbers_the_kept_ones():
+  raw = _raw(n=9)
+  raw["keys"] = np.array([f"{i}-n0{i % 3}-f{i}" for i in range(9)])
+  data = E.validate_embedding_dict(raw, "mem")
+  assert data.keep_classes([True, True, True]) is data
+  kept = data.keep_classes([True, False, True])             # n01 (rows 1, 4, 7) left out
+  assert kept.class_names == ["n00", "n02"]
+  np.testing.assert_array_equal(kept.class_ids, [0, 1, 0, 1, 0, 1])
+  np.testing.assert_array_equal(kept.embeddings, raw["embeddings"][[0, 2, 3, 5, 6, 8]])
+  assert list(kept.keys) == ["0-n00-f0", "2-n02-f2", "3-n00-f3", "5-n02-f5", "6-n00-f6",
+                             "8-n02-f8"]
 
 
 class _RunsCode:

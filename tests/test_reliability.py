@@ -224,9 +224,11 @@ def test_gin_typo_in_an_included_file_names_both(tmp_path):
 
 
 @pytest.mark.parametrize("n, k, q, message", [
-    (7, 1, 2, "needs 7 classes but the file has only 6"),
-    (3, 5, 2, r"needs 7 examples per class \(shots \+ queries\)"),
-    (3, 6, None, r"needs 7 examples per class"),
+    (7, 1, 2, "needs 7 classes of at least 2 examples .* LEOConfig.num_classes = 6 would"),
+    # Queries never make an episode impossible (a class gives what it has), shots can.
+    (3, 6, 2, r"needs 3 classes of at least 7 examples \(6 shots \+ 1 query\) but 0 of "
+     "its 6 classes have that many; LEOConfig.num_shots = 5 would work"),
+    (3, 6, None, r"needs 3 classes of at least 7 examples"),
     (1, 1, 1, "at least 2 classes"),
     (3, 0, 1, "at least 1 shot"),
 ])

@@ -164,3 +164,17 @@ def test_task_groups_change_the_schedule_not_the_step(tmp_path, data):
       np.testing.assert_allclose(a[key], b[key], rtol=1e-5, err_msg=key)
   for a, b in zip(w1, w3):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_classes_of_seven_examples_train_on_all_of_them(tmp_path):
+  # The default 15 queries: each 1-shot episode takes a class's 6 other examples.
+  train, val = (synthetic_embeddings(8, 7, dim=16, seed=s, prefix=p) for s, p in
+                ((0, "c"), (1, "v")))
+  config = _train_config(num_steps=4, validate_every=4, num_queries=15, val_num_queries=15)
+  trainer = MetaTrainer(tiny_leo(**TINY_5WAY, num_shots=1), config, train, val, str(tmp_path),
+                        log=lambda _: None)
+  assert trainer.train_sampler.num_queries == trainer.val_sampler.num_queries == 6
+  batch = trainer.replica_batch(tf.constant(0, tf.int64))
+  assert batch["query"].shape[2] == 6 and np.all(batch["query_mask"].numpy() == 1.0)
+  trainer.train()
+  assert 0.0 <= trainer.best_validation() <= 1.0

@@ -50,7 +50,7 @@ def _visualize():
   print(f"[tsne] embedding {2 * codes.initial.shape[0]} codes of "
         f"{codes.initial.shape[1]} dimensions (sklearn reports its stages)...", flush=True)
   points = tsne.embed_tsne(codes, FLAGS.perplexity, FLAGS.seed, verbose=1)
-  tsne.plot_latent_tsne(points, codes, output, seed=FLAGS.seed, class_names=data.class_names)
+  tsne.plot_latent_tsne(points, codes, output, seed=FLAGS.seed, class_names=sampler.class_names)
   print(f"[tsne] wrote {output}")
 
 

@@ -162,20 +162,18 @@ class EmbeddingSet:
   def class_counts(self) -> np.ndarray:
     return np.bincount(self.class_ids, minlength=self.num_classes)
 
-  def require_examples(self, num_classes: int, examples_per_class: int) -> None:
-    """Raises unless ``num_classes`` classes have >= ``examples_per_class`` examples each."""
-    if self.num_classes < num_classes:
-      raise EmbeddingDataError(
-          f"{self.source}: an episode needs {num_classes} classes but the file has only "
-          f"{self.num_classes}")
-    short = [(self.class_names[c], int(n)) for c, n in enumerate(self.class_counts())
-             if n < examples_per_class]
-    if short:
-      listed = ", ".join(f"{name} ({n})" for name, n in short[:5])
-      more = f" and {len(short) - 5} more" if len(short) > 5 else ""
-      raise EmbeddingDataError(
-          f"{self.source}: an episode needs {examples_per_class} examples per class "
-          f"(shots + queries) but {len(short)} class(es) have fewer: {listed}{more}")
+  def keep_classes(self, keep: np.ndarray) -> "EmbeddingSet":
+    """The set restricted to the classes where ``keep`` [num_classes] is True, class ids
+    renumbered in their order; ``self`` when every class is kept."""
+    keep = np.asarray(keep, bool)
+    if keep.all():
+      return self
+    rows = keep[self.class_ids]
+    new_ids = np.cumsum(keep) - 1
+    return dataclasses.replace(
+        self, embeddings=self.embeddings[rows], class_ids=new_ids[self.class_ids[rows]].astype(
+            np.int32), class_names=[n for n, k in zip(self.class_names, keep) if k],
+        keys=self.keys[rows])
 
   def l2_normalized(self) -> "EmbeddingSet":
     out = dataclasses.replace(self, embeddings=l2_normalize_rows(self.embeddings))

@@ -4,13 +4,18 @@ An episode batch is a dict of tensors with a leading task axis B:
   support     [B, N, K, d]  the K shots of each of the N classes (class n has label n)
   query       [B, N, Q, d]  Q queries per class (padded when classes have fewer)
   query_mask  [B, N, Q]     1.0 for a real query, 0.0 for padding
-  classes     [B, N]        the dataset's class ids picked for the episode
+  classes     [B, N]        the sampler's class ids picked for the episode
+
+Classes of any size take part: a class with fewer than K + Q examples gives its K shots
+and every other example as a query, the rest of its Q slots padded (masked); a class
+with fewer than K + 1 examples cannot give a query and is left out, with one warning.
 
 Sampling is stateless: episode ``i`` of a stream seeded with ``seed`` is always the same
 tensor, whatever ran before it, which is what makes resumed training and evaluation
 reproducible.
 """
 
+import logging
 import math
 from typing import Dict, Iterator, Optional, Tuple
 
@@ -31,11 +36,52 @@ def fold_seed(seed, index) -> tf.Tensor:
       tf.cast(seed, tf.int64), tf.cast(index, tf.int64))
 
 
+_WARNED = set()  # warning lines already printed: each once per process
+
+
+def usable_classes(data: EmbeddingSet, num_classes: int, num_shots: int) -> EmbeddingSet:
+  """The classes of ``data`` an N-way K-shot episode can use, those with at least K + 1
+  examples (K shots, one query); smaller ones are left out with one warning line.
+
+  Too few usable classes is an error naming a binding and a value that would work.
+  """
+  counts = data.class_counts()
+  usable = counts >= num_shots + 1
+  if usable.sum() < num_classes:
+    raise EmbeddingDataError(_too_few_classes(data.source, counts, num_classes, num_shots))
+  if not usable.all():
+    small = np.flatnonzero(~usable)
+    listed = ", ".join(f"{data.class_names[c]} ({counts[c]})" for c in small[:10])
+    more = f" and {small.size - 10} more" if small.size > 10 else ""
+    message = (f"{data.source}: {small.size} of {counts.size} classes have fewer than "
+               f"{num_shots + 1} examples ({num_shots} shots + 1 query) and are left out "
+               f"of its episodes: {listed}{more}")
+    if message not in _WARNED:
+      _WARNED.add(message)
+      logging.warning(message)
+  return data.keep_classes(usable)
+
+
+def _too_few_classes(source: str, counts: np.ndarray, num_classes: int,
+                     num_shots: int) -> str:
+  enough = int((counts >= num_shots + 1).sum())
+  fixes = [f"LEOConfig.num_classes = {enough}"] if enough >= 2 else []
+  if counts.size >= num_classes and np.sort(counts)[-num_classes] >= 2:
+    fixes.append(f"LEOConfig.num_shots = {np.sort(counts)[-num_classes] - 1}")
+  fix = (" or ".join(fixes) + " would work" if fixes
+         else "use a split with more classes")
+  return (f"{source}: a {num_classes}-way {num_shots}-shot episode needs {num_classes} "
+          f"classes of at least {num_shots + 1} examples ({num_shots} shots + 1 query) "
+          f"but {enough} of its {counts.size} classes have that many; {fix}")
+
+
 class EpisodeSampler:
   """Samples meta-batches of N-way K-shot episodes from one split.
 
   ``num_queries=None`` means evaluation mode: every example of a class that is not a
   shot is a query (padded to the largest class, with ``query_mask`` marking real ones).
+  Otherwise a class gives up to ``num_queries`` queries, fewer when it has fewer
+  examples; Q is ``num_queries``, or less when no class can fill it.
   """
 
   def __init__(self, data: EmbeddingSet, num_classes: int, num_shots: int,
@@ -46,14 +92,14 @@ class EpisodeSampler:
       raise EmbeddingDataError(f"an episode needs at least 1 shot per class, got K={num_shots}")
     if num_queries is not None and num_queries < 1:
       raise EmbeddingDataError(f"num_queries must be >= 1 or None, got {num_queries}")
-    data.require_examples(num_classes, num_shots + (num_queries or 1))
+    data = usable_classes(data, num_classes, num_shots)
     self.num_classes = num_classes
     self.num_shots = num_shots
     self.dim = data.dim
     self.source = data.source
+    self.class_names = data.class_names  # of the ids in ``classes``
     order = np.argsort(data.class_ids, kind="stable")
     counts = data.class_counts()
-    # Only classes that can fill an episode take part (require_examples checked all do).
     self._embeddings = tf.constant(data.embeddings[order])
     self._class_table = None
     self._offsets = tf.constant(np.concatenate([[0], np.cumsum(counts)[:-1]]), tf.int32)
@@ -61,7 +107,7 @@ class EpisodeSampler:
     self._num_dataset_classes = int(counts.size)
     self._max_count = int(counts.max())
     self.all_queries = num_queries is None
-    self.num_queries = num_queries or self._max_count - num_shots
+    self.num_queries = min(num_queries or self._max_count, self._max_count - num_shots)
 
   @property
   def class_counts(self) -> tf.Tensor:
