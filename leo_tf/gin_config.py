@@ -43,7 +43,7 @@ CONFIGURABLE_MODULES = (
     "leo_tf.backbone.embed",
     "leo_tf.backbone.pipeline",
     "leo_tf.tuning.hypermodel",
-    "leo_tf.analysis.compare",
+    "leo_tf.analysis.compare_config",
 )
 
 # The shipped gin files: package data (leo_tf/gin links to the top-level gin/ folder).

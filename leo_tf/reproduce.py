@@ -18,6 +18,7 @@ import numpy as np
 
 from leo_tf import gin_config
 from leo_tf.leo.config import ConfigError
+from leo_tf.leo.evaluation import EvalResult
 from leo_tf.runtime import files
 
 
@@ -148,14 +149,6 @@ def run_one(run: Run, log: Callable[[str], None] = print) -> dict:
   return record
 
 
-def over_seeds(accuracies: Sequence[float]):
-  """Mean and the 95% half-width over seeds (normal approximation; NaN for one seed)."""
-  values = np.asarray(accuracies, dtype=np.float64)
-  if values.size < 2:
-    return float(values.mean()), float("nan")
-  return float(values.mean()), float(1.96 * values.std(ddof=1) / math.sqrt(values.size))
-
-
 def table(records: Sequence[dict], experiments: Sequence[str], seeds: Sequence[int],
           protocol: str) -> dict:
   """The reproduction table as data (accuracies in %)."""
@@ -168,7 +161,9 @@ def table(records: Sequence[dict], experiments: Sequence[str], seeds: Sequence[i
                               run_dir=done[s]["run_dir"]) if s in done else None)
                 for s in seeds}
     finished = [v["accuracy"] for v in per_seed.values() if v is not None]
-    mean, ci = over_seeds(finished) if finished else (None, None)
+    # Over seeds: the mean and the 95% CI of the seed means (NaN for one seed).
+    over = EvalResult(np.asarray(finished, np.float64)) if finished else None
+    mean, ci = (over.mean, over.ci95) if over else (None, None)
     rows.append(dict(experiment=name, dataset=ref.dataset, ways=5, shots=ref.shots,
                      seeds=per_seed, mean=mean, ci95_over_seeds=ci,
                      authors_code=ref.authors_code,

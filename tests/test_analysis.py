@@ -10,12 +10,12 @@ import tensorflow as tf
 
 from helpers import TINY_LEO, gin_bindings, random_episode, synthetic_embeddings
 from leo_tf import gin_config
-from leo_tf.analysis import baselines, compare, ensemble, tsne
+from leo_tf.analysis import ablations, baselines, compare, compare_config, ensemble, methods, tsne
 from leo_tf.data.embeddings import embeddings_path, save_embeddings
 from leo_tf.data.episodes import EpisodeSampler
 from leo_tf.leo.config import LEOConfig
 from leo_tf.leo.evaluation import EvalResult, evaluate
-from leo_tf.leo.model import build_leo
+from leo_tf.leo.model import build_leo, episode_accuracy
 from leo_tf.leo.run import open_run
 
 # ------------------------------------------------------------------ metrics by hand
@@ -31,7 +31,7 @@ def test_ci95_by_hand():
 def test_paired_difference_uses_per_episode_differences():
   a = EvalResult(np.array([0.8, 0.6, 0.9]))
   b = EvalResult(np.array([0.7, 0.5, 0.8]))
-  mean, ci = compare.paired_difference(a, b)
+  mean, ci = methods.paired_difference(a, b)
   assert mean == pytest.approx(0.1)
   assert ci == pytest.approx(0.0, abs=1e-12)  # a constant gap is certain, however noisy a is
 
@@ -47,7 +47,7 @@ def test_ncm_logits_on_a_constructed_episode():
   np.testing.assert_allclose(logits[0, 1, 0], [-(0.64 + 2.56) / 0.5, -(0.04 + 1.96) / 0.5],
                              rtol=1e-5)
   mask = np.ones((1, 2, 1))
-  assert compare.episode_accuracy(logits, mask)[0] == 1.0
+  assert episode_accuracy(logits, mask)[0] == 1.0
 
 
 def _separable_episode():
@@ -62,12 +62,12 @@ def test_logistic_regression_separable_episode_matches_sklearn():
   from sklearn.linear_model import LogisticRegression
   support, query = _separable_episode()
   logits = baselines.logistic_regression_logits(support, query, c=1.0, steps=500).numpy()
-  assert compare.episode_accuracy(logits, np.ones((1, 3, 5)))[0] == 1.0
+  assert episode_accuracy(logits, np.ones((1, 3, 5)))[0] == 1.0
   x = support[0].reshape(-1, 4)
   y = np.repeat(np.arange(3), 2)
   reference = LogisticRegression(C=1.0, tol=1e-10, max_iter=10000).fit(x, y)
   expected = reference.predict_proba(query[0].reshape(-1, 4)).reshape(3, 5, 3)
-  np.testing.assert_allclose(compare.softmax(logits)[0], expected, atol=2e-4)
+  np.testing.assert_allclose(methods.softmax(logits)[0], expected, atol=2e-4)
 
 
 def test_logistic_regression_is_batched_per_episode():
@@ -78,7 +78,7 @@ def test_logistic_regression_is_batched_per_episode():
   one = baselines.logistic_regression_logits(swapped, query, 1.0, 300).numpy()
   np.testing.assert_allclose(both[1], one[0], rtol=1e-4, atol=1e-5)
   # Reversed labels: classes 0 and 2 swap, class 1 (a third of the queries) keeps its own.
-  np.testing.assert_allclose(compare.episode_accuracy(both, np.ones((2, 3, 5))), [1.0, 1 / 3])
+  np.testing.assert_allclose(episode_accuracy(both, np.ones((2, 3, 5))), [1.0, 1 / 3])
 
 
 def test_fit_temperature_recovers_the_calibrated_scale():
@@ -165,15 +165,15 @@ def test_random_prior_ensemble_samples_standard_normal_codes():
 def test_ablation_dirs_given_missing_and_unknown():
   from leo_tf.leo.config import ConfigError
   logs = []
-  cfg = compare.CompareConfig(ablations=("deterministic", "maml"), ablation_train_steps=0)
-  dirs = compare.resolve_ablation_dirs("base", cfg, {"maml": "runs/maml"}, "out", [], [],
+  cfg = compare_config.CompareConfig(ablations=("deterministic", "maml"), ablation_train_steps=0)
+  dirs = ablations.resolve_ablation_dirs("base", cfg, {"maml": "runs/maml"}, "out", [], [],
                                        logs.append)
   assert dirs == {"maml": "runs/maml"}
   assert len(logs) == 1 and "LEO (deterministic) left out" in logs[0]
   with pytest.raises(ConfigError, match="unknown ablation"):
-    compare.resolve_ablation_dirs("base", cfg, {"mamll": "x"}, "out", [], [], logs.append)
+    ablations.resolve_ablation_dirs("base", cfg, {"mamll": "x"}, "out", [], [], logs.append)
   with pytest.raises(ConfigError, match="unknown methods"):
-    compare.CompareConfig(baselines=("knn",))
+    compare_config.CompareConfig(baselines=("knn",))
 
 
 BASE_BINDINGS = [
@@ -214,7 +214,7 @@ def test_compare_table_on_a_tiny_trained_model(trained_run, tmp_path):
               "CompareConfig.logreg_c_grid = [1.0, 10.0]"]
   result = compare.run_comparison(
       open_run(run_dir, bindings=bindings, fallback=True),
-      compare.read_compare_config(run_dir, bindings), str(tmp_path / "cmp"),
+      compare_config.read_compare_config(run_dir, bindings), str(tmp_path / "cmp"),
       bindings=bindings, log=logs.append, progress=False)
   names = [r["method"] for r in result.rows]
   assert names == ["LEO", "LEO, ensemble of 3", "MAML (same features)",
@@ -264,7 +264,7 @@ def teardown_module():
 
 @pytest.mark.parametrize("shots, hidden", [(1, ()), (5, (256,))])
 def test_paper_variant_row_takes_the_papers_model_for_the_shots(shots, hidden):
-  with gin_config.scoped([compare.ABLATION_GIN["paper"].format(shots=shots)]):
+  with gin_config.scoped([compare_config.ABLATION_GIN["paper"].format(shots=shots)]):
     c = LEOConfig()
   assert c.use_relation_net is False and c.encoder_hidden == hidden
   assert (c.inner_steps_train, c.inner_steps_test, c.finetune_steps_test) == (3, 6, 0)
@@ -272,7 +272,7 @@ def test_paper_variant_row_takes_the_papers_model_for_the_shots(shots, hidden):
 
 def test_paper_variant_row_is_meta_trained_from_the_base_run(trained_run, tmp_path):
   run_dir, _ = trained_run
-  out = compare.train_ablation(run_dir, "paper", str(tmp_path), 4, [], [],
+  out = ablations.train_ablation(run_dir, "paper", str(tmp_path), 4, [], [],
                                lambda _: None, shots=1)
   with gin_config.scoped(gin_config.saved_files(out)):
     c = LEOConfig()

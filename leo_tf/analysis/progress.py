@@ -17,6 +17,10 @@ class ProgressBar:
     self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
     self._last_decile = -1
 
+  def __call__(self, _, count: int) -> None:
+    """The bar as ``each`` of leo.evaluation.run_episodes."""
+    self.update(count)
+
   def update(self, count: int) -> None:
     self.done = min(self.total, self.done + int(count))
     decile = 10 * self.done // self.total

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from leo_tf.analysis.progress import ProgressBar
 from leo_tf.data.episodes import EpisodeSampler
+from leo_tf.leo.evaluation import run_episodes
 
 
 @dataclasses.dataclass
@@ -29,21 +30,16 @@ def collect_latents(model, sampler: EpisodeSampler, num_tasks: int, batch_size: 
     raise ValueError("a MAML model has no latent space to visualise")
 
   @tf.function
-  def adapt(support):
-    out = model.adapt(support, training=False)
-    return out["initial_latents"][:, :, 0], out["final_latents"][:, :, 0]
+  def adapt(batch, index):
+    del index
+    out = model.adapt(batch["support"], training=False)
+    return dict(initial=out["initial_latents"][:, :, 0], final=out["final_latents"][:, :, 0],
+                classes=batch["classes"])
 
-  bar = ProgressBar(num_tasks, "latents", "tasks") if progress else None
-  initial, final, classes = [], [], []
-  for _, batch, count in sampler.batches(num_tasks, batch_size, seed):
-    z0, z1 = (t.numpy()[:count] for t in adapt(batch["support"]))
-    initial.append(z0.reshape(-1, z0.shape[-1]))
-    final.append(z1.reshape(-1, z1.shape[-1]))
-    classes.append(batch["classes"].numpy()[:count].reshape(-1))
-    if bar:
-      bar.update(count)
-  return LatentCodes(np.concatenate(initial), np.concatenate(final),
-                     np.concatenate(classes))
+  codes = run_episodes(adapt, sampler, num_tasks, batch_size, seed,
+                       each=ProgressBar(num_tasks, "latents", "tasks") if progress else None)
+  return LatentCodes(*(codes[k].reshape(-1, *codes[k].shape[2:])
+                       for k in ("initial", "final", "classes")))
 
 
 def embed_tsne(codes: LatentCodes, perplexity: float = 30.0, seed: int = 0,

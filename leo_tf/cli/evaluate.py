@@ -13,6 +13,7 @@
 
 from absl import flags
 
+from leo_tf.analysis import compare_config
 from leo_tf.cli import common
 
 common.define_run_flags("evaluate", gin_files=True)
@@ -20,8 +21,8 @@ flags.DEFINE_bool("compare", False,
                   "Evaluate LEO, its ablations and baselines side by side (CSV, Markdown, "
                   "reliability diagram).")
 flags.DEFINE_list("compare_dirs", [],
-                  "name=dir pairs of meta-trained ablation runs; names: deterministic, "
-                  "random_prior, maml.")
+                  "name=dir pairs of meta-trained ablation runs; names: "
+                  f"{', '.join(compare_config.ABLATION_GIN)}.")
 flags.DEFINE_integer("compare_train_steps", None,
                      "Meta-train ablations missing from --compare_dirs for this many steps "
                      "(sets CompareConfig.ablation_train_steps); reused when present.")
@@ -43,27 +44,13 @@ def parse_pairs(pairs):
 
 def evaluate_one():
   # pylint: disable=import-outside-toplevel
-  from leo_tf.analysis import compare, ensemble
-  from leo_tf.leo.experiment import test_result
+  from leo_tf.analysis import methods
   from leo_tf.leo.run import open_run
   run = open_run(FLAGS.checkpoint_dir, FLAGS.which, FLAGS.gin_bindings, FLAGS.gin_file)
-  model, model_config, eval_config = run.model, run.configs.model, run.configs.eval
-  data = run.load(eval_config.split)
-  samples = model_config.ensemble_samples
-  if samples > 1 and ensemble.can_ensemble(model):
-    label = f"LEO, ensemble of {samples}"
-    seed = compare.read_compare_config(FLAGS.checkpoint_dir, FLAGS.gin_bindings,
-                                       FLAGS.gin_file).ensemble_seed
-    sampler = compare.episode_sampler(data, model_config, eval_config.num_queries)
-    out = compare.evaluate_method(label, compare.ensemble_predict(model, samples, seed),
-                                  sampler, eval_config.num_episodes, eval_config.batch_size,
-                                  eval_config.seed)
-    result = out.accuracy
-    print(f"[result] {label}: ECE {100 * out.calibration.ece:.2f}% "
-          f"NLL {out.calibration.nll:.3f}")
-  else:
-    result = test_result(model, data, model_config, eval_config, print)
-  print(f"[result] {FLAGS.which} checkpoint, {eval_config.split}: accuracy {result}")
+  seed = compare_config.read_compare_config(FLAGS.checkpoint_dir, FLAGS.gin_bindings,
+                                            FLAGS.gin_file).ensemble_seed
+  result = methods.evaluate_run(run, seed)
+  print(f"[result] {FLAGS.which} checkpoint, {run.configs.eval.split}: accuracy {result}")
 
 
 def compare_all():
@@ -74,7 +61,7 @@ def compare_all():
   if FLAGS.compare_train_steps is not None:
     bindings.append(f"CompareConfig.ablation_train_steps = {FLAGS.compare_train_steps}")
   ablation_dirs = parse_pairs(FLAGS.compare_dirs)
-  cfg = compare.read_compare_config(FLAGS.checkpoint_dir, bindings, FLAGS.gin_file)
+  cfg = compare_config.read_compare_config(FLAGS.checkpoint_dir, bindings, FLAGS.gin_file)
   base = open_run(FLAGS.checkpoint_dir, FLAGS.which, bindings, FLAGS.gin_file, fallback=True)
   compare.run_comparison(base, cfg, FLAGS.compare_output, ablation_dirs, bindings,
                          FLAGS.gin_file)

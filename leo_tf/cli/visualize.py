@@ -44,9 +44,8 @@ def _visualize():
   if config.initialisation == "maml":
     common.fail("this run is MAML: it has no latent space to visualise")
   data = run.load(FLAGS.split)
-  sampler = EpisodeSampler(data, config.num_classes, config.num_shots, 1)
-  codes = tsne.collect_latents(run.model, sampler, FLAGS.num_tasks, FLAGS.batch_size,
-                               FLAGS.seed)
+  codes = tsne.collect_latents(run.model, EpisodeSampler.for_model(data, config, 1),
+                               FLAGS.num_tasks, FLAGS.batch_size, FLAGS.seed)
   print(f"[tsne] embedding {2 * codes.initial.shape[0]} codes of "
         f"{codes.initial.shape[1]} dimensions (sklearn reports its stages)...", flush=True)
   points = tsne.embed_tsne(codes, FLAGS.perplexity, FLAGS.seed, verbose=1)

@@ -109,6 +109,11 @@ class EpisodeSampler:
     self.all_queries = num_queries is None
     self.num_queries = min(num_queries or self._max_count, self._max_count - num_shots)
 
+  @classmethod
+  def for_model(cls, data: EmbeddingSet, config, num_queries: Optional[int]):
+    """Episodes of a model's task: ``config`` (a LEOConfig) gives N and K."""
+    return cls(data, config.num_classes, config.num_shots, num_queries)
+
   @property
   def class_counts(self) -> tf.Tensor:
     """Examples per dataset class [C] (class ids as in ``classes``)."""

@@ -3,7 +3,7 @@
 import dataclasses
 import math
 import time
-from typing import Callable, Optional
+from typing import Callable, Dict, Optional, Sequence
 
 import gin
 import numpy as np
@@ -51,22 +51,44 @@ class EvalResult:
     return f"{100 * self.mean:.2f} +- {100 * self.ci95:.2f} % ({self.accuracies.size} episodes)"
 
 
+def run_episodes(step: Callable, sampler: EpisodeSampler, num_episodes: int,
+                 batch_size: int, seed: int, support_only: bool = False,
+                 keep: Optional[Sequence[str]] = None,
+                 each: Optional[Callable[[Dict, int], None]] = None) -> Dict[str, np.ndarray]:
+  """The evaluation loop: ``step(batch, index) -> {name: [B, ...] tensor}`` over the first
+  ``num_episodes`` episodes of the seeded stream (``support_only``: the same episodes from
+  ``sampler.support_dataset``, no queries; the index seeds what a step draws).
+
+  Outputs are cut to the stream's episodes as numpy arrays. ``each(outputs, count)`` sees
+  every batch (pooled statistics, progress); the outputs named in ``keep`` (all by
+  default) are returned, concatenated over episodes.
+  """
+  kept = {}
+  for i, batch, count in sampler.batches(num_episodes, batch_size, seed, support_only):
+    outputs = {k: v.numpy()[:count] for k, v in step(batch, tf.constant(i, tf.int64)).items()}
+    if each:
+      each(outputs, count)
+    for name in outputs if keep is None else keep:
+      kept.setdefault(name, []).append(outputs[name])
+  return {name: np.concatenate(values) for name, values in kept.items()}
+
+
 def episode_accuracies(predict: Callable, sampler: EpisodeSampler, num_episodes: int,
                        batch_size: int, seed: int, log: Optional[Callable] = None,
                        label: str = "eval", support_only: bool = False) -> np.ndarray:
-  """Runs ``predict(batch) -> per-task accuracy [B]`` over a seeded stream of episodes.
+  """``predict(batch) -> per-task accuracy [B]`` over the seeded stream; ``log`` hears of
+  the progress every 10 s."""
+  done, start, last = 0, time.time(), time.time()
 
-  ``support_only`` streams ``sampler.support_dataset`` (the same episodes, no queries).
-  """
-  accuracies, start, last_log = [], time.time(), time.time()
-  for _, batch, count in sampler.batches(num_episodes, batch_size, seed, support_only):
-    accuracies.append(predict(batch).numpy()[:count])
-    done = sum(a.size for a in accuracies)
-    if log and time.time() - last_log > 10:
+  def each(_, count):
+    nonlocal done, last
+    done += count
+    if log and time.time() - last > 10:
       log(f"[{label}] {done}/{num_episodes} episodes, "
           f"{done / (time.time() - start):.0f} episodes/s")
-      last_log = time.time()
-  return np.concatenate(accuracies)
+      last = time.time()
+  return run_episodes(lambda batch, _: dict(accuracy=predict(batch)), sampler, num_episodes,
+                      batch_size, seed, support_only, each=each)["accuracy"]
 
 
 def class_block_accuracy(weights: tf.Tensor, classes: tf.Tensor, shots: tf.Tensor,

@@ -27,8 +27,7 @@ class ExperimentResult:
 
 def test_result(model, data: EmbeddingSet, model_config: LEOConfig, eval_config: EvalConfig,
                 log: Callable[[str], None]) -> EvalResult:
-  sampler = EpisodeSampler(data, model_config.num_classes, model_config.num_shots,
-                           eval_config.num_queries)
+  sampler = EpisodeSampler.for_model(data, model_config, eval_config.num_queries)
   log(f"[eval] {eval_config.num_episodes} {eval_config.split} episodes, "
       f"{model_config.num_classes}-way {model_config.num_shots}-shot, "
       f"{sampler.num_queries if eval_config.num_queries else 'all remaining'} "

@@ -98,10 +98,8 @@ class MetaTrainer:
     if config.meta_batch_size % replicas:
       raise ConfigError(f"meta_batch_size {config.meta_batch_size} must divide evenly "
                         f"across {replicas} replicas")
-    self.train_sampler = EpisodeSampler(train_data, model_config.num_classes,
-                                        model_config.num_shots, config.num_queries)
-    self.val_sampler = (EpisodeSampler(val_data, model_config.num_classes,
-                                       model_config.num_shots, config.val_num_queries)
+    self.train_sampler = EpisodeSampler.for_model(train_data, model_config, config.num_queries)
+    self.val_sampler = (EpisodeSampler.for_model(val_data, model_config, config.val_num_queries)
                         if val_data is not None else None)
     seeds.seed_everything(config.seed)  # the same seed, the same initial weights
     with self.strategy.scope():
