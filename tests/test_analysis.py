@@ -117,7 +117,7 @@ def test_ensemble_equals_the_mean_of_separately_adapted_samples():
   probs = []
   for s in range(3):  # adapt each sample on its own, as a plain evaluation pass would
     _, w = model.adapt_latents(support, latents[s][:, :, None], False)
-    w = model.finetune(support, w, False)
+    w, _ = model.finetune(support, w, False)
     probs.append(tf.nn.softmax(model.logits(query, w)).numpy())
   np.testing.assert_allclose(got, np.mean(probs, axis=0), rtol=1e-4, atol=1e-6)
   np.testing.assert_allclose(got.sum(-1), 1.0, rtol=1e-5)

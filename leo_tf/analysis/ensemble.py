@@ -18,8 +18,7 @@ from leo_tf.leo.model import LEO
 
 
 def can_ensemble(model: LEO) -> bool:
-  c = model.config
-  return c.stochastic and c.initialisation in ("encoder", "random_prior")
+  return model.config.stochastic and model.latent_space
 
 
 def ensemble_logits(model: LEO, support: tf.Tensor, query: tf.Tensor, num_samples: int,

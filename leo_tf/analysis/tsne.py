@@ -26,7 +26,7 @@ class LatentCodes:
 def collect_latents(model, sampler: EpisodeSampler, num_tasks: int, batch_size: int,
                     seed: int, progress: bool = True) -> LatentCodes:
   """Evaluation-mode codes of ``num_tasks`` tasks of the seeded stream."""
-  if model.config.initialisation == "maml":
+  if not model.latent_space:
     raise ValueError("a MAML model has no latent space to visualise")
 
   @tf.function

@@ -41,7 +41,7 @@ def _visualize():
   outputs.writable_file(output, "--output")  # before minutes of adaptation and t-SNE
   run = open_run(FLAGS.checkpoint_dir, FLAGS.which, FLAGS.gin_bindings)
   config = run.configs.model
-  if config.initialisation == "maml":
+  if not run.model.latent_space:
     common.fail("this run is MAML: it has no latent space to visualise")
   data = run.load(FLAGS.split)
   codes = tsne.collect_latents(run.model, EpisodeSampler.for_model(data, config, 1),

@@ -48,13 +48,14 @@ class LinearDecoding:
   keeps what ``latent_gradient`` needs (the stddev slope times the noise).
   """
 
-  def __init__(self, kernel: tf.Tensor, dim: int, offset: float, batch, classes,
-               samples: int):
+  def __init__(self, kernel: tf.Tensor, offset: float, latents: tf.Tensor):
+    """``kernel`` [latent, 2d]; ``latents`` [B, N, S, latent] has the shape of the codes."""
     # split, not slicing: the backward of a split is one concat, of each slice a
     # zero-padded full-size kernel gradient.
     self.mean_kernel, self.scale_kernel = tf.split(kernel, 2, axis=1)
-    self.dim, self.offset, self.samples = dim, offset, samples
-    self.batch, self.classes = batch, classes
+    self.dim, self.offset, self.samples = kernel.shape[1] // 2, offset, latents.shape[2]
+    shape = tf.shape(latents)
+    self.batch, self.classes = shape[0], shape[1]
 
   def _per_class(self, x):
     """[B*N*S, k] -> [B*N, k], the mean over a class's S samples (they are adjacent)."""
@@ -96,21 +97,19 @@ class LinearDecoding:
                                            self.scale_kernel, transpose_b=True)
 
 
-def adapt_latents(latents: tf.Tensor, support: tf.Tensor, kernel: tf.Tensor, dim: int,
-                  offset: float, step_size: tf.Tensor, first_order: bool,
-                  keeps: Sequence[Optional[tf.Tensor]], dropout_rate: float,
-                  decode_noise: Sequence[Optional[tf.Tensor]]):
-  """Latent gradient steps; returns the final codes [B, N, S, latent] and weights [B, N, d].
+def adapt_latents(decoding: LinearDecoding, latents: tf.Tensor, support: tf.Tensor, *,
+                  keeps: Sequence[Optional[tf.Tensor]],
+                  decode_noise: Sequence[Optional[tf.Tensor]], step_size: tf.Tensor,
+                  first_order: bool, dropout_rate: float):
+  """Latent gradient steps from ``latents`` [B, N, S, latent] (``decoding`` made for
+  them); returns the final codes [B, N, S, latent] and weights [B, N, d].
 
   ``step_size`` is the per-dimension step for one code's gradient times S (lr / K);
   ``keeps[t]`` the dropout decisions and ``decode_noise[t]`` the weight noise of step t
   (``decode_noise[-1]`` for the final decode).
   """
-  batch, classes = tf.shape(latents)[0], tf.shape(latents)[1]
-  samples, latent_size = latents.shape[2], latents.shape[3]
-  decoding = LinearDecoding(kernel, dim, offset, batch, classes, samples)
   inputs, targets = _SupportInputs(support, dropout_rate), class_targets(support)
-  codes = tf.reshape(latents, [-1, latent_size])
+  codes = tf.reshape(latents, [-1, latents.shape[3]])
   for keep, noise in zip(keeps, decode_noise):
     weights = decoding(codes, noise)
     grad = decoding.latent_gradient(weight_gradient(inputs(keep), weights, targets))
@@ -119,8 +118,8 @@ def adapt_latents(latents: tf.Tensor, support: tf.Tensor, kernel: tf.Tensor, dim
   return tf.reshape(codes, tf.shape(latents)), weights
 
 
-def finetune(weights: tf.Tensor, support: tf.Tensor, step_size: tf.Tensor,
-             first_order: bool, keeps: Sequence[Optional[tf.Tensor]],
+def finetune(weights: tf.Tensor, support: tf.Tensor, *,
+             keeps: Sequence[Optional[tf.Tensor]], step_size: tf.Tensor, first_order: bool,
              dropout_rate: float) -> tf.Tensor:
   """Gradient steps on the classifier weights [B, N, d]; ``keeps[t]`` as above."""
   inputs, targets = _SupportInputs(support, dropout_rate), class_targets(support)

@@ -53,6 +53,8 @@ class LEO(keras.Model):
     self.config = config
     self.dim = dim
     c = config
+    # The variant is decided here, once, by what the model holds: an encoder's posterior
+    # (LEO), a decoder only (random prior N(0, I)) or neither (MAML: learned weights).
     self.encoder = self.decoder = None
     if c.initialisation == "encoder":
       self.encoder = LatentEncoder(
@@ -76,6 +78,12 @@ class LEO(keras.Model):
         initializer=keras.initializers.Constant(c.finetune_lr_init),
         trainable=c.learn_finetune_lr)
     self._weight_offset = c.weight_offset(dim)
+
+  @property
+  def latent_space(self) -> bool:
+    """Whether adaptation runs on latent codes (LEO, the random prior), not on learned
+    weights with no codes (MAML)."""
+    return self.decoder is not None
 
   # ------------------------------------------------------------------ building blocks
 
@@ -108,7 +116,7 @@ class LEO(keras.Model):
     code or weight vector (the paper's form, MAML), and 1/(N*K) more on the mean loss."""
     c = self.config
     n, k = _size(support, 1), _size(support, 2)
-    scale = 1.0 / k if c.latent_codes == "per_shot" and c.initialisation != "maml" else 1.0
+    scale = 1.0 / k if c.latent_codes == "per_shot" and self.latent_space else 1.0
     return scale / (n * k) if c.inner_loss == "mean" else scale
 
   def initial_latents(self, support, training, noise: Optional[Noise]):
@@ -118,7 +126,7 @@ class LEO(keras.Model):
     sample = noise is not None and noise.latent is not None
     shape = [b, n, self.latent_samples(training) if sample else 1, c.latent_size]
     zero_kl = tf.zeros([b])
-    if c.initialisation == "random_prior":
+    if self.encoder is None:  # the random prior
       if sample:
         return noise.latent, zero_kl
       if c.prior_start == "sample":  # fixed, so evaluation stays deterministic
@@ -141,16 +149,14 @@ class LEO(keras.Model):
     decodes the mean code once)."""
     if latents.shape[2] == 1 or self.config.decoder_hidden:
       return self.decode_reference(latents, noise)
-    shape = tf.shape(latents)
-    decoding = closed_form.LinearDecoding(self._decoder_kernel(latents), self.dim,
-                                          self._weight_offset, shape[0], shape[1],
-                                          latents.shape[2])
-    return decoding(tf.reshape(latents, [-1, latents.shape[3]]), noise)
+    return self._linear_decoding(latents)(tf.reshape(latents, [-1, latents.shape[3]]), noise)
 
-  def _decoder_kernel(self, latents):
+  def _linear_decoding(self, latents) -> closed_form.LinearDecoding:
+    """The closed-form decoding of codes shaped like ``latents`` [B, N, S, latent]."""
     if not self.decoder.built:
       self.decoder(latents[:, :, :1])
-    return tf.convert_to_tensor(self.decoder.kernels()[0])
+    return closed_form.LinearDecoding(tf.convert_to_tensor(self.decoder.kernels()[0]),
+                                      self._weight_offset, latents)
 
   def decode_reference(self, latents, noise=None):
     """The literal decode: every sample's full Gaussian, sampled, then averaged (tests)."""
@@ -170,21 +176,22 @@ class LEO(keras.Model):
       grad = tf.nest.map_structure(tf.stop_gradient, grad)
     return tf.nest.map_structure(lambda p, g, lr: p - lr * g, point, grad, step_size)
 
-  def _closed_form(self, latent_space: bool) -> bool:
+  def _closed_form(self, latent_loop: bool) -> bool:
     """Whether a loop runs in closed form (the latent loop needs a linear decoder)."""
     c = self.config
-    return c.inner_gradients == "closed_form" and not (latent_space and c.decoder_hidden)
+    return c.inner_gradients == "closed_form" and not (latent_loop and c.decoder_hidden)
 
   def adapt_latents(self, support, latents, training, noise: Optional[Noise] = None):
     """Gradient descent on the codes; returns the final codes and their decoded weights."""
-    steps = self.config.inner_steps(training)
+    c = self.config
+    steps = c.inner_steps(training)
     keeps = noise.latent_keep if noise is not None else [None] * steps
     decode_noise = noise.decode if noise is not None else [None] * (steps + 1)
-    if self._closed_form(latent_space=True):
+    if self._closed_form(latent_loop=True):
       return closed_form.adapt_latents(
-          latents, support, self._decoder_kernel(latents), self.dim, self._weight_offset,
-          self.inner_lr * self.step_scale(support), self.config.first_order, keeps,
-          self.config.dropout_rate, decode_noise)
+          self._linear_decoding(latents), latents, support, keeps=keeps,
+          decode_noise=decode_noise, step_size=self.inner_lr * self.step_scale(support),
+          first_order=c.first_order, dropout_rate=c.dropout_rate)
     step_size = self.inner_lr * (latents.shape[2] * self.step_scale(support))
     for keep, weight_noise in zip(keeps, decode_noise):
       latents = self._gradient_step(
@@ -192,31 +199,23 @@ class LEO(keras.Model):
           latents, step_size)
     return latents, self.decode(latents, decode_noise[-1])
 
-  def finetune(self, support, weights, training, noise: Optional[Noise] = None):
-    """Gradient descent on the (fused) classifier weights [B, N, d]."""
-    steps = self.config.finetune_steps(training)
-    keeps = noise.finetune_keep if noise is not None else [None] * steps
-    step_size = self.finetune_lr * self.step_scale(support)
-    if self._closed_form(latent_space=False):
-      return closed_form.finetune(weights, support, step_size, self.config.first_order,
-                                  keeps, self.config.dropout_rate)
-    for keep in keeps:
-      weights = self._gradient_step(
-          lambda w: self.support_loss(support, w, keep), weights, step_size)
-    return weights
-
-  def finetune_with_bias(self, support, weights, bias, training, noise=None):
-    """finetune() of a classifier with a bias [B, N] (MAML's original form): both take
-    gradient steps (the bias a fixed finetune_lr_init), through the tape."""
-    keeps = (noise.finetune_keep if noise is not None
-             else [None] * self.config.finetune_steps(training))
+  def finetune(self, support, weights, training, noise: Optional[Noise] = None, bias=None):
+    """Gradient descent on the (fused) classifier weights [B, N, d] and, if there is one,
+    the bias [B, N] (MAML's original form: its step is the fixed finetune_lr_init, and
+    the loop runs through the tape). Returns the weights and the bias."""
+    c = self.config
+    keeps = noise.finetune_keep if noise is not None else [None] * c.finetune_steps(training)
     scale = self.step_scale(support)
-    step_sizes = (self.finetune_lr * scale, self.config.finetune_lr_init * scale)
+    params, step_sizes = (weights,), (self.finetune_lr * scale,)
+    if bias is not None:
+      params, step_sizes = (weights, bias), step_sizes + (c.finetune_lr_init * scale,)
+    elif self._closed_form(latent_loop=False):
+      return closed_form.finetune(weights, support, keeps=keeps, step_size=step_sizes[0],
+                                  first_order=c.first_order, dropout_rate=c.dropout_rate), None
     for keep in keeps:
-      weights, bias = self._gradient_step(
-          lambda p: self.support_loss(support, p[0], keep, p[1]), (weights, bias),
-          step_sizes)
-    return weights, bias
+      params = self._gradient_step(
+          lambda p: self.support_loss(support, p[0], keep, *p[1:]), params, step_sizes)
+    return params[0], (params[1] if bias is not None else None)
 
   # ------------------------------------------------------------------ the forward pass
 
@@ -227,7 +226,7 @@ class LEO(keras.Model):
     b, n = tf.shape(support)[0], tf.shape(support)[1]
     normal = standard_normal(tf.stack([num_samples, b, n, c.latent_size]),
                              tf.cast(seed, tf.int64))
-    if c.initialisation == "random_prior":
+    if self.encoder is None:  # the random prior
       return normal
     posterior = gaussian(self.encoder(support, training=False), c.latent_stddev_offset)
     return posterior.loc[None] + posterior.scale[None] * normal
@@ -243,7 +242,9 @@ class LEO(keras.Model):
     """
     # Embeddings are fixed features: meta-learning never changes them.
     support = tf.stop_gradient(tf.convert_to_tensor(support))
-    noise = Noise(self.config, support, seed, self.latent_samples(True)) if training else None
+    noise = (Noise(self.config, support, seed, self.latent_samples(True),
+                   encoder=self.encoder is not None, latents=self.latent_space)
+             if training else None)
     bias = None
     if samples > 1 and not training:
       latents = self.sample_latents(support, samples, seed)                # [S, B, N, z]
@@ -252,20 +253,17 @@ class LEO(keras.Model):
       support = tf.tile(support, [samples, 1, 1, 1])
       kl = tf.zeros([shape[0] * shape[1]])
       final, weights = self.adapt_latents(support, initial, training)
-    elif self.config.initialisation == "maml":
+    elif self.latent_space:
+      initial, kl = self.initial_latents(support, training, noise)
+      final, weights = self.adapt_latents(support, initial, training, noise)
+    else:  # MAML: learned initial weights (and bias), no codes
       b = tf.shape(support)[0]
       weights = tf.tile(tf.convert_to_tensor(self.initial_weights)[None], [b, 1, 1])
       initial = final = tf.zeros([b, self.config.num_classes, 1, self.config.latent_size])
       kl = tf.zeros([b])
       if self.config.classifier_bias:
         bias = tf.tile(tf.convert_to_tensor(self.initial_bias)[None], [b, 1])
-    else:
-      initial, kl = self.initial_latents(support, training, noise)
-      final, weights = self.adapt_latents(support, initial, training, noise)
-    if bias is None:
-      weights = self.finetune(support, weights, training, noise)
-    else:
-      weights, bias = self.finetune_with_bias(support, weights, bias, training, noise)
+    weights, bias = self.finetune(support, weights, training, noise, bias)
     return dict(weights=weights, bias=bias, initial_latents=initial, final_latents=final,
                 kl=kl, noise=noise)
 

@@ -85,33 +85,33 @@ class Noise:
     finetune_keep: one dropout decision tensor [B, N, K, d] per fine-tuning step.
   """
 
-  def __init__(self, config: LEOConfig, support: tf.Tensor, seed, samples: int):
-    """``support`` [B, N, K, d]; ``samples`` S, latent codes per class."""
+  def __init__(self, config: LEOConfig, support: tf.Tensor, seed, samples: int, *,
+               encoder: bool, latents: bool):
+    """``support`` [B, N, K, d]; ``samples`` S, latent codes per class; ``encoder`` and
+    ``latents``: whether the model has an encoder and a latent space (MAML has neither)."""
     if seed is None:  # unseeded training: one draw from the global generator
       seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
     self.seed = tf.cast(seed, tf.int64)
     self.rate = config.dropout_rate
     shape = tf.shape(support)
     latent_steps, finetune_steps = config.inner_steps(True), config.finetune_steps(True)
-    has_latents = config.initialisation != "maml"
-    has_encoder = config.initialisation == "encoder"
 
     self.encoder_keep: Optional[tf.Tensor] = None
     self.latent_keep: List[Optional[tf.Tensor]] = [None] * latent_steps
     self.finetune_keep: List[Optional[tf.Tensor]] = [None] * finetune_steps
-    uses = (int(has_encoder) + (latent_steps if has_latents else 0) + finetune_steps)
+    uses = (int(encoder) + (latent_steps if latents else 0) + finetune_steps)
     if self.rate > 0 and uses:
       masks = tf.unstack(keep_masks(tf.concat([[uses], shape], 0), self.rate,
                                     _seed(self.seed, _SUPPORT_DROPOUT)), num=uses)
-      if has_encoder:
+      if encoder:
         self.encoder_keep = masks.pop(0)
-      if has_latents:
+      if latents:
         self.latent_keep, masks = masks[:latent_steps], masks[latent_steps:]
       self.finetune_keep = masks
 
     self.latent: Optional[tf.Tensor] = None
     self.decode: List[Optional[tf.Tensor]] = [None] * (latent_steps + 1)
-    if config.stochastic and has_latents:
+    if config.stochastic and latents:
       code_shape = tf.stack([shape[0], shape[1], samples, config.latent_size])
       self.latent = standard_normal(code_shape, _seed(self.seed, _LATENT))
       weight_shape = tf.stack([latent_steps + 1, shape[0], shape[1], samples, shape[3]])

@@ -171,7 +171,7 @@ def _classify_embeddings(model, normalize: bool, limits: ServingLimits, support,
   query = check_features(query, model.dim, "query_embeddings")
   if normalize:
     support, query = l2_normalize(support), l2_normalize(query)
-  num_classes = model.config.num_classes if model.config.initialisation == "maml" else None
+  num_classes = None if model.latent_space else model.config.num_classes
   task = group_support(support, labels, model.dim, num_classes, limits.max_classes)
   return classify(model, task, query)
 
