@@ -193,3 +193,8 @@ class LEOVariantChecks:
                                   restored(episode)["logits"].numpy())
     with pytest.raises(checkpoints.CheckpointMismatchError):
       weights.load_model(str(tmp_path), config, 12, "best", log=lambda _: None)
+
+  def test_parameter_count_is_what_the_model_builds(self):
+    config = self.config()
+    model = build_leo(config, dim=16)
+    assert config.parameter_count(16) == sum(int(np.prod(w.shape)) for w in model.weights)

@@ -4,6 +4,7 @@ process per output directory, killed checkpoint writes tidied on resume."""
 import hashlib
 import os
 import pickle
+import re
 import shutil
 import subprocess
 
@@ -209,6 +210,25 @@ def _train_guarded(capsys, gin_file, out, *bindings):
 def test_bad_values_name_the_parameter(run, tmp_path, capsys, binding, line):
   assert _train_guarded(capsys, run["gin_file"], tmp_path / "new", binding) == line
   assert not os.path.exists(tmp_path / "new" / gin_config.CONFIG_FILE)
+
+
+def test_a_model_too_big_for_the_machine_is_one_line_before_any_work(run, tmp_path, capsys,
+                                                                     monkeypatch):
+  from leo_tf.leo import config  # pylint: disable=import-outside-toplevel
+  from leo_tf.leo.run import open_run  # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(config, "machine_memory", lambda: 8 * 2**30)
+  big = "LEOConfig.relation_hidden = [100000, 100000]"
+  line = _train_guarded(capsys, run["gin_file"], tmp_path / "new", big)
+  assert re.fullmatch(r"error: LEOConfig.relation_hidden = \(100000, 100000\) makes a model "
+                      r"of 1e\+10 weights: meta-training needs 149.\d GB for them \(weights, "
+                      r"gradients, Adam's moments\), more than 50% of this machine's 8.0 GB; "
+                      r"use smaller sizes", line)
+  assert not os.path.exists(tmp_path / "new")
+  saved = tmp_path / "saved"  # the same binding in a run's config.gin
+  shutil.copytree(run["out"], saved)
+  with open(saved / gin_config.CONFIG_FILE, "a") as f:
+    f.write(f"\n{big}\n")
+  assert _error_line(capsys, lambda: open_run(str(saved), log=lambda _: None)) == line
 
 
 def test_output_dir_that_is_a_file(run, tmp_path, capsys):

@@ -1,11 +1,13 @@
 """Behaviour of the LEO model: evaluation mode, sampling, gradients, regularisers."""
 
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from helpers import meta_loss_and_gradients, random_episode
-from leo_tf.leo import regularizers
+from leo_tf.leo import config as config_lib, regularizers
 from leo_tf.leo.config import ConfigError, LEOConfig
 from leo_tf.leo.layers import gaussian
 from leo_tf.leo.model import build_leo, task_losses
@@ -162,3 +164,29 @@ def test_random_prior_through_a_relu_decoder_adapts_only_from_a_draw(start, move
 def test_bad_config_values_are_rejected(bad, message):
   with pytest.raises(ConfigError, match=message):
     LEOConfig(**bad)
+
+
+EIGHT_GB = 8 * 2**30
+
+
+def test_a_model_too_big_for_the_machine_is_refused_by_its_config(monkeypatch):
+  monkeypatch.setattr(config_lib, "machine_memory", lambda: EIGHT_GB)
+  # At d = 1 (a lower bound): relation 128*1e5 + 1e5*1e5 + 1e5*128, encoder 1*64, decoder
+  # 64*2, step sizes 64 + 1: 10,025,600,257 weights, 16 bytes each = 149.4 GB.
+  line = ("LEOConfig.relation_hidden = (100000, 100000) makes a model of 1e+10 weights: "
+          "meta-training needs 149.4 GB for them (weights, gradients, Adam's moments), more "
+          "than 50% of this machine's 8.0 GB; use smaller sizes")
+  with pytest.raises(ConfigError, match="^" + re.escape(line)):
+    LEOConfig(relation_hidden=[100000, 100000])
+  with pytest.raises(ConfigError, match=r"^LEOConfig.latent_size = 1000000000 makes a model "
+                     r"of 5.16e\+11 weights"):
+    LEOConfig(latent_size=1000000000)
+
+
+def test_a_model_too_big_for_its_embeddings_is_refused_before_it_is_built(monkeypatch):
+  monkeypatch.setattr(config_lib, "machine_memory", lambda: EIGHT_GB)
+  config = LEOConfig(decoder_hidden=(10**6,))          # 1 GB at d = 1: accepted
+  # At d = 640 the decoder alone is 64 * 1e6 + 1e6 * 1280 weights: 20 GB.
+  with pytest.raises(ConfigError, match=r"^LEOConfig.decoder_hidden = \(1000000,\) makes "
+                     r"a model of 1.34e\+09 weights: meta-training needs 20.0 GB"):
+    build_leo(config, dim=640)

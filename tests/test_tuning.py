@@ -258,13 +258,20 @@ def test_space_level_errors():
                   ("LEOConfig.kl_weight", "linear", 0.0, 1.0)])
 
 
-def test_values_invalid_for_leo_fail_before_the_search(tmp_path):
+@pytest.mark.parametrize("entry, message", [
+    ("('LEOConfig.dropout_rate', 'linear', 0.0, 1.0)",
+     r"dropout_rate.*value 1.0 is invalid.*\[0, 1\)"),
+    ("('LEOConfig.latent_size', 'int', 4, 1000000000)",
+     r"latent_size.*value 1000000000 is invalid: LEOConfig.latent_size = 1000000000 makes a "
+     r"model of .* weights"),
+])
+def test_values_invalid_for_leo_fail_before_the_search(tmp_path, entry, message):
   paths = write_config(str(tmp_path))
   space = tmp_path / "bad.gin"
-  space.write_text("search_space.params = [('LEOConfig.dropout_rate', 'linear', 0.0, 1.0)]\n")
+  space.write_text(f"search_space.params = [{entry}]\n")
   setup = search.load_setup([paths["base.gin"]], [], [str(space)],
                             output_dir=str(tmp_path / "out"))
-  with pytest.raises(SearchSpaceError, match=r"dropout_rate.*value 1.0 is invalid.*\[0, 1\)"):
+  with pytest.raises(SearchSpaceError, match=message):
     search.run_search(setup)
   assert not os.path.exists(tmp_path / "out")
 

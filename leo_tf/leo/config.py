@@ -6,6 +6,7 @@ files in ``gin/`` switch to the paper's variant, the tuned values and the ablati
 
 import dataclasses
 import math
+import os
 from typing import Optional, Tuple
 
 import gin
@@ -18,6 +19,15 @@ INNER_GRADIENTS = ("closed_form", "tape")
 LATENT_CODES = ("per_shot", "per_class")
 INNER_LOSSES = ("sum", "mean")
 PRIOR_STARTS = ("mean", "sample")
+# Meta-training keeps four float32 copies of every weight (the weights, their gradients and
+# Adam's two moments) before any activation. A model whose copies need more than
+# MEMORY_FRACTION of the machine's memory is refused before it is built (check_size).
+BYTES_PER_WEIGHT, MEMORY_FRACTION = 16, 0.5
+
+
+def machine_memory() -> int:
+  """Bytes of physical memory."""
+  return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 @gin.configurable
@@ -129,6 +139,36 @@ class LEOConfig:
       raise ConfigError("LEOConfig.classifier_bias needs initialisation = 'maml' and "
                         "learn_finetune_lr = False (LEO's decoder makes no bias; the bias "
                         "steps with the fixed finetune_lr_init)")
+    self.check_size(dim=1)  # the embedding size is not known yet: a lower bound
+
+  def parameter_count(self, dim: int) -> int:
+    """Weights of the model on ``dim``-d embeddings: the kernels leo/layers.py builds for
+    this variant (or MAML's learned weights and bias) and the two step-size vectors."""
+    z, encoder = self.latent_size, self.initialisation == "encoder"
+    relation = encoder and self.use_relation_net
+    layers = [(z, *self.decoder_hidden, 2 * dim) if self.initialisation != "maml"
+              else (self.num_classes, dim + self.classifier_bias)]  # a class's row and bias
+    if encoder:
+      layers.append((dim, *self.encoder_hidden, z if relation else 2 * z))
+    if relation:
+      layers.append((2 * z, *self.relation_hidden, 2 * z))
+    return z + dim + sum(a * b for widths in layers for a, b in zip(widths, widths[1:]))
+
+  def check_size(self, dim: int):
+    """ConfigError naming the widest size binding if meta-training would need more than
+    MEMORY_FRACTION of this machine's memory for the weights alone."""
+    count, memory = self.parameter_count(dim), machine_memory()
+    if BYTES_PER_WEIGHT * count <= MEMORY_FRACTION * memory:
+      return
+    widths = dict(num_classes=(self.num_classes,), latent_size=(self.latent_size,),
+                  encoder_hidden=self.encoder_hidden, relation_hidden=self.relation_hidden,
+                  decoder_hidden=self.decoder_hidden)
+    name = max(widths, key=lambda n: max(widths[n], default=0))
+    raise ConfigError(
+        f"LEOConfig.{name} = {getattr(self, name)} makes a model of {count:.3g} weights: "
+        f"meta-training needs {BYTES_PER_WEIGHT * count / 2**30:,.1f} GB for them "
+        f"(weights, gradients, Adam's moments), more than {MEMORY_FRACTION:.0%} of this "
+        f"machine's {memory / 2**30:,.1f} GB; use smaller sizes")
 
   def weight_offset(self, dim: int) -> float:
     if self.weight_stddev_offset is not None:

@@ -323,6 +323,7 @@ def task_losses(outputs: Dict[str, tf.Tensor], config: LEOConfig) -> tf.Tensor:
 
 def build_leo(config: LEOConfig, dim: int) -> LEO:
   """Creates a LEO model and its variables (one dummy evaluation-mode pass)."""
+  config.check_size(dim)  # before any weight exists
   model = LEO(config, dim)
   dummy = tf.zeros([1, config.num_classes, config.num_shots, dim])
   model(dict(support=dummy, query=dummy), training=False)
