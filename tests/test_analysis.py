@@ -1,8 +1,13 @@
 """Baselines, confidence intervals, ensembles, the comparison table and the t-SNE figure."""
 
 import csv
+import io
 import math
 import os
+import re
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,6 +16,7 @@ import tensorflow as tf
 from helpers import TINY_LEO, gin_bindings, random_episode, synthetic_embeddings
 from leo_tf import gin_config
 from leo_tf.analysis import ablations, baselines, compare, compare_config, ensemble, methods, tsne
+from leo_tf.analysis.progress import ProgressBar
 from leo_tf.data.embeddings import embeddings_path, save_embeddings
 from leo_tf.data.episodes import EpisodeSampler
 from leo_tf.leo.config import LEOConfig
@@ -34,6 +40,26 @@ def test_paired_difference_uses_per_episode_differences():
   mean, ci = methods.paired_difference(a, b)
   assert mean == pytest.approx(0.1)
   assert ci == pytest.approx(0.0, abs=1e-12)  # a constant gap is certain, however noisy a is
+
+
+class _Terminal(io.StringIO):
+  def isatty(self):
+    return True
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_progress_bar_redraws_on_a_terminal_and_summarises_elsewhere(monkeypatch, terminal):
+  """Off a terminal (a log, a pipe) it was one line per 10%: 77 lines per comparison."""
+  monkeypatch.setattr(sys, "stderr", _Terminal() if terminal else io.StringIO())
+  bar = ProgressBar(100, "LEO", "episodes")
+  for _ in range(50):
+    bar(None, 2)
+  out = sys.stderr.getvalue()
+  if terminal:
+    assert out.count("\r") == 50 and out.count("\n") == 1 and out.endswith("s)\n")
+    assert out.split("\r")[-1].startswith("[LEO] |" + "#" * 30 + "| 100/100 episodes (")
+  else:
+    assert re.fullmatch(r"\[LEO\] 100 episodes in \d+ s \(\d+/s\)\n", out)
 
 
 def test_ncm_logits_on_a_constructed_episode():
@@ -162,20 +188,6 @@ def test_random_prior_ensemble_samples_standard_normal_codes():
 # ------------------------------------------------------------------ a tiny trained run
 
 
-def test_ablation_dirs_given_missing_and_unknown():
-  from leo_tf.leo.config import ConfigError
-  logs = []
-  cfg = compare_config.CompareConfig(ablations=("deterministic", "maml"), ablation_train_steps=0)
-  dirs = ablations.resolve_ablation_dirs("base", cfg, {"maml": "runs/maml"}, "out", [], [],
-                                       logs.append)
-  assert dirs == {"maml": "runs/maml"}
-  assert len(logs) == 1 and "LEO (deterministic) left out" in logs[0]
-  with pytest.raises(ConfigError, match="unknown ablation"):
-    ablations.resolve_ablation_dirs("base", cfg, {"mamll": "x"}, "out", [], [], logs.append)
-  with pytest.raises(ConfigError, match="unknown methods"):
-    compare_config.CompareConfig(baselines=("knn",))
-
-
 BASE_BINDINGS = [
     "EmbeddingSource.dataset = 'synth'",
     *gin_bindings(LEOConfig=dict(TINY_LEO, num_shots=1, inner_steps_train=2,
@@ -204,6 +216,41 @@ def trained_run(tmp_path_factory):
   run_experiment(RunConfigs.from_gin(), output_dir=run_dir, evaluate_test=False,
                  log=lambda _: None)
   return run_dir, root
+
+
+def test_ablation_dirs_given_missing_and_unknown(trained_run):
+  from leo_tf.leo.config import ConfigError
+  run_dir, _ = trained_run
+  logs = []
+  cfg = compare_config.CompareConfig(ablations=("deterministic", "maml"), ablation_train_steps=0)
+  dirs = ablations.resolve_ablation_dirs("base", cfg, {"maml": run_dir}, "out", [], [],
+                                         logs.append)
+  assert dirs == {"maml": run_dir}
+  assert len(logs) == 1 and "LEO (deterministic) left out" in logs[0]
+  with pytest.raises(ConfigError, match="unknown ablation"):
+    ablations.resolve_ablation_dirs("base", cfg, {"mamll": "x"}, "out", [], [], logs.append)
+  with pytest.raises(ConfigError, match="unknown methods"):
+    compare_config.CompareConfig(baselines=("knn",))
+
+
+def test_a_given_ablation_run_is_checked_before_any_ablation_trains(trained_run, tmp_path):
+  """--compare_dirs=maml=<missing> failed only after the other ablations had trained."""
+  from leo_tf.leo.config import ConfigError
+  run_dir, _ = trained_run
+  no_checkpoint = tmp_path / "no_checkpoint"
+  no_checkpoint.mkdir()
+  shutil.copy(os.path.join(run_dir, "config.gin"), no_checkpoint)
+  cfg = compare_config.CompareConfig(ablations=("deterministic", "maml"), ablation_train_steps=5)
+  missing = str(tmp_path / "missing")
+  for given, reason in ((missing, f"{missing} has no config.gin: is it a leo-train output "
+                         "directory?"),
+                        (str(no_checkpoint), f"{no_checkpoint} has no checkpoint in best/ or "
+                         "latest/")):
+    with pytest.raises(ConfigError) as error:
+      ablations.resolve_ablation_dirs(run_dir, cfg, {"maml": given}, str(tmp_path / "out"),
+                                      [], [], print)
+    assert str(error.value) == f"--compare_dirs=maml={given}: {reason}"
+  assert not os.path.exists(tmp_path / "out")  # nothing meta-trained
 
 
 def test_compare_table_on_a_tiny_trained_model(trained_run, tmp_path):
@@ -239,6 +286,23 @@ def test_compare_table_on_a_tiny_trained_model(trained_run, tmp_path):
   with open(result.paths["markdown"]) as f:
     assert "| Nearest class mean |" in f.read()
   assert os.path.getsize(result.paths["reliability"]) > 5000
+
+
+def test_compare_cli_meta_trains_ablations_with_the_runs_threads(trained_run, tmp_path):
+  """leo-eval --compare sets the run's thread pools before TensorFlow starts: its ablations
+  logged "[threads] TensorFlow already started ..." and trained with TF's default pools.
+  Off a terminal each method's progress is one summary line (it was one per 10%)."""
+  run_dir, _ = trained_run
+  proc = subprocess.run(
+      [os.path.join(os.path.dirname(sys.executable), "leo-eval"), f"--checkpoint_dir={run_dir}",
+       "--compare", "--compare_train_steps=2", f"--compare_output={tmp_path}",
+       "--gin_bindings=CompareConfig.ablations = ['maml']",
+       "--gin_bindings=CompareConfig.baselines = []"], capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr
+  assert "[threads]" not in proc.stdout + proc.stderr
+  assert "| LEO |" in proc.stdout and "| MAML (same features) |" in proc.stdout
+  summaries = re.findall(r"^\[(.*)\] 30 episodes in \d+ s \(\d+/s\)$", proc.stderr, re.M)
+  assert summaries == ["LEO", "MAML (same features)"] and "|#" not in proc.stderr
 
 
 def test_latent_tsne_png(trained_run, tmp_path):

@@ -162,6 +162,14 @@ def test_help_lists_the_scripts_own_flags():
     assert flag in out, flag
 
 
+def test_eval_help_names_every_ablation():
+  """--compare_dirs' help named 3 of the 5 ablations; it lists CompareConfig's names now."""
+  out = subprocess.run([os.path.join(os.path.dirname(sys.executable), "leo-eval"), "--help"],
+                       capture_output=True, text=True, env=_env()).stdout
+  assert "names: paper, deterministic, random_prior, maml, maml_original." in " ".join(
+      out.split())
+
+
 @pytest.mark.parametrize("onednn", ["0", "1"])  # 1: as on a CPU where TF enables oneDNN
 def test_console_script_starts_quietly(tmp_path, onednn):
   leo_eval = os.path.join(os.path.dirname(sys.executable), "leo-eval")

@@ -18,7 +18,7 @@ from leo_tf.analysis.compare_config import ABLATION_GIN, LABELS, CompareConfig
 from leo_tf.analysis.methods import Predict, leo_predict
 from leo_tf.config_checks import ConfigError
 from leo_tf.leo import weights
-from leo_tf.leo.run import Run, RunConfigs, open_run
+from leo_tf.leo.run import Run, RunConfigs, checkpoint_kind, open_run
 
 
 def train_ablation(base_dir: str, name: str, output_dir: str, steps: int,
@@ -47,6 +47,12 @@ def resolve_ablation_dirs(base_dir: str, cfg: CompareConfig, given: Mapping[str,
   if unknown:
     raise ConfigError(f"--compare_dirs: unknown ablation names {unknown}; "
                       f"use {sorted(ABLATION_GIN)}")
+  for name, path in given.items():  # before any ablation meta-trains
+    try:
+      gin_config.saved_config(path)
+      checkpoint_kind(path, "best", fallback=True)
+    except (gin_config.GinConfigError, FileNotFoundError) as e:
+      raise ConfigError(f"--compare_dirs={name}={path}: {e}") from None
   dirs = {}
   for name in cfg.ablations:
     if name in given:

@@ -5,9 +5,9 @@ import time
 
 
 class ProgressBar:
-  """``[label] |#####     | 120/1000 (95/s, ETA 9s)`` redrawn in place on a terminal.
-
-  Off a terminal (logs, CI) it prints a line at every 10% instead of redrawing.
+  """``[label] |#####     | 120/1000 episodes (95/s, ETA 9s)`` redrawn in place on a
+  terminal. Off a terminal (a log file, a pipe) redrawing would be one line per update:
+  one summary line when done instead, ``[label] 1000 episodes in 11 s (95/s)``.
   """
 
   def __init__(self, total: int, label: str, unit: str = "tasks", width: int = 30):
@@ -15,26 +15,25 @@ class ProgressBar:
     self.stream = sys.stderr
     self.done, self.start = 0, time.time()
     self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-    self._last_decile = -1
 
   def __call__(self, _, count: int) -> None:
     """The bar as ``each`` of leo.evaluation.run_episodes."""
     self.update(count)
 
   def update(self, count: int) -> None:
-    self.done = min(self.total, self.done + int(count))
-    decile = 10 * self.done // self.total
-    if not self._tty and decile == self._last_decile:
-      return
-    self._last_decile = decile
+    before, self.done = self.done, min(self.total, self.done + int(count))
     elapsed = max(time.time() - self.start, 1e-9)
     rate = self.done / elapsed
+    if not self._tty:
+      if self.done == self.total > before:
+        self.stream.write(f"[{self.label}] {self.done} {self.unit} in {elapsed:.0f} s "
+                          f"({rate:.0f}/s)\n")
+        self.stream.flush()
+      return
     eta = (self.total - self.done) / rate if rate > 0 else float("inf")
     filled = self.width * self.done // self.total
     bar = "#" * filled + " " * (self.width - filled)
-    line = (f"[{self.label}] |{bar}| {self.done}/{self.total} {self.unit} "
+    line = (f"\r[{self.label}] |{bar}| {self.done}/{self.total} {self.unit} "
             f"({rate:.0f}/s, ETA {eta:.0f}s)")
-    self.stream.write(("\r" + line) if self._tty else line + "\n")
-    if self._tty and self.done >= self.total:
-      self.stream.write("\n")
+    self.stream.write(line + ("\n" if self.done >= self.total else ""))
     self.stream.flush()

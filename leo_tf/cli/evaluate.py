@@ -42,10 +42,21 @@ def parse_pairs(pairs):
   return result
 
 
+def configure_threads(bindings):
+  """The run's thread pools (leo-train's), set before TensorFlow starts: --compare may
+  meta-train ablations in this process."""
+  # pylint: disable=import-outside-toplevel
+  from leo_tf import gin_config
+  from leo_tf.runtime import threads
+  threads.configure(gin_config.read_saved(FLAGS.checkpoint_dir, threads.Threads, bindings,
+                                          FLAGS.gin_file))
+
+
 def evaluate_one():
   # pylint: disable=import-outside-toplevel
   from leo_tf.analysis import methods
   from leo_tf.leo.run import open_run
+  configure_threads(FLAGS.gin_bindings)
   run = open_run(FLAGS.checkpoint_dir, FLAGS.which, FLAGS.gin_bindings, FLAGS.gin_file)
   seed = compare_config.read_compare_config(FLAGS.checkpoint_dir, FLAGS.gin_bindings,
                                             FLAGS.gin_file).ensemble_seed
@@ -62,6 +73,7 @@ def compare_all():
     bindings.append(f"CompareConfig.ablation_train_steps = {FLAGS.compare_train_steps}")
   ablation_dirs = parse_pairs(FLAGS.compare_dirs)
   cfg = compare_config.read_compare_config(FLAGS.checkpoint_dir, bindings, FLAGS.gin_file)
+  configure_threads(bindings)
   base = open_run(FLAGS.checkpoint_dir, FLAGS.which, bindings, FLAGS.gin_file, fallback=True)
   compare.run_comparison(base, cfg, FLAGS.compare_output, ablation_dirs, bindings,
                          FLAGS.gin_file)

@@ -59,7 +59,9 @@ def configure(threads: Threads = None, log: Callable[[str], None] = print) -> bo
     if inter:
       config.set_inter_op_parallelism_threads(inter)
   except RuntimeError:
-    log(f"[threads] TensorFlow already started (e.g. to build the embeddings): "
-        f"keeping its default thread pools, not intra_op={intra}, inter_op={inter}")
+    log(f"[threads] TensorFlow started before its thread pools were set: keeping "
+        f"intra_op={config.get_intra_op_parallelism_threads()}, "
+        f"inter_op={config.get_inter_op_parallelism_threads()} (0: TF's default), "
+        f"not intra_op={intra}, inter_op={inter}")
     return False
   return True
