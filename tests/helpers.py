@@ -118,6 +118,18 @@ def random_episode(b: int = 2, n: int = 5, k: int = 1, q: int = 3, d: int = 16,
   return dict(support=tf.constant(support, tf.float32), query=tf.constant(query, tf.float32))
 
 
+def hand_set_linear_leo(**overrides):
+  """A 2-way model on d = 2 with one latent dimension, a linear encoder and decoder and no
+  noise, its weights set by hand: e0 encodes to z = 1, e1 to z = -1 (encoder columns:
+  mean, u) and w_n = z_n * (1, 1) (the decoder's stddev half is unused without sampling)."""
+  config = LEOConfig(**{**dict(num_classes=2, latent_size=1, use_relation_net=False,
+                               stochastic=False, dropout_rate=0.0), **overrides})
+  model = build_leo(config, dim=2)
+  model.encoder.per_example.kernels[0].assign([[1.0, 0.0], [-1.0, 0.0]])
+  model.decoder.network.kernels[0].assign([[1.0, 1.0, 0.3, 0.3]])
+  return model
+
+
 def meta_loss_and_gradients(model, episode, training, seed):
   """Outputs, mean task loss and its gradients for every trainable variable."""
   with tf.GradientTape() as tape:

@@ -6,22 +6,16 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from helpers import random_episode
+from helpers import hand_set_linear_leo, random_episode
 from leo_tf.leo.config import LEOConfig
 from leo_tf.leo.model import build_leo, task_losses
 
 
 def _tiny_linear_model(inner_steps=1, finetune_steps=0):
-  """2-way 1-shot, d=2, one latent dimension, linear encoder/decoder, evaluation mode."""
-  config = LEOConfig(num_classes=2, num_shots=1, latent_size=1, use_relation_net=False,
-                     stochastic=False, dropout_rate=0.0, inner_steps_test=inner_steps,
-                     finetune_steps_test=finetune_steps, inner_lr_init=0.5,
-                     finetune_lr_init=0.1)
-  model = build_leo(config, dim=2)
-  # Encoder columns: (mean, u). x0 = e0 -> z0 = 1; x1 = e1 -> z1 = -1.
-  model.encoder.per_example.kernels[0].assign([[1.0, 0.0], [-1.0, 0.0]])
-  # Decoder: w_n = z_n * a with a = (1, 1); the stddev half is unused at evaluation.
-  model.decoder.network.kernels[0].assign([[1.0, 1.0, 0.3, 0.3]])
+  """helpers.hand_set_linear_leo, 1-shot, evaluation mode; support e0 (z0 = 1), e1 (z1 = -1)."""
+  model = hand_set_linear_leo(num_shots=1, inner_steps_test=inner_steps,
+                              finetune_steps_test=finetune_steps, inner_lr_init=0.5,
+                              finetune_lr_init=0.1)
   support = tf.constant([[[[1.0, 0.0]], [[0.0, 1.0]]]])            # [B=1, N=2, K=1, d=2]
   return model, support
 

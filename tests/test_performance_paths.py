@@ -39,6 +39,8 @@ def _model(shots, **overrides):
 
 
 def test_fused_decode_equals_per_sample_weights_averaged_in_logits():
+  """The authors average the logits of a class's S weight samples; the model decodes the
+  mean weight vector once (linear decoder) and classifies with it."""
   model = _model(shots=4)
   latents = tf.random.stateless_normal([2, 3, 4, 4], seed=[3, 4])
   x = tf.random.stateless_normal([2, 3, 5, DIM], seed=[5, 6])
@@ -46,9 +48,9 @@ def test_fused_decode_equals_per_sample_weights_averaged_in_logits():
   kernel = model.decoder.kernels()[0]
   with tf.GradientTape(persistent=True) as tape:
     tape.watch(latents)
-    fused = tf.einsum("bnmd,bcd->bnmc", x, model.decode(latents, noise))
+    fused = model.logits(x, model.decode(latents, noise))
     # Literal: a full Gaussian per sample s, weights sampled, one logit tensor per s.
-    weights = gaussian(model.decoder(latents), model._weight_offset)
+    weights = gaussian(model.decoder(latents), model.config.weight_offset(DIM))
     per_sample = tf.einsum("bnmd,bcsd->bnmcs", x, weights.loc + weights.scale * noise)
     literal = tf.reduce_mean(per_sample, axis=-1)
   _close(fused, literal)

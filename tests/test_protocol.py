@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from helpers import ONE_STEP, TINY_5WAY, gin_bindings, synthetic_embeddings, tiny_leo
+from helpers import (ONE_STEP, TINY_5WAY, gin_bindings, hand_set_linear_leo,
+                     synthetic_embeddings, tiny_leo)
 from leo_tf import gin_config
 from leo_tf.data.embeddings import EmbeddingSet
 from leo_tf.data.episodes import EpisodeSampler
@@ -23,16 +24,12 @@ from leo_tf.leo.trainer import MetaTrainer
 # ------------------------------------------------------------------ the paper's step
 
 def _two_way_two_shot(latent_codes, inner_gradients, training=False):
-  """2-way 2-shot, d=2, one latent dimension, linear encoder/decoder. Both shots of class
-  0 are e0 (z0 = 1), both of class 1 are e1 (z1 = -1)."""
-  config = LEOConfig(num_classes=2, num_shots=2, latent_size=1, use_relation_net=False,
-                     stochastic=False, dropout_rate=0.0, inner_steps_test=1,
-                     inner_steps_train=1, finetune_steps_test=0, finetune_steps_train=0,
-                     inner_lr_init=0.5, latent_codes=latent_codes,
-                     inner_gradients=inner_gradients)
-  model = build_leo(config, dim=2)
-  model.encoder.per_example.kernels[0].assign([[1.0, 0.0], [-1.0, 0.0]])
-  model.decoder.network.kernels[0].assign([[1.0, 1.0, 0.3, 0.3]])   # w_n = z_n * (1, 1)
+  """helpers.hand_set_linear_leo, 2-shot, one latent step: both shots of class 0 are e0
+  (z0 = 1), both of class 1 are e1 (z1 = -1)."""
+  model = hand_set_linear_leo(num_shots=2, inner_steps_test=1, inner_steps_train=1,
+                              finetune_steps_test=0, finetune_steps_train=0,
+                              inner_lr_init=0.5, latent_codes=latent_codes,
+                              inner_gradients=inner_gradients)
   support = tf.constant([[[[1.0, 0.0]] * 2, [[0.0, 1.0]] * 2]])     # [1, 2, 2, 2]
   return model.adapt(support, training=training)
 

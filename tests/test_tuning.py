@@ -72,25 +72,23 @@ def tiny_search(tmp_path_factory):
   directory = str(tmp_path_factory.mktemp("tune"))
   paths = write_config(directory)
   out = os.path.join(directory, "out")
-  epochs, logs = [], {"first": [], "second": []}
-  mp = pytest.MonkeyPatch()
-  mp.setattr(search.RandomTuner, "on_epoch_end",
-             lambda self, trial, model, epoch, logs=None:
-             epochs.append((trial.trial_id, epoch, dict(logs))), raising=False)
-  original = hypermodel.MetaTrainer._after_validation
+  epochs, logs, interrupt = [], {"first": [], "second": []}, ["1"]
 
-  def interrupt_trial_1(self, step, result):
-    original(self, step, result)
-    if "trial_1" in self.output_dir:
+  def on_epoch_end(self, trial, model, epoch, logs=None):
+    """Records the epoch; in the first run, trial 1's first one (validated, its best
+    checkpoint kept) is followed by an interrupt."""
+    if trial.trial_id in interrupt:
+      interrupt.clear()
       raise Interrupt()
+    epochs.append((trial.trial_id, epoch, dict(logs)))
 
-  mp.setattr(hypermodel.MetaTrainer, "_after_validation", interrupt_trial_1)
+  mp = pytest.MonkeyPatch()
+  mp.setattr(search.RandomTuner, "on_epoch_end", on_epoch_end, raising=False)
   with pytest.raises(Interrupt):
     search.run_search(setup_for(paths, out, tuner="random", max_trials=3),
                       log=logs["first"].append)
   trial_0 = os.path.join(out, search.PROJECT, "trial_0", hypermodel.TRIAL_RECORD)
   mtime = os.path.getmtime(trial_0)
-  mp.setattr(hypermodel.MetaTrainer, "_after_validation", original)
   result = search.run_search(setup_for(paths, out, tuner="random", max_trials=3),
                              log=logs["second"].append)
   mp.undo()
