@@ -216,7 +216,7 @@ def test_a_model_too_big_for_the_machine_is_one_line_before_any_work(run, tmp_pa
                                                                      monkeypatch):
   from leo_tf.leo import config  # pylint: disable=import-outside-toplevel
   from leo_tf.leo.run import open_run  # pylint: disable=import-outside-toplevel
-  monkeypatch.setattr(config, "machine_memory", lambda: 8 * 2**30)
+  monkeypatch.setattr(config, "MACHINE_MEMORY", 8 * 2**30)
   big = "LEOConfig.relation_hidden = [100000, 100000]"
   line = _train_guarded(capsys, run["gin_file"], tmp_path / "new", big)
   assert re.fullmatch(r"error: LEOConfig.relation_hidden = \(100000, 100000\) makes a model "

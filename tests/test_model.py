@@ -145,7 +145,7 @@ EIGHT_GB = 8 * 2**30
 
 
 def test_a_model_too_big_for_the_machine_is_refused_by_its_config(monkeypatch):
-  monkeypatch.setattr(config_lib, "machine_memory", lambda: EIGHT_GB)
+  monkeypatch.setattr(config_lib, "MACHINE_MEMORY", EIGHT_GB)
   # At d = 1 (a lower bound): relation 128*1e5 + 1e5*1e5 + 1e5*128, encoder 1*64, decoder
   # 64*2, step sizes 64 + 1: 10,025,600,257 weights, 16 bytes each = 149.4 GB.
   line = ("LEOConfig.relation_hidden = (100000, 100000) makes a model of 1e+10 weights: "
@@ -159,7 +159,7 @@ def test_a_model_too_big_for_the_machine_is_refused_by_its_config(monkeypatch):
 
 
 def test_a_model_too_big_for_its_embeddings_is_refused_before_it_is_built(monkeypatch):
-  monkeypatch.setattr(config_lib, "machine_memory", lambda: EIGHT_GB)
+  monkeypatch.setattr(config_lib, "MACHINE_MEMORY", EIGHT_GB)
   config = LEOConfig(decoder_hidden=(10**6,))          # 1 GB at d = 1: accepted
   # At d = 640 the decoder alone is 64 * 1e6 + 1e6 * 1280 weights: 20 GB.
   with pytest.raises(ConfigError, match=r"^LEOConfig.decoder_hidden = \(1000000,\) makes "

@@ -23,11 +23,7 @@ PRIOR_STARTS = ("mean", "sample")
 # Adam's two moments) before any activation. A model whose copies need more than
 # MEMORY_FRACTION of the machine's memory is refused before it is built (check_size).
 BYTES_PER_WEIGHT, MEMORY_FRACTION = 16, 0.5
-
-
-def machine_memory() -> int:
-  """Bytes of physical memory."""
-  return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+MACHINE_MEMORY = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")  # bytes
 
 
 @gin.configurable
@@ -157,8 +153,8 @@ class LEOConfig:
   def check_size(self, dim: int):
     """ConfigError naming the widest size binding if meta-training would need more than
     MEMORY_FRACTION of this machine's memory for the weights alone."""
-    count, memory = self.parameter_count(dim), machine_memory()
-    if BYTES_PER_WEIGHT * count <= MEMORY_FRACTION * memory:
+    count = self.parameter_count(dim)
+    if BYTES_PER_WEIGHT * count <= MEMORY_FRACTION * MACHINE_MEMORY:
       return
     widths = dict(num_classes=(self.num_classes,), latent_size=(self.latent_size,),
                   encoder_hidden=self.encoder_hidden, relation_hidden=self.relation_hidden,
@@ -168,7 +164,7 @@ class LEOConfig:
         f"LEOConfig.{name} = {getattr(self, name)} makes a model of {count:.3g} weights: "
         f"meta-training needs {BYTES_PER_WEIGHT * count / 2**30:,.1f} GB for them "
         f"(weights, gradients, Adam's moments), more than {MEMORY_FRACTION:.0%} of this "
-        f"machine's {memory / 2**30:,.1f} GB; use smaller sizes")
+        f"machine's {MACHINE_MEMORY / 2**30:,.1f} GB; use smaller sizes")
 
   def weight_offset(self, dim: int) -> float:
     if self.weight_stddev_offset is not None:

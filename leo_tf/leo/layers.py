@@ -59,9 +59,6 @@ class MLP(keras.layers.Layer):
         x = tf.nn.relu(x)
     return x
 
-  def get_config(self):
-    return {**super().get_config(), "units": self.units}
-
 
 class RelationNetwork(MLP):
   """g over all ordered pairs (i, j) of a task's codes, averaged over j.
@@ -131,7 +128,6 @@ class WeightDecoder(keras.layers.Layer):
 
   def __init__(self, dim: int, hidden: Sequence[int] = (), **kwargs):
     super().__init__(**kwargs)
-    self.dim = dim
     self.network = MLP(tuple(hidden) + (2 * dim,), name="decoder")
 
   def call(self, latents):
