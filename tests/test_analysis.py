@@ -321,6 +321,19 @@ def test_latent_tsne_png(trained_run, tmp_path):
   assert os.path.getsize(path) > 5000
 
 
+def test_leo_visualize_draws_the_figure(trained_run, tmp_path):
+  """The command end to end (a rebase once left it naming a variable it no longer set)."""
+  run_dir, _ = trained_run
+  output = tmp_path / "tsne.png"
+  proc = subprocess.run(
+      [os.path.join(os.path.dirname(sys.executable), "leo-visualize"),
+       f"--checkpoint_dir={run_dir}", "--num_tasks=6", "--batch_size=4", "--perplexity=3",
+       f"--output={output}"], capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr
+  assert proc.stdout.endswith(f"[tsne] wrote {output}\n") and os.path.getsize(output) > 5000
+  assert re.search(r"^\[latents\] 6 tasks in \d+ s \(\d+/s\)$", proc.stderr, re.M)
+
+
 def teardown_module():
   import gin  # pylint: disable=import-outside-toplevel
   gin.clear_config()  # trained_run parsed the tiny run's bindings

@@ -40,12 +40,11 @@ def _visualize():
   output = FLAGS.output or os.path.join(FLAGS.checkpoint_dir, "latents_tsne.png")
   outputs.writable_file(output, "--output")  # before minutes of adaptation and t-SNE
   run = open_run(FLAGS.checkpoint_dir, FLAGS.which, FLAGS.gin_bindings)
-  config = run.configs.model
   if not run.model.latent_space:
     common.fail("this run is MAML: it has no latent space to visualise")
-  data = run.load(FLAGS.split)
-  codes = tsne.collect_latents(run.model, EpisodeSampler.for_model(data, config, 1),
-                               FLAGS.num_tasks, FLAGS.batch_size, FLAGS.seed)
+  sampler = EpisodeSampler.for_model(run.load(FLAGS.split), run.configs.model, 1)
+  codes = tsne.collect_latents(run.model, sampler, FLAGS.num_tasks, FLAGS.batch_size,
+                               FLAGS.seed)
   print(f"[tsne] embedding {2 * codes.initial.shape[0]} codes of "
         f"{codes.initial.shape[1]} dimensions (sklearn reports its stages)...", flush=True)
   points = tsne.embed_tsne(codes, FLAGS.perplexity, FLAGS.seed, verbose=1)
