@@ -42,10 +42,11 @@ class ServingLimits:
   max_classes: int = 100    # N
   max_support: int = 1000   # N*K, the relation network's quadratic term
   max_queries: int = 10000  # M
+  max_image_size: int = 512  # height and width of a classify_images image
 
   def __post_init__(self):
     check_types(self)
-    require_at_least(self, 1, "max_queries")
+    require_at_least(self, 1, "max_queries", "max_image_size")
     require_at_least(self, 2, "max_classes", "max_support")  # a task has at least 2 classes
 
 
@@ -86,9 +87,37 @@ def check_features(x: tf.Tensor, dim: int, name: str) -> tf.Tensor:
   return _gate([finite], x)
 
 
+# The trailing dimensions of a request's support and query tensors, by kind.
+_TRAILING = dict(embeddings="d", images="height, width, channels")
+
+
+def _rank(x: tf.Tensor) -> tf.Tensor:
+  """``x``'s rank, read at run time. A restored signature feeds tensors of any shape into
+  its graph, and TensorFlow's graph optimisers replace ``Rank`` (and ``Size`` of
+  ``Shape``) with the signature's static rank; the position of a 1 appended to the
+  shape's entries, each made 0, is not known before the graph runs."""
+  zeros = tf.minimum(tf.shape(x), 0)
+  return tf.argmax(tf.concat([zeros, [1]], axis=0), output_type=tf.int32)
+
+
+def check_ranks(support, labels, query, what: str = "embeddings"):
+  """``support``, ``labels``, ``query`` once each has its rank (a wrong one would fail in
+  some slice with an index error that names none of them)."""
+  trailing = _TRAILING[what]
+  rank = 2 + trailing.count(",")
+  checks = [_require(tf.equal(_rank(x), r), f"{name} must be a tensor of shape {shape}; got "
+                     "one of rank", _rank(x))
+            for x, name, shape, r in ((support, f"support_{what}", f"[N*K, {trailing}]", rank),
+                                      (labels, "support_labels", "[N*K]", 1),
+                                      (query, f"query_{what}", f"[M, {trailing}]", rank))]
+  return _gate(checks, support, labels, query)
+
+
 def check_sizes(support, labels, query, limits: ServingLimits, what: str = "embeddings"):
-  """``support``, ``labels``, ``query`` once their row counts are within ``limits``:
-  checked before any work that grows with them (the backbone, the relation network)."""
+  """``support``, ``labels``, ``query`` once their ranks are right and their row counts
+  (and image sizes) are within ``limits``: checked before any work that grows with them
+  (the backbone, the relation network)."""
+  support, labels, query = check_ranks(support, labels, query, what)
   rows, size, queries = tf.shape(support)[0], tf.shape(labels)[0], tf.shape(query)[0]
   serves = (f"this export serves at most N*K = {limits.max_support} support examples "
             "(ServingLimits.max_support)")
@@ -99,6 +128,12 @@ def check_sizes(support, labels, query, limits: ServingLimits, what: str = "embe
                f"export serves at most M = {limits.max_queries} queries "
                "(ServingLimits.max_queries)"),
   ]
+  if what == "images":
+    side = limits.max_image_size
+    checks += [_require(tf.reduce_all(tf.shape(x)[1:3] <= side), f"{name} are", tf.shape(x)[1],
+                        "x", tf.shape(x)[2], f"pixels; this export serves images of at most "
+                        f"{side} x {side} (ServingLimits.max_image_size)")
+               for x, name in ((support, "support_images"), (query, "query_images"))]
   return _gate(checks, support, labels, query)
 
 
@@ -158,9 +193,20 @@ def group_support(embeddings: tf.Tensor, labels: tf.Tensor, dim: int,
 
 
 def classify(model, support: tf.Tensor, query: tf.Tensor) -> Dict[str, tf.Tensor]:
-  """Evaluation-mode adaptation on support [1, N, K, d]; query [M, d] -> probabilities."""
+  """Evaluation-mode adaptation on support [1, N, K, d]; query [M, d] -> probabilities.
+
+  Finite inputs far beyond the training data's scale (1e20 in an export that does not
+  L2-normalise) can overflow float32 inside: refused, not answered with NaN."""
   adapted = model.adapt(support, training=False)                       # weights [1, N, d]
   logits = model.logits(query[None, None], adapted["weights"], bias=adapted["bias"])[0, 0]
+  largest = tf.reduce_max(tf.abs(tf.concat([tf.reshape(support, [-1]), tf.reshape(query, [-1])],
+                                           axis=0)))
+  finite = _require(tf.reduce_all(tf.math.is_finite(logits)), "the embeddings of this "
+                    "request (largest |value|",
+                    tf.strings.as_string(largest, scientific=True, precision=2),
+                    ") overflow the float32 computation of this model: send embeddings on "
+                    "the scale of the ones it was trained on")
+  logits = _gate([finite], logits)
   return dict(probabilities=tf.nn.softmax(logits),
               labels=tf.argmax(logits, axis=-1, output_type=tf.int64))
 
