@@ -9,6 +9,7 @@ answers are compared with the in-process model in evaluation mode.
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -212,7 +213,7 @@ def test_requests_beyond_the_export_limits_are_refused(exported, loaded):
   """N, N*K and M as bound at export (leo_export.json records them); labels range-checked
   as int64, so 2**32 + 1 is not served as class 1."""
   with open(os.path.join(exported["dir"], export.ASSETS_EXTRA, export.METADATA_FILE)) as f:
-    assert json.load(f)["serving_limits"] == LIMITS
+    assert json.load(f)["serving_limits"] == dict(LIMITS, max_image_size=512)
   serve = loaded.signatures["serving_default"]
   call = lambda r: serve(**{key: tf.constant(v) for key, v in r.items()})
   assert call(_request(6, 5, 80)[0])["probabilities"].shape == (80, 6)  # at the limits
@@ -308,3 +309,54 @@ def test_bad_arguments(exported, tmp_path):
   finally:
     gin.clear_config()
   assert os.listdir(tmp_path) == []
+
+
+def test_backbone_that_is_not_a_keras_model_is_one_line(exported, tmp_path):
+  """A garbage file ("File not found" before) and a Lambda layer (a traceback before)."""
+  garbage = tmp_path / "garbage.keras"
+  garbage.write_bytes(b"not a zip file")
+  images = keras.Input((8, 8, 1))
+  doubled = keras.layers.Lambda(lambda x: x * 2.0)(images)
+  lambda_model = keras.Model(images, keras.layers.Dense(DIM)(
+      keras.layers.GlobalAveragePooling2D()(doubled)))
+  lambda_model.save(tmp_path / "lambda.keras")
+  for path, line in (
+      (garbage, f"error: --backbone: {garbage} is not a saved Keras model (a .keras zip file, "
+                "as leo-pretrain writes)"),
+      (tmp_path / "lambda.keras",
+       f"error: --backbone: {tmp_path / 'lambda.keras'} holds a Lambda layer, whose Python "
+       "code Keras refuses to load; rebuild the backbone from standard layers")):
+    result = _run([sys.executable, "-m", "leo_tf.cli.export",
+                   f"--checkpoint_dir={exported['run_dir']}",
+                   f"--export_base={tmp_path / 'models'}", f"--backbone={path}"])
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [line]
+  assert not os.path.exists(tmp_path / "models" / "1")
+
+
+def test_full_disk_says_nothing_was_exported(exported, tmp_path):
+  """leo-export into a 64 KiB tmpfs (a private mount namespace): the advice is not
+  leo-train's."""
+  if shutil.which("unshare") is None or subprocess.run(
+      ["unshare", "-rm", "true"], capture_output=True).returncode:
+    pytest.skip("needs unshare -rm (user and mount namespaces)")
+  mount = tmp_path / "mnt"
+  mount.mkdir()
+  script = (f"mount -t tmpfs -o size=64k tmpfs {mount} && exec {sys.executable} -m "
+            f"leo_tf.cli.export --checkpoint_dir={exported['run_dir']} "
+            f"--export_base={mount}/models")
+  result = _run(["unshare", "-rm", "sh", "-c", script])
+  lines = result.stderr.strip().splitlines()
+  assert result.returncode == 2 and len(lines) == 1, result.stderr[-3000:]
+  assert lines[0].startswith("error: ") and lines[0].endswith(
+      "No space left on device (free some space and run again; nothing was exported)"), lines
+
+
+def test_old_version_flag_is_refused_naming_the_new_one(tmp_path):
+  """--version was the export's version number once; now it prints versions (and exited 0
+  without exporting when given a value)."""
+  result = _run([sys.executable, "-m", "leo_tf.cli.export", "--checkpoint_dir=x",
+                 f"--export_base={tmp_path}", "--version=1"])
+  assert result.returncode == 2 and result.stdout == ""
+  assert result.stderr.splitlines() == [
+      "error: --version=1: --version takes no value (it prints the versions); the export's "
+      "version number is --model_version=1"]

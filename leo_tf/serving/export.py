@@ -20,6 +20,7 @@ import dataclasses
 import json
 import os
 import shutil
+import zipfile
 from typing import Callable, Dict, List, Optional, Tuple
 
 import keras
@@ -97,7 +98,9 @@ def warmup_requests(dim: int, backbone: Optional[keras.Model] = None, seed: int 
         support_labels=np.repeat(np.arange(ways, dtype=np.int64), shots),
         query_embeddings=rng.normal(size=(queries, dim)).astype(np.float32))))
   if backbone is not None:
-    h, w, c = [s or 32 for s in backbone.input_shape[1:]]  # 32: any size works
+    # Any size works where the backbone leaves it open: 32, or the largest one served.
+    side = min(32, limits.max_image_size)
+    h, w, c = [s or side for s in backbone.input_shape[1:]]
     requests.append((IMAGES_SIGNATURE, dict(
         support_images=rng.integers(0, 256, size=(ways, h, w, c), dtype=np.uint8),
         support_labels=np.arange(ways, dtype=np.int64),
@@ -146,7 +149,17 @@ def load_backbone(path: str) -> keras.Model:
     path = os.path.join(path, BACKBONE_FILE)
   if not os.path.isfile(path):
     raise FileNotFoundError(f"no saved backbone at {path}")
-  return keras.saving.load_model(path, compile=False)
+  if not zipfile.is_zipfile(path):
+    raise ExportError(f"--backbone: {path} is not a saved Keras model (a .keras zip file, "
+                      "as leo-pretrain writes)")
+  try:
+    return keras.saving.load_model(path, compile=False)  # safe mode: no Python code runs
+  except (ValueError, KeyError, TypeError) as error:
+    if "`Lambda` layer" in str(error):
+      raise ExportError(f"--backbone: {path} holds a Lambda layer, whose Python code Keras "
+                        "refuses to load; rebuild the backbone from standard layers") from None
+    raise ExportError(f"--backbone: {path} cannot be loaded as a Keras model "
+                      f"({type(error).__name__}: {str(error).splitlines()[0]})") from None
 
 
 def export_checkpoint(checkpoint_dir: str, export_base: str, version: Optional[int] = None,
