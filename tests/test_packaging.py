@@ -155,6 +155,31 @@ def test_every_console_script_prints_versions():
                    f"Keras {importlib.metadata.version('keras')}\n"), script
 
 
+@pytest.mark.parametrize("args, line", [
+    (["leo-eval", "--nosuchflag"],
+     "error: Unknown command line flag 'nosuchflag' (--help lists the flags)"),
+    (["leo-eval", "--which=foo"],
+     "error: flag --which=foo: value should be one of <best|latest> (--help lists the flags)"),
+    (["leo-train", "--version=1"],
+     "error: --version=1: --version takes no value (it prints the versions)"),
+])
+def test_flag_errors_are_one_line_with_exit_code_2(args, line):
+  """As every other error (absl's own were two lines, exit 1)."""
+  script = os.path.join(os.path.dirname(sys.executable), args[0])
+  proc = subprocess.run([script, *args[1:]], capture_output=True, text=True, env=_env())
+  assert (proc.returncode, proc.stdout, proc.stderr.splitlines()) == (2, "", [line])
+
+
+def test_readme_commands_table_lists_every_console_script():
+  """One table, not cut by a paragraph: its rows are the lines right after its header."""
+  readme = open(os.path.join(os.path.dirname(__file__), os.pardir, "README.md")).read()
+  section = readme.split("\n## Commands\n", 1)[1].split("\n## ", 1)[0].strip()
+  table = section.split("\n\n", 1)[0].splitlines()
+  assert table[:2] == ["| command | what it does |", "|---|---|"]
+  for script in _console_scripts():
+    assert any(row.startswith(f"| `{script}") or f"`{script}`" in row for row in table), script
+
+
 def test_help_lists_the_scripts_own_flags():
   out = subprocess.run([os.path.join(os.path.dirname(sys.executable), "leo-train"), "--help"],
                        capture_output=True, text=True, env=_env()).stdout

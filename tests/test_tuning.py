@@ -2,6 +2,7 @@
 
 import csv
 import os
+import socket
 import subprocess
 import sys
 
@@ -348,3 +349,27 @@ def test_leo_tune_is_quiet_unless_a_verbosity_is_asked_for(args, verbosity):
   out = subprocess.run([sys.executable, "-c", _VERBOSITY_PROBE, *args], capture_output=True,
                        text=True, check=True).stdout
   assert int(out.strip().splitlines()[-1]) == verbosity
+
+
+def _leo_tune(*args):
+  return subprocess.run([os.path.join(os.path.dirname(sys.executable), "leo-tune"),
+                         "--gin_file=experiments/glyphs_5way1shot.gin", *args],
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_oracle_address_out_of_range_or_busy_is_one_line_before_anything_starts(tmp_path):
+  """Port 99999 was accepted (a worker then waited); a busy port was a gRPC traceback."""
+  out = f"--output_dir={tmp_path / 'tune'}"
+  proc = _leo_tune("--tuner_id=tuner0", "--oracle=127.0.0.1:99999", out)
+  assert (proc.returncode, proc.stderr.splitlines()) == (2, [
+      "error: the oracle's port must be 1..65535, got '99999' (--oracle=host:port or "
+      "KERASTUNER_ORACLE_PORT)"])
+  with socket.socket() as busy:
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    proc = _leo_tune("--tuner_id=chief", f"--oracle=127.0.0.1:{port}", out)
+  assert (proc.returncode, proc.stderr.splitlines()) == (2, [
+      f"error: the oracle chief cannot serve at 127.0.0.1:{port}: Address already in use "
+      "(choose a free port of this machine)"])
+  assert not os.path.exists(tmp_path / "tune")

@@ -28,12 +28,29 @@ def versions() -> str:
           f"Keras {version('keras')}")
 
 
-def entry_point(body, gin_hint: str = None, required=(), before=None, interrupted=None):
+FULL_DISK = "free some space and run again"
+
+
+def entry_point(body, gin_hint: str = None, required=(), before=None, interrupted=None,
+                full_disk: str = FULL_DISK, version_value: str = None):
   """A console script's ``run``: ``app.run`` with ``--version``; then the arguments are
   checked (``required``: flag names, or a dict of names to what the flag is), ``before()``
   runs (what comes before TensorFlow starts: flag checks, logging set-up), and ``body()``
-  on the one error path (run_guarded)."""
+  on the one error path (run_guarded). ``full_disk`` is the advice after a full disk;
+  ``version_value`` what ``--version=V`` meant (formatted with V), if anything."""
   required = required if isinstance(required, dict) else dict.fromkeys(required)
+
+  def parse(argv):
+    """absl's parse, with a bad flag one `error:` line and exit 2, as any other error."""
+    for arg in argv[1:]:
+      if arg.startswith("--version="):  # a bool flag: absl would take 1 as True
+        value = arg.split("=", 1)[1]
+        fail(f"{arg}: --version takes no value (it prints the versions)"
+             + (f"; {version_value.format(value)}" if version_value else ""))
+    try:
+      return FLAGS(argv)
+    except flags.Error as error:
+      fail(f"{error} (--help lists the flags)")
 
   def main(argv):
     if FLAGS.version:
@@ -48,7 +65,7 @@ def entry_point(body, gin_hint: str = None, required=(), before=None, interrupte
         fail(f"--{name} is required" + (f" ({what})" if what else ""))
     if before is not None:
       before()
-    run_guarded(body, interrupted)
+    run_guarded(body, interrupted, full_disk)
 
   def run():
     # absl's --help lists the flags of sys.argv[0], a wrapper: register the script's there.
@@ -56,7 +73,7 @@ def entry_point(body, gin_hint: str = None, required=(), before=None, interrupte
       for flag in FLAGS.get_key_flags_for_module(module):
         FLAGS.register_key_flag_for_module(sys.argv[0], flag)
     FLAGS.register_key_flag_for_module(sys.argv[0], FLAGS["verbosity"])
-    app.run(main)
+    app.run(main, flags_parser=parse)
   return run
 
 
@@ -146,8 +163,9 @@ _ENVIRONMENT_MESSAGES = ("No space left on device", "Disk quota exceeded",
                          "Read-only file system", "Permission denied")
 
 
-def environment_error(error: Exception):
-  """One line for an OSError (or TF file error) the machine caused, else None."""
+def environment_error(error: Exception, full_disk: str = FULL_DISK):
+  """One line for an OSError (or TF file error) the machine caused, else None;
+  ``full_disk``: the advice when the disk is full."""
   if isinstance(error, OSError) and error.errno in _ENVIRONMENT_ERRNOS:
     message = f"{error.filename}: {error.strerror}" if error.filename else error.strerror
   elif any(m in str(error) for m in _ENVIRONMENT_MESSAGES):
@@ -157,7 +175,7 @@ def environment_error(error: Exception):
   else:
     return None
   if "space" in message or "quota" in message:
-    message += " (free some space and run again: leo-train resumes from its last checkpoint)"
+    message += f" ({full_disk})"
   return message
 
 
@@ -169,7 +187,7 @@ def wrapped_user_error(error: Exception):
   return match.group(2).strip() if match else None
 
 
-def error_line(error: Exception):
+def error_line(error: Exception, full_disk: str = FULL_DISK):
   """The one line an error the user can act on is shown as; None for our bugs."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   if isinstance(error, user_errors()):
@@ -177,13 +195,14 @@ def error_line(error: Exception):
   if isinstance(error, TypeError):
     return bad_binding(error)
   if isinstance(error, tf.errors.OpError):
-    return wrapped_user_error(error) or environment_error(error)
-  return environment_error(error) if isinstance(error, OSError) else None
+    return wrapped_user_error(error) or environment_error(error, full_disk)
+  return environment_error(error, full_disk) if isinstance(error, OSError) else None
 
 
-def run_guarded(fn, interrupted: str = None):
+def run_guarded(fn, interrupted: str = None, full_disk: str = FULL_DISK):
   """The one error path of every entry point: runs ``fn()``; user errors and bad bindings
-  exit with one `error:` line, code 2; with ``interrupted``, Ctrl-C with that, code 130."""
+  exit with one `error:` line, code 2 (``full_disk``: the advice after a full disk); with
+  ``interrupted``, Ctrl-C with that, code 130."""
   # pylint: disable=import-outside-toplevel
   from absl import logging
   from leo_tf.runtime.quiet_start import start_tensorflow
@@ -199,7 +218,7 @@ def run_guarded(fn, interrupted: str = None):
       raise
     fail(interrupted, code=130)
   except Exception as e:  # pylint: disable=broad-except
-    message = error_line(e)
+    message = error_line(e, full_disk)
     if message is None:
       raise
     fail(message)

@@ -28,7 +28,10 @@ def _export():
                     FLAGS.backbone, FLAGS.gin_bindings)
 
 
-run = common.entry_point(_export, required=("checkpoint_dir", "export_base"))
+run = common.entry_point(
+    _export, required=("checkpoint_dir", "export_base"),
+    full_disk=f"{common.FULL_DISK}; nothing was exported",
+    version_value="the export's version number is --model_version={0}")
 
 if __name__ == "__main__":
   run()

@@ -23,7 +23,8 @@ def _pretrain():
         f"backbone {result.backbone_path}")
 
 
-run = common.entry_point(_pretrain, gin_hint="e.g. backbone/pretrain_glyphs.gin")
+run = common.entry_point(_pretrain, gin_hint="e.g. backbone/pretrain_glyphs.gin", full_disk=(
+    f"{common.FULL_DISK}: leo-pretrain resumes from its last checkpoint"))
 
 if __name__ == "__main__":
   run()

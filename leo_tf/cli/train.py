@@ -26,7 +26,8 @@ def _train():
   run_experiment(RunConfigs.from_gin())
 
 
-run = common.entry_point(_train, gin_hint="see gin/experiments/")
+run = common.entry_point(_train, gin_hint="see gin/experiments/", full_disk=(
+    f"{common.FULL_DISK}: leo-train resumes from its last checkpoint"))
 
 if __name__ == "__main__":
   run()

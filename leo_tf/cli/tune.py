@@ -48,9 +48,10 @@ def quiet_tensorflow():
 
 def _tune():
   # pylint: disable=import-outside-toplevel
-  from leo_tf.tuning.oracle import use_oracle
+  from leo_tf.tuning.oracle import oracle_role, use_oracle
   from leo_tf.tuning.search import load_setup, run_search
   use_oracle(FLAGS.oracle, FLAGS.tuner_id)
+  oracle_role()  # a bad or busy address: one line before anything starts
   setup = load_setup(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.space_file,
                      tuner=FLAGS.tuner, max_trials=FLAGS.max_trials,
                      output_dir=FLAGS.output_dir)

@@ -10,6 +10,7 @@ worker writes the directories of the trials it runs.
 """
 
 import os
+import socket
 import time
 from typing import Callable, Optional
 
@@ -40,7 +41,26 @@ def oracle_role() -> str:
     missing = [v for v in ORACLE_VARIABLES if v not in present]
     raise TuningError(f"a distributed search needs {', '.join(missing)} too (set them, or "
                       "pass --oracle=host:port and --tuner_id=chief|<worker name>)")
-  return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
+  host, port = os.environ["KERASTUNER_ORACLE_IP"], os.environ["KERASTUNER_ORACLE_PORT"]
+  if not port.isdigit() or not 1 <= int(port) <= 65535:
+    raise TuningError(f"the oracle's port must be 1..65535, got {port!r} (--oracle=host:port "
+                      "or KERASTUNER_ORACLE_PORT)")
+  if "chief" not in os.environ["KERASTUNER_TUNER_ID"]:
+    return "worker"
+  _check_free(host, int(port))
+  return "chief"
+
+
+def _check_free(host: str, port: int) -> None:
+  """The chief's address can be served: a port in use (or a host that is not this
+  machine) is one line now, not a gRPC traceback once the search has started."""
+  try:
+    family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, kind) as probe:
+      probe.bind(address)
+  except OSError as error:
+    raise TuningError(f"the oracle chief cannot serve at {host}:{port}: "
+                      f"{error.strerror or error} (choose a free port of this machine)") from None
 
 
 def wait_for_chief(path: str, log: Callable[[str], None], timeout: float = 3600) -> None:
