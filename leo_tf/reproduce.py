@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import os
+import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -45,7 +46,11 @@ PROTOCOLS = {
     "trainval": "meta-trained on train + val, best checkpoint on val (the authors' protocol)",
     "train": "meta-trained on train, best checkpoint on val",
 }
+# Rows of the released embeddings per split (tieredImageNet's are not documented here).
+RELEASED_ROWS = {"miniImageNet": dict(train=38400, val=9600, test=12000)}
 RESULT_FILE = "result.json"
+# What the table reads from a result; a CI may be null, and old results have no wall time.
+NUMBERS, MAYBE_NUMBERS = ("seed", "steps", "accuracy", "episodes"), ("ci95", "seconds")
 TABLE_JSON, TABLE_MARKDOWN = "table.json", "table.md"
 
 
@@ -68,6 +73,8 @@ def check_request(experiments: Sequence[str], seeds: Sequence[int], protocol: st
                          f"{', '.join(EXPERIMENTS)}")
   if protocol not in PROTOCOLS:
     raise ReproduceError(f"protocol {protocol!r}: choose from {', '.join(PROTOCOLS)}")
+  if len(set(experiments)) != len(experiments):
+    raise ReproduceError(f"experiments {list(experiments)}: give each experiment once")
   if not seeds or len(set(seeds)) != len(seeds):
     raise ReproduceError(f"seeds {list(seeds)}: give one or more distinct seeds")
   if steps is not None and steps < 1:
@@ -97,17 +104,30 @@ class Run:
     path = os.path.join(self.output_dir, RESULT_FILE)
     if not os.path.exists(path):
       return None
-    with open(path) as f:
-      record = json.load(f)
-    return record if record.get("request") == self.request() else None
+    try:
+      with open(path) as f:
+        record = json.load(f)
+    except ValueError as e:  # not JSON, or not UTF-8
+      raise _damaged(path, f"{type(e).__name__}: {e}") from None
+    if not (isinstance(record, dict) and "request" in record and
+            all(isinstance(record.get(k), (int, float)) for k in NUMBERS) and
+            all(isinstance(record.get(k), (int, float, type(None))) for k in MAYBE_NUMBERS)):
+      raise _damaged(path, f"not a result with the numbers {', '.join(NUMBERS)}")
+    return record if record["request"] == self.request() else None
+
+
+def _damaged(path: str, problem: str) -> ReproduceError:
+  return ReproduceError(f"{path} is damaged ({problem}); delete it and run again: the run "
+                        "resumes from its checkpoints and is only tested again")
 
 
 def plan(root: str, output_dir: str, experiments: Sequence[str], seeds: Sequence[int],
          protocol: str, steps: Optional[int], gin_files: Sequence[str] = (),
-         bindings: Sequence[str] = ()) -> List[Run]:
-  """The runs, experiment-major; fails before any training when a split file is missing."""
+         bindings: Sequence[str] = (), log: Callable[[str], None] = print) -> List[Run]:
+  """The runs, experiment-major; fails before any training when a split file is missing,
+  and warns when the embeddings cannot be the released ones."""
   check_request(experiments, seeds, protocol, steps)
-  runs = []
+  runs, checked = [], []
   for name in experiments:
     for seed in seeds:
       runs.append(Run(
@@ -123,20 +143,36 @@ def plan(root: str, output_dir: str, experiments: Sequence[str], seeds: Sequence
           f"{os.path.join(source.root, source.dataset, source.crop)} (expected "
           f"<split>_embeddings.pkl or .npz); choose the experiments you have with "
           f"--experiments")
+    if source not in checked:
+      checked.append(source)
+      _check_released(source, log)
   return runs
+
+
+def _check_released(source, log: Callable[[str], None]) -> None:
+  released = RELEASED_ROWS.get(source.dataset)
+  if released is None:
+    return
+  found = {s: source.load(s).embeddings.shape[0] for s in released}
+  if found != released:
+    log(f"[reproduce] warning: {source.dataset}/{source.crop} has "
+        f"{' / '.join(map(str, found.values()))} train / val / test embeddings, the released "
+        f"ones {' / '.join(map(str, released.values()))}: these are not the released "
+        "embeddings, so the reference columns do not compare")
 
 
 def run_one(run: Run, log: Callable[[str], None] = print) -> dict:
   """Meta-trains and tests one run (resuming it), or returns its recorded result."""
   record = run.finished()
   if record is not None:
-    log(f"[reproduce] {run.experiment} seed {run.seed}: finished before, "
-        f"{100 * record['accuracy']:.2f} +- {100 * record['ci95']:.2f} % ({run.output_dir})")
+    log(f"[reproduce] {run.experiment} seed {run.seed}: finished before, {_result(record)} "
+        f"({run.output_dir})")
     return record
   from leo_tf.leo.experiment import run_experiment
   from leo_tf.leo.run import RunConfigs
   log(f"[reproduce] {run.experiment} seed {run.seed}: {' '.join(run.gin_files)} -> "
       f"{run.output_dir}")
+  start = time.time()
   # The run's own gin state while it trains: run_experiment saves it as config.gin.
   with gin_config.scoped(run.gin_files, run.bindings):
     configs = RunConfigs.from_gin()
@@ -144,9 +180,28 @@ def run_one(run: Run, log: Callable[[str], None] = print) -> dict:
   record = dict(request=run.request(), experiment=run.experiment, seed=run.seed,
                 steps=configs.train.num_steps, accuracy=result.test.mean, ci95=result.test.ci95,
                 episodes=int(result.test.accuracies.size),
-                best_validation=result.best_validation, run_dir=run.output_dir)
-  files.atomic_write(os.path.join(run.output_dir, RESULT_FILE), json.dumps(record, indent=1))
+                best_validation=result.best_validation, run_dir=run.output_dir,
+                seconds=round(time.time() - start, 1))
+  files.atomic_write(os.path.join(run.output_dir, RESULT_FILE), _json(record))
+  log(f"[reproduce] {run.experiment} seed {run.seed}: {_result(record)}")
   return record
+
+
+def _result(record: dict) -> str:
+  """``61.23 ± 0.15 % in 812 s``: a run's test accuracy and its wall time (results written
+  before wall times were recorded have none)."""
+  return (_pm(100 * record["accuracy"], _percent(record.get("ci95"))) + " %" +
+          ("" if record.get("seconds") is None else f" in {record['seconds']:.0f} s"))
+
+
+def _percent(fraction: Optional[float]) -> Optional[float]:
+  return None if fraction is None else 100 * fraction
+
+
+def _json(data) -> str:
+  """Strict JSON: an undefined CI (one seed, one episode) is null, not NaN."""
+  return json.dumps(json.loads(json.dumps(data), parse_constant=lambda _: None), indent=1,
+                    allow_nan=False)
 
 
 def table(records: Sequence[dict], experiments: Sequence[str], seeds: Sequence[int],
@@ -156,9 +211,11 @@ def table(records: Sequence[dict], experiments: Sequence[str], seeds: Sequence[i
   for name in experiments:
     ref = EXPERIMENTS[name]
     done = {r["seed"]: r for r in records if r["experiment"] == name}
-    per_seed = {str(s): (dict(accuracy=100 * done[s]["accuracy"], ci95=100 * done[s]["ci95"],
+    per_seed = {str(s): (dict(accuracy=100 * done[s]["accuracy"],
+                              ci95=_percent(done[s].get("ci95")),
                               episodes=done[s]["episodes"], steps=done[s]["steps"],
-                              run_dir=done[s]["run_dir"]) if s in done else None)
+                              run_dir=done[s]["run_dir"], seconds=done[s].get("seconds"))
+                         if s in done else None)
                 for s in seeds}
     finished = [v["accuracy"] for v in per_seed.values() if v is not None]
     # Over seeds: the mean and the 95% CI of the seed means (NaN for one seed).
@@ -206,7 +263,7 @@ def markdown(data: dict) -> str:
 def write_table(data: dict, output_dir: str) -> Dict[str, str]:
   paths = dict(json=os.path.join(output_dir, TABLE_JSON),
                markdown=os.path.join(output_dir, TABLE_MARKDOWN))
-  files.atomic_write(paths["json"], json.dumps(data, indent=1))
+  files.atomic_write(paths["json"], _json(data))
   files.atomic_write(paths["markdown"], markdown(data))
   return paths
 
@@ -218,7 +275,8 @@ def reproduce(root: str, output_dir: str, experiments: Sequence[str] = tuple(EXP
   """Runs (or resumes) every experiment x seed and returns the table; the table files
   in ``output_dir`` are rewritten after each run."""
   records = []
-  for run in plan(root, output_dir, experiments, seeds, protocol, steps, gin_files, bindings):
+  for run in plan(root, output_dir, experiments, seeds, protocol, steps, gin_files, bindings,
+                  log):
     records.append(run_one(run, log))
     write_table(table(records, experiments, seeds, protocol), output_dir)
   return table(records, experiments, seeds, protocol)

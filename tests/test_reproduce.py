@@ -5,6 +5,7 @@ import json
 import math
 import os
 import pickle
+import re
 import subprocess
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 
 from helpers import ONE_STEP, TINY_TRAIN, gin_bindings, synthetic_embeddings
 from leo_tf import reproduce
+from leo_tf.data.embeddings import embeddings_path, save_embeddings
 
 # Small enough for CI: 2 outer steps, 1 inner and 1 fine-tuning step, 20 test episodes.
 SMALL = gin_bindings(TrainConfig=dict(TINY_TRAIN, num_val_episodes=10, val_batch_size=10),
@@ -57,11 +59,17 @@ def test_leo_reproduce_runs_the_four_experiments_then_resumes_with_a_second_seed
       assert reference in text
   assert "the authors' protocol" in first.stdout and "not comparable" in first.stdout
   assert first.stdout.count("[train] step 2/2") == 4
+  for row in table["rows"]:  # wall times, printed and recorded
+    assert re.search(rf"\[reproduce\] {row['experiment']} seed 0: [\d.]+ ± [\d.]+ % in "
+                     rf"{row['seeds']['0']['seconds']:.0f} s\n", first.stdout)
+  assert re.search(r"wall time of its 4 timed runs \d+ s\n$", first.stdout)
+  assert first.stdout.count(RELEASED_WARNING.format(rows="60 / 60 / 60")) == 1  # not twice
 
   second = _leo_reproduce(f"--embeddings_root={root}", f"--output_dir={out}", "--steps=2",
                           "--experiments=mini_1shot", "--seeds=0,1")
   assert second.returncode == 0, second.stderr[-3000:]
-  assert "mini_1shot seed 0: finished before" in second.stdout
+  assert re.search(r"mini_1shot seed 0: finished before, [\d.]+ ± [\d.]+ % in \d+ s \(",
+                   second.stdout)
   assert second.stdout.count("[train] step 2/2") == 1                  # only seed 1 ran
   with open(os.path.join(out, "table.json")) as f:
     row, = json.load(f)["rows"]
@@ -70,6 +78,64 @@ def test_leo_reproduce_runs_the_four_experiments_then_resumes_with_a_second_seed
   assert row["mean"] == pytest.approx(np.mean(seed_means))
   assert row["ci95_over_seeds"] == pytest.approx(
       1.96 * np.std(seed_means, ddof=1) / math.sqrt(2))
+
+
+RELEASED_WARNING = ("[reproduce] warning: miniImageNet/center has {rows} train / val / test "
+                    "embeddings, the released ones 38400 / 9600 / 12000: these are not the "
+                    "released embeddings, so the reference columns do not compare")
+
+
+def test_embeddings_that_cannot_be_the_released_ones_are_warned_about_once(tmp_path):
+  root = released_tree(tmp_path / "emb")
+  logs = []
+  reproduce.plan(root, str(tmp_path / "out"), ["mini_1shot", "mini_5shot", "tiered_1shot"],
+                 [0, 1], "train", 2, log=logs.append)
+  assert logs == [RELEASED_WARNING.format(rows="60 / 60 / 60")]  # tieredImageNet: unknown
+  for split, classes in (("train", 64), ("val", 16), ("test", 20)):  # the released counts
+    data = synthetic_embeddings(classes, 600, dim=4, seed=classes, prefix=split)
+    save_embeddings(embeddings_path(root, "miniImageNet", "center", split), data.embeddings,
+                    data.class_ids, data.keys)
+  logs.clear()
+  reproduce.plan(root, str(tmp_path / "out"), ["mini_1shot"], [0], "train", 2,
+                 log=logs.append)
+  assert not logs
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("{not json", r"JSONDecodeError: Expecting property name enclosed in double quotes: "
+                  r"line 1 column 2 \(char 1\)"),
+    (b"\xff\xfe", r"UnicodeDecodeError: .*"),
+    ("[1, 2]", "not a result with the numbers seed, steps, accuracy, episodes"),
+    ('{"request": {}, "seed": 0, "steps": 2, "accuracy": "high", "episodes": 20}',
+     "not a result with the numbers seed, steps, accuracy, episodes"),
+    ('{"request": {}, "seed": 0, "steps": 2, "accuracy": 0.5, "episodes": 20, "ci95": "x"}',
+     "not a result with the numbers seed, steps, accuracy, episodes"),
+])
+def test_a_damaged_result_is_one_error_naming_the_file(tmp_path, content, problem):
+  run = reproduce.Run("mini_1shot", 0, [], [], str(tmp_path))
+  path = tmp_path / reproduce.RESULT_FILE
+  path.write_bytes(content if isinstance(content, bytes) else content.encode())
+  with pytest.raises(reproduce.ReproduceError) as error:
+    run.finished()
+  assert re.fullmatch(rf"{re.escape(str(path))} is damaged \({problem}\); delete it and run "
+                      r"again: the run resumes from its checkpoints and is only tested again",
+                      str(error.value))
+
+
+def test_table_json_is_strict_json_with_null_for_an_undefined_ci(tmp_path):
+  """One seed has no CI over seeds: table.json held NaN, which strict readers refuse."""
+  record = dict(experiment="mini_1shot", seed=0, accuracy=0.6, ci95=float("nan"),
+                episodes=1, steps=2, run_dir="r0")
+  paths = reproduce.write_table(reproduce.table([record], ["mini_1shot"], [0], "train"),
+                                str(tmp_path))
+
+  def refuse(constant):
+    raise AssertionError(f"not strict JSON: {constant}")
+  with open(paths["json"]) as f:
+    row, = json.loads(f.read(), parse_constant=refuse)["rows"]
+  assert row["ci95_over_seeds"] is None and row["seeds"]["0"]["ci95"] is None
+  assert row["mean"] == row["seeds"]["0"]["accuracy"] == 60.0
+  assert "| miniImageNet 1-shot | 2 | 60.00 | 60.00 |" in open(paths["markdown"]).read()
 
 
 def test_a_missing_dataset_fails_before_training_and_names_the_folder(tmp_path):
@@ -90,6 +156,8 @@ def test_a_missing_dataset_fails_before_training_and_names_the_folder(tmp_path):
     ((["imagenet_1shot"], [0], "trainval", None), "unknown experiment"),
     ((["mini_1shot"], [0, 0], "trainval", None), "distinct seeds"),
     ((["mini_1shot"], [0], "trainval", 0), "--steps"),
+    ((["mini_1shot", "mini_5shot", "mini_1shot"], [0], "trainval", None),
+     r"experiments \['mini_1shot', 'mini_5shot', 'mini_1shot'\]: give each experiment once"),
 ])
 def test_bad_requests_are_refused(args, message):
   with pytest.raises(reproduce.ReproduceError, match=message):

@@ -42,7 +42,10 @@ def _reproduce():
   paths = reproduce.write_table(data, FLAGS.output_dir)
   print()
   print(reproduce.markdown(data), end="")
-  print(f"\n[reproduce] table written to {paths['json']} and {paths['markdown']}")
+  seconds = [v["seconds"] for row in data["rows"] for v in row["seeds"].values()
+             if v and v["seconds"] is not None]
+  print(f"\n[reproduce] table written to {paths['json']} and {paths['markdown']}; wall time "
+        f"of its {len(seconds)} timed runs {sum(seconds):.0f} s")
 
 
 run = common.entry_point(_reproduce, before=_seeds, required={
