@@ -257,3 +257,76 @@ def test_splits_of_different_embedding_sizes_fail_when_loaded(tmp_path):
   assert message.endswith("train_embeddings.pkl holds 8-dimensional ones: all splits must "
                           "come from the same backbone")
   assert len(message) < 300
+
+
+# ------------------------------------------------------------------ round two (issue 26)
+
+
+def test_npz_with_an_object_array_says_object_arrays_are_not_allowed(tmp_path):
+  """Was "claims shape (6,) of object (...) but holds ... bytes"."""
+  path = _split_path(tmp_path, ".npz")
+  raw = _raw()
+  with open(path, "wb") as f:
+    np.savez(f, embeddings=raw["embeddings"], labels=raw["labels"],
+             keys=raw["keys"].astype(object))
+  with pytest.raises(E.EmbeddingDataError) as error:
+    E.load_split(str(tmp_path), "d", "c", "train")
+  assert str(error.value) == (f"{path}: array keys.npy holds Python objects; object arrays "
+                              "are not allowed (store keys as strings)")
+
+
+@pytest.mark.parametrize("suffix", [".pkl", ".npz"])
+def test_dangling_link_and_link_loop_are_named_as_such(tmp_path, suffix):
+  """Both were "No embeddings file for split 'train'"."""
+  path = _split_path(tmp_path, suffix)
+  os.symlink(str(tmp_path / "gone.pkl"), path)
+  with pytest.raises(E.EmbeddingDataError) as error:
+    E.load_split(str(tmp_path), "d", "c", "train")
+  assert str(error.value) == (f"{path}: is a dangling symbolic link (to {tmp_path}/gone.pkl, "
+                              "which does not exist)")
+  os.remove(path)
+  os.symlink(path, path)
+  with pytest.raises(E.EmbeddingDataError) as error:
+    E.load_split(str(tmp_path), "d", "c", "train")
+  assert str(error.value) == f"{path}: is a symbolic link loop (it never reaches a file)"
+
+
+def test_bad_key_names_the_file(tmp_path):
+  raw = _raw()
+  raw["keys"][3] = "x.JPEG"
+  path = _write(tmp_path / "bad.pkl", raw)
+  with pytest.raises(E.EmbeddingDataError) as error:
+    E.load_embeddings(path)
+  assert str(error.value) == (f"{path}: key 'x.JPEG' is not of the form "
+                              "'<id>-<class>-<file>'")
+
+
+def test_labels_that_disagree_with_the_keys_warn_in_one_line(tmp_path, capsys):
+  raw = _raw()  # keys: classes n00, n01 alternating; labels 0, 1 alternating
+  E.load_embeddings(_write(tmp_path / "ok.pkl", raw))
+  assert capsys.readouterr().err == ""
+  raw["labels"] = np.array([0, 1, 0, 1, 1, 1])  # row 4 (class n00) has label 1
+  path = _write(tmp_path / "mixed.pkl", raw)
+  data = E.load_embeddings(path)
+  assert capsys.readouterr().err == (
+      f"warning: {path}: its labels disagree with the classes named in its keys (row 4 has "
+      "label 1, as class 'n01', but its key names class 'n00'); the classes are taken from "
+      "the keys\n")
+  assert data.class_names == ["n00", "n01"]  # from the keys, as before
+  raw["labels"] = np.array([0, 1, 2, 1, 0, 1])  # class n00 labelled 0 and 2
+  E.load_embeddings(_write(tmp_path / "split.pkl", raw))
+  assert "(row 2 of class 'n00' has label 2, other rows 0)" in capsys.readouterr().err
+
+
+def test_val_and_test_classes_named_like_train_classes_warn_in_one_line(tmp_path, capsys):
+  root = str(tmp_path)
+  for split, names in (("train", ["a", "b"]), ("val", ["c", "d"]), ("test", ["b", "e"])):
+    keys = [E.make_key(i, names[i % 2]) for i in range(6)]
+    E.save_embeddings(E.embeddings_path(root, "d", "c", split), _raw()["embeddings"],
+                      np.arange(6) % 2, keys)
+  capsys.readouterr()
+  EmbeddingSource(root=root, dataset="d", crop="c").load_all(("train", "val", "test"))
+  test_file, train_file = (E.embeddings_path(root, "d", "c", s) for s in ("test", "train"))
+  assert capsys.readouterr().err == (
+      f"warning: {test_file} has 1 class(es) named like classes of {train_file} (first: "
+      "'b'): test classes should be new to meta-training\n")

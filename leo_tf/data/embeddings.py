@@ -11,10 +11,12 @@ dicts, lists, strings and numbers need, and no array larger than the file could 
 """
 
 import dataclasses
+import errno
 import math
 import os
 import pickle
 import stat
+import sys
 import zipfile
 from typing import Dict, List, Optional, Sequence
 
@@ -41,7 +43,8 @@ def find_embeddings_file(root: str, dataset: str, crop: str, split: str,
   """The .pkl file of a split, else its .npz twin; if neither exists, a clear error
   (None when not ``required``)."""
   candidates = [embeddings_path(root, dataset, crop, split, s) for s in (".pkl", ".npz")]
-  found = next((path for path in candidates if os.path.exists(path)), None)
+  # lexists: a dangling link or a loop is named as what it is when read, not as missing
+  found = next((path for path in candidates if os.path.lexists(path)), None)
   if found or not required:
     return found
   raise EmbeddingDataError(
@@ -65,8 +68,14 @@ def _regular_file_size(path: str) -> int:
   try:
     info = os.stat(path)
   except FileNotFoundError:
+    if os.path.islink(path):
+      raise EmbeddingDataError(f"{path}: is a dangling symbolic link (to "
+                               f"{os.readlink(path)}, which does not exist)") from None
     raise EmbeddingDataError(f"embeddings file not found: {path}") from None
   except OSError as e:
+    if e.errno == errno.ELOOP:
+      raise EmbeddingDataError(f"{path}: is a symbolic link loop (it never reaches a "
+                               "file)") from None
     raise EmbeddingDataError(f"{path}: cannot read it: {e.strerror}") from None
   if not stat.S_ISREG(info.st_mode):
     kind = ("a directory" if stat.S_ISDIR(info.st_mode) else
@@ -105,8 +114,11 @@ def _npz_claims(path: str, size: int) -> None:
         read_header = (fmt.read_array_header_1_0 if fmt.read_magic(f) == (1, 0)
                        else fmt.read_array_header_2_0)
         shape, _, dtype = read_header(f)
+      if dtype.hasobject:
+        raise EmbeddingDataError(f"{path}: array {member.filename} holds Python objects; "
+                                 "object arrays are not allowed (store keys as strings)")
       claimed = math.prod(shape) * dtype.itemsize
-      if dtype.hasobject or claimed > member.file_size:
+      if claimed > member.file_size:
         raise EmbeddingDataError(
             f"{path}: array {member.filename} claims shape {shape} of {dtype} "
             f"({claimed:,} bytes) but holds {member.file_size:,} bytes")
@@ -224,6 +236,27 @@ def l2_normalize_rows(x: np.ndarray, floor: float = NORM_FLOOR) -> np.ndarray:
   return (y / np.maximum(norms, floor / scale)).astype(np.float32)
 
 
+def warn(message: str) -> None:
+  """A one-line warning on stderr: the data is used, but probably not as meant."""
+  print(f"warning: {message}", file=sys.stderr)
+
+
+def _label_disagreement(labels, classes: List[str]) -> Optional[str]:
+  """Where a file's numeric labels and its keys' classes first stop being one-to-one,
+  else None (labels that are not numbers are not compared)."""
+  labels = np.asarray(labels)
+  if labels.dtype.kind not in "iuf" or labels.size != len(classes):
+    return None
+  class_of, label_of = {}, {}
+  for row, (label, name) in enumerate(zip(labels.reshape(-1).tolist(), classes)):
+    if class_of.setdefault(label, name) != name:
+      return (f"row {row} has label {label:g}, as class {class_of[label]!r}, but its key "
+              f"names class {name!r}")
+    if label_of.setdefault(name, label) != label:
+      return f"row {row} of class {name!r} has label {label:g}, other rows {label_of[name]:g}"
+  return None
+
+
 def validate_embedding_dict(raw, source: str) -> EmbeddingSet:
   """Checks a raw dict from a file and turns it into an :class:`EmbeddingSet`."""
   if not isinstance(raw, dict):
@@ -268,7 +301,14 @@ def validate_embedding_dict(raw, source: str) -> EmbeddingSet:
   with np.errstate(over="ignore"):
     embeddings = embeddings.astype(np.float32)
   _require_finite(embeddings, keys, source)
-  classes = [class_from_key(k) for k in keys]
+  try:
+    classes = [class_from_key(k) for k in keys]
+  except EmbeddingDataError as e:
+    raise EmbeddingDataError(f"{source}: {e}") from None
+  disagreement = _label_disagreement(labels, classes)
+  if disagreement:
+    warn(f"{source}: its labels disagree with the classes named in its keys "
+         f"({disagreement}); the classes are taken from the keys")
   class_names = sorted(set(classes))
   index = {name: i for i, name in enumerate(class_names)}
   return EmbeddingSet(
@@ -322,6 +362,20 @@ def require_same_dim(sets: Dict[str, EmbeddingSet]) -> Dict[str, EmbeddingSet]:
         f"{sets[first].source} holds {dims[first]}-dimensional ones: all splits must come "
         "from the same backbone")
   return sets
+
+
+def warn_shared_classes(sets: Dict[str, EmbeddingSet]) -> None:
+  """One warning line per split whose classes are named like meta-training's: few-shot
+  evaluation is on classes the model has never seen."""
+  if "train" not in sets:
+    return
+  train = set(sets["train"].class_names)
+  for split, data in sets.items():
+    shared = sorted(train.intersection(data.class_names)) if split != "train" else []
+    if shared:
+      warn(f"{data.source} has {len(shared)} class(es) named like classes of "
+           f"{sets['train'].source} (first: {shared[0]!r}): {split} classes should be new "
+           "to meta-training")
 
 
 def make_key(index: int, class_name: str, file_name: Optional[str] = None) -> str:

@@ -6,7 +6,7 @@ from typing import Callable, Dict, Optional, Sequence
 import gin
 
 from leo_tf.data.embeddings import (EmbeddingSet, find_embeddings_file, load_split,
-                                    require_same_dim)
+                                    require_same_dim, warn_shared_classes)
 from leo_tf.data.splits import SPLITS
 from leo_tf.config_checks import check_types
 from leo_tf.runtime import paths
@@ -47,4 +47,6 @@ class EmbeddingSource:
 
   def load_all(self, splits: Sequence[str] = SPLITS) -> Dict[str, EmbeddingSet]:
     self.ensure(splits)
-    return require_same_dim({s: self.load(s) for s in dict.fromkeys(splits)})
+    sets = require_same_dim({s: self.load(s) for s in dict.fromkeys(splits)})
+    warn_shared_classes(sets)
+    return sets
