@@ -161,8 +161,8 @@ class BestRecord:
   undone by :meth:`recover`, so the record and the checkpoint never disagree.
   """
 
-  def __init__(self, directory: str):
-    self.path = os.path.join(directory, "best.json")
+  def __init__(self, path: str):
+    self.path = path  # RunDir.best_record
     self.pending = self.path + ".pending"
 
   def accuracy(self) -> float:

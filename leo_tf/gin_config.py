@@ -14,17 +14,19 @@ include building blocks as ``include 'models/leo_final.gin'``.
 import contextlib
 import importlib
 import importlib.resources
+import io
 import os
 import re
 import tokenize
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Iterator, Sequence, Union
 
 import gin
 
 from leo_tf.runtime import files as files_lib
 from leo_tf.runtime import paths
 
-T = TypeVar("T")
+# A gin file: its path, or a text stream with a ``name`` (a checked saved config).
+GinFile = Union[str, io.TextIOBase]
 
 # Modules whose import registers gin configurables: a saved config.gin may bind any.
 CONFIGURABLE_MODULES = (
@@ -48,8 +50,6 @@ CONFIGURABLE_MODULES = (
 
 # The shipped gin files: package data (leo_tf/gin links to the top-level gin/ folder).
 GIN_DIR = str(importlib.resources.files("leo_tf") / "gin")
-CONFIG_FILE = "config.gin"
-OPERATIVE_CONFIG_FILE = "operative_config.gin"
 
 
 class GinConfigError(ValueError):
@@ -94,37 +94,29 @@ def resolve_gin_file(path: str) -> str:
   raise GinConfigError(f"gin file not found: {path} (also looked in {GIN_DIR})")
 
 
-def parse(gin_files: Sequence[str] = (), bindings: Sequence[str] = (),
-          saved: Sequence[str] = ()) -> None:
+def parse(gin_files: Sequence[GinFile] = (), bindings: Sequence[str] = ()) -> None:
   """Parses files then bindings (later ones override earlier) into a cleared gin state.
 
-  For the entry points; library code reads configurations through :func:`scoped`.
-  Files in ``saved`` come from a run directory: they must be data
-  (``leo_tf.saved_config``), or nothing of them is parsed.
+  For the entry points; library code reads configurations through :func:`scoped`. A
+  file may be given as a text stream with a ``name``: a run's saved config, read and
+  checked by ``leo_tf.saved_config``, so the text checked is the text parsed.
   """
-  from leo_tf import saved_config as saved_lib  # pylint: disable=import-outside-toplevel
   gin.clear_config()          # unlocks a finalized config, so new modules can register
   register_configurables()
   # Look in gin/ first: gin logs an error for every prefix it tries that misses.
   prefixes = gin.config._LOCATION_PREFIXES  # pylint: disable=protected-access
   if GIN_DIR not in prefixes:
     prefixes.insert(0, GIN_DIR)
-  files = [resolve_gin_file(f) for f in gin_files]
+  files = [f if isinstance(f, io.TextIOBase) else resolve_gin_file(f) for f in gin_files]
   # An include resolves next to the including file too (not only against the cwd).
-  for directory in dict.fromkeys(os.path.dirname(f) for f in files):
+  for directory in dict.fromkeys(os.path.dirname(f) for f in files if isinstance(f, str)):
     if directory not in prefixes:
       prefixes.append(directory)
-  saved = {resolve_gin_file(f) for f in saved}
-  for path in files:
+  for file in files:
     try:
-      if path in saved:
-        gin.parse_config(saved_lib.read(path))
-      else:
-        gin.parse_config_file(path)
-    except saved_lib.UnsafeConfigError:
-      raise
+      gin.parse_config_file(file) if isinstance(file, str) else gin.parse_config(file)
     except Exception as e:  # gin raises ValueError/SyntaxError/KeyError/...
-      raise GinConfigError(_one_line(e, path)) from e
+      raise GinConfigError(_one_line(e, getattr(file, "name", file))) from e
   for binding in bindings:
     try:
       gin.parse_config(binding)
@@ -135,33 +127,10 @@ def parse(gin_files: Sequence[str] = (), bindings: Sequence[str] = (),
   gin.finalize()
 
 
-def save_config(directory: str, operative: bool = False) -> str:
-  """Writes the full (or operative) config into ``directory``; returns its path."""
-  os.makedirs(directory, exist_ok=True)
-  name = OPERATIVE_CONFIG_FILE if operative else CONFIG_FILE
+def save_config(path: str, operative: bool = False) -> str:
+  """Writes the full (or operative) config to ``path`` (a RunDir's); returns it."""
   text = gin.operative_config_str() if operative else gin.config_str()
-  return files_lib.atomic_write(os.path.join(directory, name), text)
-
-
-def saved_config(directory: str) -> str:
-  path = os.path.join(directory, CONFIG_FILE)
-  if not os.path.isfile(path):
-    raise GinConfigError(
-        f"{directory} has no {CONFIG_FILE}: is it a leo-train output directory?")
-  return path
-
-
-def saved_files(directory: str, extra_files: Sequence[str] = ()) -> list:
-  """The config a run saved beside its checkpoints, then ``extra_files`` on top."""
-  return [saved_config(directory)] + list(extra_files)
-
-
-def read_saved(directory: str, build: Callable[[], T], bindings: Sequence[str] = (),
-               extra_files: Sequence[str] = ()) -> T:
-  """``build()`` under a run's saved config with ``extra_files`` and ``bindings`` on top
-  (e.g. ``build=CompareConfig``); the caller's gin state is left as it was."""
-  with scoped(saved_files(directory, extra_files), bindings, saved=[saved_config(directory)]):
-    return build()
+  return files_lib.atomic_write(path, text)
 
 
 # What gin.clear_config() empties; a scope saves and restores exactly these.
@@ -169,16 +138,15 @@ _STATE = ("_CONFIG", "_SINGLETONS", "_IMPORTS", "_OPERATIVE_CONFIG")
 
 
 @contextlib.contextmanager
-def scoped(gin_files: Sequence[str] = (), bindings: Sequence[str] = (),
-           saved: Sequence[str] = ()) -> Iterator[None]:
-  """Parses ``gin_files`` and ``bindings`` into a fresh gin state for the ``with`` block;
-  when it ends (or raises), the caller's gin state is restored as it was. ``saved``: as
-  for :func:`parse`."""
+def scoped(gin_files: Sequence[GinFile] = (), bindings: Sequence[str] = ()
+           ) -> Iterator[None]:
+  """Parses ``gin_files`` and ``bindings`` (as :func:`parse`) into a fresh gin state for
+  the ``with`` block; when it ends (or raises), the caller's gin state is restored."""
   module = gin.config
   state = {name: getattr(module, name).copy() for name in _STATE}
   locked = gin.config_is_locked()
   try:
-    parse(gin_files, bindings, saved=saved)
+    parse(gin_files, bindings)
     yield
   finally:
     gin.clear_config()

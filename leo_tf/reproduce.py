@@ -21,6 +21,7 @@ from leo_tf import gin_config
 from leo_tf.leo.config import ConfigError
 from leo_tf.leo.evaluation import EvalResult
 from leo_tf.runtime import files
+from leo_tf.runtime.rundir import RunDir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +49,6 @@ PROTOCOLS = {
 }
 # Rows of the released embeddings per split (tieredImageNet's are not documented here).
 RELEASED_ROWS = {"miniImageNet": dict(train=38400, val=9600, test=12000)}
-RESULT_FILE = "result.json"
 # What the table reads from a result; a CI may be null, and old results have no wall time.
 NUMBERS, MAYBE_NUMBERS = ("seed", "steps", "accuracy", "episodes"), ("ci95", "seconds")
 TABLE_JSON, TABLE_MARKDOWN = "table.json", "table.md"
@@ -101,7 +101,7 @@ class Run:
 
   def finished(self) -> Optional[dict]:
     """The recorded result if this exact run finished before."""
-    path = os.path.join(self.output_dir, RESULT_FILE)
+    path = RunDir(self.output_dir).result
     if not os.path.exists(path):
       return None
     try:
@@ -182,7 +182,7 @@ def run_one(run: Run, log: Callable[[str], None] = print) -> dict:
                 episodes=int(result.test.accuracies.size),
                 best_validation=result.best_validation, run_dir=run.output_dir,
                 seconds=round(time.time() - start, 1))
-  files.atomic_write(os.path.join(run.output_dir, RESULT_FILE), _json(record))
+  files.atomic_write(RunDir(run.output_dir).result, _json(record))
   log(f"[reproduce] {run.experiment} seed {run.seed}: {_result(record)}")
   return record
 

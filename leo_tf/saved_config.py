@@ -15,16 +15,21 @@ and refuses, with the file and line:
 - evaluated references ``@name()``: a saved config binds values, it calls nothing.
 
 What remains is literals, macros and references to leo_tf's own configurables, exactly
-what ``gin.config_str()`` writes for a leo-train run.
+what ``gin.config_str()`` writes for a leo-train run. Library code reads a run's config
+through :func:`read_saved` (or :func:`saved_files` inside ``gin_config.scoped``).
 """
 
 import io
-from typing import List, Set
+import os
+from typing import Callable, List, Sequence, Set, TypeVar
 
 import gin
 from gin import config_parser
 
 from leo_tf import gin_config
+from leo_tf.runtime.rundir import RunDir
+
+T = TypeVar("T")
 
 
 class UnsafeConfigError(gin_config.GinConfigError):
@@ -57,9 +62,28 @@ class _Recorder(config_parser.ParserDelegate):
     return None
 
 
+def saved_files(run, extra_files: Sequence[str] = ()) -> list:
+  """The config a run (a directory or RunDir) saved, read and checked, then
+  ``extra_files`` on top: the ``gin_files`` of ``gin_config.scoped``."""
+  path = RunDir(run).config
+  if not os.path.isfile(path):
+    raise gin_config.GinConfigError(f"{os.fspath(run)} has no {os.path.basename(path)}: "
+                                    "is it a leo-train output directory?")
+  return [read(path)] + list(extra_files)
+
+
+def read_saved(run, build: Callable[[], T], bindings: Sequence[str] = (),
+               extra_files: Sequence[str] = ()) -> T:
+  """``build()`` under a run's saved config with ``extra_files`` and ``bindings`` on top
+  (e.g. ``build=CompareConfig``); the caller's gin state is left as it was."""
+  with gin_config.scoped(saved_files(run, extra_files), bindings):
+    return build()
+
+
 def read(path: str) -> io.StringIO:
   """``path``'s text, checked by :func:`check`, as a stream gin parses under its name
   (the text checked is the text parsed, whatever happens to the file meanwhile)."""
+  gin_config.register_configurables()  # what the check allows
   with open(path, encoding="utf-8") as f:
     text = f.read()
   check(text, path)

@@ -14,6 +14,7 @@ from leo_tf.data.embeddings import EmbeddingSet
 from leo_tf.leo import weights
 from leo_tf.leo.config import LEOConfig, TrainConfig
 from leo_tf.leo.model import build_leo, task_losses
+from leo_tf.runtime.rundir import RunDir
 
 # ------------------------------------------------------------------ tiny configurations
 # Seconds on CPU: the tests are about plumbing and numerics, not accuracy, and every inner
@@ -198,7 +199,7 @@ class LEOVariantChecks:
     config = self.config()
     model = build_leo(config, dim=16)
     tf.train.Checkpoint(**{checkpoints.MODEL_VARIABLES: checkpoints.named_variables(model)}
-                        ).save(os.path.join(tmp_path, "best", "ckpt"))
+                        ).save(os.path.join(RunDir(tmp_path).checkpoints("best"), "ckpt"))
     restored = weights.load_model(str(tmp_path), config, 16, "best", log=lambda _: None)
     episode = random_episode(n=3, k=2, d=16)
     np.testing.assert_array_equal(model(episode)["logits"].numpy(),

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 from helpers import TINY_LEO, gin_bindings, random_episode, synthetic_embeddings
-from leo_tf import gin_config
+from leo_tf import gin_config, saved_config
 from leo_tf.analysis import ablations, baselines, compare, compare_config, ensemble, methods, tsne
 from leo_tf.analysis.progress import ProgressBar
 from leo_tf.data.embeddings import embeddings_path, save_embeddings
@@ -23,6 +23,7 @@ from leo_tf.leo.config import LEOConfig
 from leo_tf.leo.evaluation import EvalResult, evaluate
 from leo_tf.leo.model import build_leo, episode_accuracy
 from leo_tf.leo.run import open_run
+from leo_tf.runtime.rundir import RunDir
 
 # ------------------------------------------------------------------ metrics by hand
 
@@ -277,7 +278,7 @@ def test_compare_table_on_a_tiny_trained_model(trained_run, tmp_path):
     if row["method"] != "LEO":  # paired difference on identical episodes
       assert row["delta_vs_leo"] == pytest.approx(
           row["accuracy"] - result.rows[0]["accuracy"], abs=1e-6)
-  assert os.path.isdir(tmp_path / "cmp" / "ablations" / "maml" / "best")
+  assert RunDir.ablation(tmp_path / "cmp", "maml").newest("best")
   assert any("temperature" in line for line in logs)
   with open(result.paths["csv"]) as f:
     table = list(csv.DictReader(f))
@@ -351,7 +352,7 @@ def test_paper_variant_row_is_meta_trained_from_the_base_run(trained_run, tmp_pa
   run_dir, _ = trained_run
   out = ablations.train_ablation(run_dir, "paper", str(tmp_path), 4, [], [],
                                lambda _: None, shots=1)
-  with gin_config.scoped(gin_config.saved_files(out)):
+  with gin_config.scoped(saved_config.saved_files(out)):
     c = LEOConfig()
   assert c.use_relation_net is False and c.num_classes == 3  # the paper's model, the base task
-  assert os.path.isdir(os.path.join(out, "latest"))
+  assert RunDir(out).newest("latest")

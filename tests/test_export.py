@@ -23,6 +23,7 @@ from helpers import synthetic_embeddings
 from leo_tf import gin_config
 from leo_tf.leo.config import LEOConfig, TrainConfig
 from leo_tf.leo.trainer import MetaTrainer
+from leo_tf.runtime.rundir import RunDir
 from leo_tf.serving import export, warmup
 
 DIM = 16
@@ -61,7 +62,8 @@ def exported(tmp_path_factory):
   root = tmp_path_factory.mktemp("export")
   run_dir, base = str(root / "run"), str(root / "models")
   gin_config.parse([], BINDINGS)
-  gin_config.save_config(run_dir)
+  os.makedirs(run_dir)
+  gin_config.save_config(RunDir(run_dir).config)
   config = LEOConfig()
   gin.clear_config()
   data = synthetic_embeddings(6, 20, dim=DIM)

@@ -16,6 +16,7 @@ from leo_tf import checkpoints, gin_config, saved_config
 from leo_tf.cli import common
 from leo_tf.leo.run import RunConfigs
 from leo_tf.runtime import lock
+from leo_tf.runtime.rundir import RunDir
 
 
 def snapshot(directory):
@@ -59,7 +60,7 @@ def test_failed_rerun_leaves_the_run_directory_exactly_as_it_was(run):
                      match=r"latent_size|shape \(4,\) in the checkpoint but \(6,\)"):
     _train(run["gin_file"], run["out"], ["LEOConfig.latent_size = 6"])
   assert snapshot(run["out"]) == before
-  with open(os.path.join(run["out"], gin_config.CONFIG_FILE)) as f:
+  with open(RunDir(run["out"]).config) as f:
     assert "LEOConfig.latent_size = 4" in f.read()
 
 
@@ -115,7 +116,7 @@ def _hostile_copy(run, tmp_path, header):
   """A copy of the run whose config.gin starts with ``header``."""
   out = str(tmp_path / "downloaded")
   shutil.copytree(run["out"], out)
-  path = os.path.join(out, gin_config.CONFIG_FILE)
+  path = RunDir(out).config
   with open(path) as f:
     text = f.read()
   with open(path, "w") as f:
@@ -158,7 +159,7 @@ def test_saved_config_allow_list(tmp_path, header, line, message):
     f.write(header)
   try:
     with pytest.raises(saved_config.UnsafeConfigError, match=rf"config.gin, line {line}: .*{message}"):
-      gin_config.read_saved(str(tmp_path), lambda: None)
+      saved_config.read_saved(str(tmp_path), lambda: None)
   finally:
     gin.clear_config()
 
@@ -209,7 +210,7 @@ def _train_guarded(capsys, gin_file, out, *bindings):
 ])
 def test_bad_values_name_the_parameter(run, tmp_path, capsys, binding, line):
   assert _train_guarded(capsys, run["gin_file"], tmp_path / "new", binding) == line
-  assert not os.path.exists(tmp_path / "new" / gin_config.CONFIG_FILE)
+  assert not os.path.exists(RunDir(tmp_path / "new").config)
 
 
 def test_a_model_too_big_for_the_machine_is_one_line_before_any_work(run, tmp_path, capsys,
@@ -226,7 +227,7 @@ def test_a_model_too_big_for_the_machine_is_one_line_before_any_work(run, tmp_pa
   assert not os.path.exists(tmp_path / "new")
   saved = tmp_path / "saved"  # the same binding in a run's config.gin
   shutil.copytree(run["out"], saved)
-  with open(saved / gin_config.CONFIG_FILE, "a") as f:
+  with open(RunDir(saved).config, "a") as f:
     f.write(f"\n{big}\n")
   assert _error_line(capsys, lambda: open_run(str(saved), log=lambda _: None)) == line
 

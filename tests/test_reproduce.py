@@ -14,6 +14,7 @@ import pytest
 from helpers import ONE_STEP, TINY_TRAIN, gin_bindings, synthetic_embeddings
 from leo_tf import reproduce
 from leo_tf.data.embeddings import embeddings_path, save_embeddings
+from leo_tf.runtime.rundir import RunDir
 
 # Small enough for CI: 2 outer steps, 1 inner and 1 fine-tuning step, 20 test episodes.
 SMALL = gin_bindings(TrainConfig=dict(TINY_TRAIN, num_val_episodes=10, val_batch_size=10),
@@ -113,8 +114,9 @@ def test_embeddings_that_cannot_be_the_released_ones_are_warned_about_once(tmp_p
 ])
 def test_a_damaged_result_is_one_error_naming_the_file(tmp_path, content, problem):
   run = reproduce.Run("mini_1shot", 0, [], [], str(tmp_path))
-  path = tmp_path / reproduce.RESULT_FILE
-  path.write_bytes(content if isinstance(content, bytes) else content.encode())
+  path = RunDir(tmp_path).result
+  with open(path, "wb") as f:
+    f.write(content if isinstance(content, bytes) else content.encode())
   with pytest.raises(reproduce.ReproduceError) as error:
     run.finished()
   assert re.fullmatch(rf"{re.escape(str(path))} is damaged \({problem}\); delete it and run "

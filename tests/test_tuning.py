@@ -305,7 +305,7 @@ def test_hyperband_continues_a_trial_from_its_parent_weights(tmp_path):
   original = hypermodel.MetaTrainer.train
 
   def recording_train(self):
-    trial = os.path.basename(os.path.dirname(self.output_dir))
+    trial = os.path.basename(os.path.dirname(self.run.path))
     start = [w.copy() for w in self.model.get_weights()]
     model = original(self)
     weights[trial] = (start, [w.copy() for w in model.get_weights()])

@@ -10,15 +10,15 @@ Where an ablation's model comes from:
 Ablations with neither are left out of the table, with a message saying so.
 """
 
-import os
 from typing import Callable, Dict, List, Mapping, Sequence, Tuple
 
-from leo_tf import gin_config
+from leo_tf import gin_config, saved_config
 from leo_tf.analysis.compare_config import ABLATION_GIN, LABELS, CompareConfig
 from leo_tf.analysis.methods import Predict, leo_predict
 from leo_tf.config_checks import ConfigError
 from leo_tf.leo import weights
-from leo_tf.leo.run import Run, RunConfigs, checkpoint_kind, open_run
+from leo_tf.leo.run import Run, RunConfigs, open_run
+from leo_tf.runtime.rundir import RunDir
 
 
 def train_ablation(base_dir: str, name: str, output_dir: str, steps: int,
@@ -26,15 +26,14 @@ def train_ablation(base_dir: str, name: str, output_dir: str, steps: int,
                    log: Callable[[str], None], shots: int = 1) -> str:
   """Meta-trains (or resumes, or reuses) ablation ``name`` from the base run's config."""
   from leo_tf.leo.experiment import run_experiment  # pylint: disable=g-import-not-at-top
-  run_dir = os.path.join(output_dir, "ablations", name)
+  run_dir = RunDir.ablation(output_dir, name).path
   overrides = list(bindings) + [f"TrainConfig.num_steps = {int(steps)}",
                                 f"run_experiment.output_dir = {run_dir!r}"]
   log(f"[compare] {LABELS[name]}: meta-training {steps} steps in {run_dir} "
       "(reused if already there)")
   # The ablation's own gin state while it trains: its config.gin records it.
-  with gin_config.scoped(gin_config.saved_files(
-      base_dir, [ABLATION_GIN[name].format(shots=shots)] + list(extra_files)), overrides,
-                         saved=[gin_config.saved_config(base_dir)]):
+  with gin_config.scoped(saved_config.saved_files(
+      base_dir, [ABLATION_GIN[name].format(shots=shots)] + list(extra_files)), overrides):
     run_experiment(RunConfigs.from_gin(), output_dir=run_dir, evaluate_test=False, log=log)
   return run_dir
 
@@ -49,8 +48,8 @@ def resolve_ablation_dirs(base_dir: str, cfg: CompareConfig, given: Mapping[str,
                       f"use {sorted(ABLATION_GIN)}")
   for name, path in given.items():  # before any ablation meta-trains
     try:
-      gin_config.saved_config(path)
-      checkpoint_kind(path, "best", fallback=True)
+      saved_config.saved_files(path)
+      RunDir(path).choose("best", fallback=True)
     except (gin_config.GinConfigError, FileNotFoundError) as e:
       raise ConfigError(f"--compare_dirs={name}={path}: {e}") from None
   dirs = {}

@@ -37,7 +37,7 @@ def run_comparison(base: Run, cfg: CompareConfig, output_dir: Optional[str] = No
   Ablation runs are opened (or meta-trained) from their own saved configs with
   ``extra_files`` and ``bindings`` on top, as the base run was.
   """
-  output_dir = output_dir or os.path.join(base.directory, "compare")
+  output_dir = output_dir or base.directory.compare
   os.makedirs(output_dir, exist_ok=True)
   eval_cfg, base_config, source = base.configs.eval, base.configs.model, base.source
   test = base.load(eval_cfg.split)

@@ -7,7 +7,7 @@ from typing import Optional, Sequence, Tuple
 
 import gin
 
-from leo_tf import gin_config
+from leo_tf import saved_config
 from leo_tf.analysis.calibration import DEFAULT_NUM_BINS
 from leo_tf.config_checks import ConfigError, check_types, require_at_least
 
@@ -82,4 +82,4 @@ class CompareConfig:
 
 def read_compare_config(run_dir: str, bindings: Sequence[str] = (),
                         extra_files: Sequence[str] = ()) -> CompareConfig:
-  return gin_config.read_saved(run_dir, CompareConfig, bindings, extra_files)
+  return saved_config.read_saved(run_dir, CompareConfig, bindings, extra_files)

@@ -26,6 +26,7 @@ from leo_tf import checkpoints, gin_config
 from leo_tf.backbone import inputs, optim, precision as precision_lib, wrn
 from leo_tf.config_checks import ConfigError, check_types, require_at_least, require_positive
 from leo_tf.runtime import files, strategy as strategy_lib
+from leo_tf.runtime.rundir import RunDir
 
 BACKBONE_FILE = "backbone.keras"
 
@@ -84,10 +85,10 @@ def _save_checkpoint(manager: tf.train.CheckpointManager, step: int) -> str:
   return manager.save(checkpoint_number=step)
 
 
-def _write_operative_config(directory: str) -> None:
+def _write_operative_config(run: RunDir) -> None:
   # The operative config lists only what was used; the full one lets a resume re-parse.
-  gin_config.save_config(directory, operative=True)
-  gin_config.save_config(directory)
+  gin_config.save_config(run.operative_config, operative=True)
+  gin_config.save_config(run.config)
 
 
 def _correct(logits, labels):
@@ -181,7 +182,8 @@ def pretrain(train_split, model_dir: str,
   """
   config = config or PretrainConfig()
   strategy = strategy or strategy_lib.make_strategy()
-  out_dir = strategy_lib.write_dir(model_dir, strategy)
+  writes = RunDir(model_dir).for_process(strategy)  # model_dir, or a worker folder of it
+  out_dir = writes.path
   os.makedirs(out_dir, exist_ok=True)
   tag = strategy_lib.worker_tag(strategy)
   num_steps = total_steps(config, train_split.num_examples)
@@ -209,7 +211,7 @@ def pretrain(train_split, model_dir: str,
       f"{num_steps} steps of {config.batch_size}"
       + (f", {config.precision}" if config.precision != "float32" else "")
       + (", XLA" if config.jit_compile else ""))
-  _write_operative_config(out_dir)
+  _write_operative_config(writes)
 
   loop = _Loop(strategy, model, optimizer, config.batch_size, config.label_smoothing,
                config.jit_compile)
@@ -256,6 +258,6 @@ def pretrain(train_split, model_dir: str,
   backbone_path = os.path.join(out_dir, BACKBONE_FILE)
   with files.atomic_path(backbone_path, backbone_path[:-len(".keras")] + ".tmp.keras") as tmp:
     backbone.save(tmp)
-  _write_operative_config(out_dir)
+  _write_operative_config(writes)
   return PretrainResult(initial_step, step, losses, train_accuracy, held_out,
                         time.time() - start, backbone_path)

@@ -46,10 +46,10 @@ def configure_threads(bindings):
   """The run's thread pools (leo-train's), set before TensorFlow starts: --compare may
   meta-train ablations in this process."""
   # pylint: disable=import-outside-toplevel
-  from leo_tf import gin_config
+  from leo_tf import saved_config
   from leo_tf.runtime import threads
-  threads.configure(gin_config.read_saved(FLAGS.checkpoint_dir, threads.Threads, bindings,
-                                          FLAGS.gin_file))
+  threads.configure(saved_config.read_saved(FLAGS.checkpoint_dir, threads.Threads, bindings,
+                                            FLAGS.gin_file))
 
 
 def evaluate_one():

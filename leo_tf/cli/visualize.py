@@ -32,12 +32,12 @@ def _check_flags():
 
 def _visualize():
   # pylint: disable=import-outside-toplevel
-  import os
   from leo_tf.analysis import tsne
   from leo_tf.data.episodes import EpisodeSampler
   from leo_tf.leo.run import open_run
   from leo_tf.runtime import outputs
-  output = FLAGS.output or os.path.join(FLAGS.checkpoint_dir, "latents_tsne.png")
+  from leo_tf.runtime.rundir import RunDir
+  output = FLAGS.output or RunDir(FLAGS.checkpoint_dir).latents_tsne
   outputs.writable_file(output, "--output")  # before minutes of adaptation and t-SNE
   run = open_run(FLAGS.checkpoint_dir, FLAGS.which, FLAGS.gin_bindings)
   if not run.model.latent_space:

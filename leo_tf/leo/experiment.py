@@ -13,9 +13,10 @@ from leo_tf.data.episodes import EpisodeSampler
 from leo_tf.leo import weights
 from leo_tf.leo.config import LEOConfig
 from leo_tf.leo.evaluation import EvalConfig, EvalResult, evaluate
-from leo_tf.leo.run import RunConfigs, checkpoint_kind
+from leo_tf.leo.run import RunConfigs
 from leo_tf.leo.trainer import MetaTrainer
 from leo_tf.runtime import lock, outputs, strategy as strategy_lib, threads
+from leo_tf.runtime.rundir import RunDir
 
 
 @dataclasses.dataclass
@@ -45,13 +46,14 @@ def run_experiment(configs: RunConfigs, output_dir: str = gin.REQUIRED,
   The tf.distribute strategy is the one bound in gin (``make_strategy.kind =
   'mirrored'`` or ``'multi_worker'``), as for backbone pre-training; under
   multi-worker, only the chief writes into ``output_dir`` and evaluates. The run
-  directory gets the current gin state as its config.gin: the caller parsed the
+  directory gets the current gin state as its saved config: the caller parsed the
   configuration ``configs`` came from.
   """
   source, model_config = configs.source, configs.model
   train_config, eval_config = configs.train, configs.eval
   start = time.time()
   outputs.writable_directory(output_dir, "run_experiment.output_dir")  # before any work
+  run = RunDir(output_dir)
   splits = source.load_all(("train", "val", eval_config.split))
   log(f"[data] {source.dataset}/{source.crop}: " + ", ".join(
       f"{s} {d.embeddings.shape[0]} x {d.dim} ({d.num_classes} classes)"
@@ -77,17 +79,16 @@ def run_experiment(configs: RunConfigs, output_dir: str = gin.REQUIRED,
     # another model configuration fails and leaves the run directory as it was.
     step = trainer.restore()
     if chief:
-      gin_config.save_config(output_dir)
+      gin_config.save_config(run.config)
     trainer.train(step)
     if chief:
-      gin_config.save_config(output_dir, operative=True)
+      gin_config.save_config(run.operative_config, operative=True)
   trainer.log(f"[train] done in {time.time() - start:.0f} s; checkpoints in {output_dir}")
   result = ExperimentResult(output_dir, None, trainer.best_validation())
   if not chief:
     log(f"{strategy_lib.worker_tag(strategy)}the chief evaluates the test split")
   elif evaluate_test:
-    which = checkpoint_kind(output_dir, "best" if val is not None else "latest",
-                            fallback=True)
+    which = run.choose("best" if val is not None else "latest", fallback=True)
     model = weights.load_model(output_dir, model_config, train.dim, which)
     result.test = test_result(model, splits[eval_config.split], model_config,
                               eval_config, log)

@@ -3,23 +3,21 @@ and :func:`open_run`, how everything after training (evaluation, analysis, expor
 opens a leo-train output directory."""
 
 import dataclasses
-import os
 from typing import Any, Callable, Sequence, Tuple
 
 import gin
 import tensorflow as tf
 
-from leo_tf import gin_config
+from leo_tf import saved_config
 from leo_tf.data.embeddings import EmbeddingSet
 from leo_tf.data.source import EmbeddingSource
 from leo_tf.leo import weights
 from leo_tf.leo.config import LEOConfig, TrainConfig
 from leo_tf.leo.evaluation import EvalConfig
 from leo_tf.leo.model import LEO
+from leo_tf.runtime.rundir import RunDir
 from leo_tf.runtime.strategy import make_strategy
 from leo_tf.runtime.threads import Threads
-
-WHICH = ("best", "latest")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,24 +42,11 @@ class RunConfigs:
     return make_strategy(**dict(self.strategy_bindings))
 
 
-def checkpoint_kind(run_dir: str, which: str = "best", fallback: bool = False) -> str:
-  """``which`` checkpoint directory of a run; with ``fallback``, 'latest' when 'best' has
-  none (a run without validation keeps no best). FileNotFoundError when none is left."""
-  if which not in WHICH:
-    raise ValueError(f"which must be one of {WHICH}, got {which!r}")
-  for kind in ((which, "latest") if fallback and which == "best" else (which,)):
-    if tf.train.latest_checkpoint(os.path.join(run_dir, kind)):
-      return kind
-  if fallback:
-    raise FileNotFoundError(f"{run_dir} has no checkpoint in best/ or latest/")
-  raise FileNotFoundError(f"no checkpoint in {os.path.join(run_dir, which)}")
-
-
 @dataclasses.dataclass
 class Run:
   """An opened leo-train output directory."""
-  directory: str
-  which: str            # the checkpoint directory the model came from
+  directory: RunDir
+  which: str            # the checkpoints the model came from: 'best' or 'latest'
   configs: RunConfigs
   model: LEO
   dim: int              # embedding size the model was trained on
@@ -72,7 +57,7 @@ class Run:
 
   @property
   def checkpoint(self) -> str:
-    return weights.latest(os.path.join(self.directory, self.which))
+    return self.directory.newest(self.which)
 
   def load(self, split: str) -> EmbeddingSet:
     """One split of the run's embeddings; they must have the model's size."""
@@ -86,10 +71,10 @@ def open_run(run_dir: str, which: str = "best", bindings: Sequence[str] = (),
              gin_files: Sequence[str] = (), fallback: bool = False,
              log: Callable[[str], None] = print) -> Run:
   """Reads a run's saved config (plus ``gin_files`` and ``bindings``) and restores its
-  ``which`` checkpoint ('best' or 'latest'; see :func:`checkpoint_kind` for ``fallback``).
+  ``which`` checkpoint ('best' or 'latest'; see ``RunDir.choose`` for ``fallback``).
   The embedding size comes from the checkpoint, so no embeddings are read."""
-  configs = gin_config.read_saved(run_dir, RunConfigs.from_gin, bindings, gin_files)
-  kind = checkpoint_kind(run_dir, which, fallback)
-  dim = weights.checkpoint_dim(os.path.join(run_dir, kind))
-  return Run(run_dir, kind, configs, weights.load_model(run_dir, configs.model, dim, kind, log),
-             dim)
+  run = RunDir(run_dir)
+  configs = saved_config.read_saved(run, RunConfigs.from_gin, bindings, gin_files)
+  kind = run.choose(which, fallback)
+  dim = weights.checkpoint_dim(run.newest(kind))
+  return Run(run, kind, configs, weights.load_model(run, configs.model, dim, kind, log), dim)

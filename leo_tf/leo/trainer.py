@@ -17,14 +17,13 @@ uninterrupted one exactly.
 
 Under MultiWorkerMirroredStrategy only the chief writes into ``output_dir`` (checkpoints,
 TensorBoard, ``best.json``); the other workers save their checkpoints into a temporary
-``output_dir/worker_<i>`` (saving is a collective step, as in TF's multi-worker guide)
-and delete it, and write no summaries. Every worker restores from the chief's
+worker folder of it (``RunDir.for_process``: saving is a collective step, as in TF's
+multi-worker guide) and delete it, and write no summaries. Every worker restores from the chief's
 checkpoints, and decisions taken from files or local measurements (the step resumed
 from, the best validation so far, whether a validation is a new best) are the chief's,
 broadcast (runtime.strategy.from_chief), so the workers never part ways.
 """
 
-import os
 import shutil
 import time
 from typing import Callable, Dict, Optional
@@ -40,6 +39,7 @@ from leo_tf.leo.evaluation import EvalResult, evaluate, predictor
 from leo_tf.leo.model import LEO, build_leo, task_losses
 from leo_tf.leo import weights
 from leo_tf.runtime import seeds, strategy as strategy_lib
+from leo_tf.runtime.rundir import RunDir
 
 
 class TrainingDivergedError(RuntimeError):
@@ -87,13 +87,12 @@ class MetaTrainer:
     self.on_step = on_step
     self.on_validation = on_validation
     self.config = config
-    self.output_dir = output_dir
+    self.run = RunDir(output_dir)
     self.strategy = strategy or tf.distribute.get_strategy()
     self.chief = strategy_lib.is_chief(self.strategy)
     tag = strategy_lib.worker_tag(self.strategy)
     self.log = (lambda message: log(tag + message)) if tag else log
-    # output_dir on the chief, a temporary output_dir/worker_<i> elsewhere.
-    self.write_dir = strategy_lib.write_dir(output_dir, self.strategy)
+    self.writes = self.run.for_process(self.strategy)  # the run, or a worker folder
     replicas = self.strategy.num_replicas_in_sync
     if config.meta_batch_size % replicas:
       raise ConfigError(f"meta_batch_size {config.meta_batch_size} must divide evenly "
@@ -113,11 +112,10 @@ class MetaTrainer:
           model=self.model, optimizer=self.optimizer, step=self.step,
           bad_steps=self.bad_steps, guarded_steps=self.guarded_steps,
           **{checkpoints.MODEL_VARIABLES: checkpoints.named_variables(self.model)})
-    self.latest = tf.train.CheckpointManager(
-        self.checkpoint, os.path.join(self.write_dir, "latest"), max_to_keep=2)
-    self.best = tf.train.CheckpointManager(
-        self.checkpoint, os.path.join(self.write_dir, "best"), max_to_keep=1)
-    self._best_record = checkpoints.BestRecord(os.path.join(output_dir, "best"))
+    self.latest, self.best = (
+        tf.train.CheckpointManager(self.checkpoint, self.writes.checkpoints(kind), keep)
+        for kind, keep in (("latest", 2), ("best", 1)))
+    self._best_record = checkpoints.BestRecord(self.run.best_record)
     self._best_seen = -1.0  # the chief's best validation accuracy, set by restore()
     # The traced outer step (public for inspection: tools/bench counts its FLOPs).
     self.step_function = tf.function(self._outer_step, jit_compile=config.jit_compile)
@@ -129,7 +127,7 @@ class MetaTrainer:
     no-op writer on the workers other than the chief."""
     if self._summary_writer is None:
       self._summary_writer = (
-          tf.summary.create_file_writer(os.path.join(self.output_dir, "tensorboard"))
+          tf.summary.create_file_writer(self.run.tensorboard)
           if self.chief else tf.summary.create_noop_writer())
     return self._summary_writer
 
@@ -239,7 +237,7 @@ class MetaTrainer:
     """
     variables = checkpoints.named_variables(self.model)
     path = checkpoints.restore_latest(  # the chief's checkpoints, on every worker
-        self.checkpoint, os.path.join(self.output_dir, "latest"),
+        self.checkpoint, self.run.checkpoints("latest"),
         self.latest if self.chief else None,
         verify=lambda p: weights.check_compatible(p, variables, self.model.dim),
         log=self.log)
@@ -262,14 +260,14 @@ class MetaTrainer:
     if strategy_lib.any_worker(self.strategy, step != chief_step):
       raise checkpoints.CorruptCheckpointError(
           f"the workers restored different steps (this one {step}, the chief "
-          f"{int(chief_step)}) from {os.path.join(self.output_dir, 'latest')}: every "
+          f"{int(chief_step)}) from {self.run.checkpoints('latest')}: every "
           "worker must read the chief's output_dir (a shared filesystem)")
 
   def _save(self, manager: tf.train.CheckpointManager, step: int):
     """Saves a checkpoint; a non-chief worker then drops its temporary copy."""
     manager.save(checkpoint_number=step)
     if not self.chief:
-      shutil.rmtree(self.write_dir, ignore_errors=True)
+      shutil.rmtree(self.writes, ignore_errors=True)
 
   def best_validation(self) -> float:
     """The accuracy in ``best/best.json``; -1 without one (a damaged record raises,

@@ -5,7 +5,6 @@ module; the trainer writes them (with its optimizer and counters) and restores t
 the same checks.
 """
 
-import os
 from typing import Callable, Dict
 
 import tensorflow as tf
@@ -13,6 +12,7 @@ import tensorflow as tf
 from leo_tf import checkpoints
 from leo_tf.leo.config import LEOConfig
 from leo_tf.leo.model import LEO, build_leo
+from leo_tf.runtime.rundir import RunDir
 
 # The [dim] fine-tuning step sizes: their length is the embedding size d.
 _DIM_WEIGHT = "finetune_lr"
@@ -30,17 +30,8 @@ def check_compatible(path: str, variables: Dict[str, tf.Variable], dim: int) -> 
   checkpoints.check_compatible(path, variables, hint)
 
 
-def latest(directory: str) -> str:
-  """The newest checkpoint prefix in ``directory``; FileNotFoundError if none."""
-  path = tf.train.latest_checkpoint(directory)
-  if path is None:
-    raise FileNotFoundError(f"no checkpoint in {directory}")
-  return path
-
-
-def checkpoint_dim(directory: str) -> int:
-  """The embedding size d of the newest checkpoint in ``directory``."""
-  path = latest(directory)
+def checkpoint_dim(path: str) -> int:
+  """The embedding size d of checkpoint ``path``."""
   shape = checkpoints.stored_shapes(path).get(_DIM_WEIGHT)
   if shape is None or len(shape) != 1:
     raise checkpoints.CheckpointMismatchError(
@@ -54,15 +45,16 @@ def check_fits(path: str, model_config: LEOConfig, dim: int) -> None:
   check_compatible(path, checkpoints.named_variables(build_leo(model_config, dim)), dim)
 
 
-def load_model(checkpoint_dir: str, model_config: LEOConfig, dim: int,
+def load_model(checkpoint_dir, model_config: LEOConfig, dim: int,
                which: str = "best", log: Callable[[str], None] = print) -> LEO:
-  """A model restored from ``<checkpoint_dir>/<best|latest>`` (its newest readable one).
+  """A model restored from a run's (a directory or RunDir) ``which`` checkpoints, 'best'
+  or 'latest' (the newest readable one).
 
   Every weight is restored or the call fails: CheckpointMismatchError names the shapes
   that differ from ``model_config`` / ``dim``.
   """
   model = build_leo(model_config, dim)
-  directory = os.path.join(checkpoint_dir, which)
+  directory = RunDir(checkpoint_dir).checkpoints(which)
   variables = checkpoints.named_variables(model)
   path = checkpoints.restore_latest(
       _WeightsOnly(**{checkpoints.MODEL_VARIABLES: variables}), directory,

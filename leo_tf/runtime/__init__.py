@@ -3,6 +3,6 @@
 ``strategy`` (the tf.distribute strategy), ``threads`` (TF's CPU thread pools),
 ``seeds`` (process-wide random seeds and op determinism), ``files`` (atomic writes),
 ``paths`` (``$LEO_TF_DATA`` and absolute paths), ``quiet_start`` (TensorFlow without
-its noise lines), ``lock`` (one writer per output directory) and ``outputs`` (output
-paths checked before any work).
+its noise lines), ``lock`` (one writer per output directory), ``outputs`` (output
+paths checked before any work) and ``rundir`` (every path of a run directory).
 """

@@ -48,18 +48,6 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
   return task_type == "worker" and task_id == 0 and not has_chief
 
 
-def write_dir(model_dir: str, strategy: tf.distribute.Strategy) -> str:
-  """Where this process writes checkpoints.
-
-  Saving a multi-worker model is collective, so every worker must write; only the
-  chief writes into ``model_dir`` itself, the others into ``model_dir/<type>_<id>``.
-  """
-  if is_chief(strategy):
-    return model_dir
-  task_type, task_id = task_info(strategy)
-  return os.path.join(model_dir, f"{task_type}_{task_id}")
-
-
 def worker_tag(strategy: tf.distribute.Strategy) -> str:
   """'' on the chief, '[worker_1] ' on the others: the prefix of a worker's log lines."""
   return "" if is_chief(strategy) else "[%s_%d] " % task_info(strategy)

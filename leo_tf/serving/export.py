@@ -172,7 +172,7 @@ def export_checkpoint(checkpoint_dir: str, export_base: str, version: Optional[i
   ``bindings`` may set the request limits (``ServingLimits.max_support=2000``).
   """
   # Imported here: opening a run registers every configurable of the package.
-  from leo_tf import gin_config  # pylint: disable=import-outside-toplevel
+  from leo_tf import saved_config  # pylint: disable=import-outside-toplevel
   from leo_tf.leo.run import open_run  # pylint: disable=import-outside-toplevel
   from leo_tf.runtime import outputs  # pylint: disable=import-outside-toplevel
   if version is not None and version < 1:
@@ -189,9 +189,10 @@ def export_checkpoint(checkpoint_dir: str, export_base: str, version: Optional[i
   metadata = dict(checkpoint=run.checkpoint, which=which, backbone=backbone_path,
                   version=version)
   # The limits as --gin_bindings set them (read like the run's other configs).
-  limits = gin_config.read_saved(checkpoint_dir, graph.ServingLimits, bindings)
+  limits = saved_config.read_saved(run.directory, graph.ServingLimits, bindings)
+  config_file = run.directory.config
   write_export(model, directory, normalize, backbone, preprocess, metadata,
-               {gin_config.CONFIG_FILE: gin_config.saved_config(checkpoint_dir)}, limits)
+               {os.path.basename(config_file): config_file}, limits)
   log(f"[export] {config.num_classes}-way-trained LEO ({dim}-d, "
       f"{config.inner_steps_test} latent + {config.finetune_steps_test} fine-tuning steps, "
       f"l2_normalize={normalize}; at most N={limits.max_classes}, "

@@ -8,7 +8,7 @@ validation is reported to the tuner's callbacks as one epoch (``val_accuracy`` i
 logs, which drives keras-tuner's best-epoch checkpoint), and the best validation accuracy
 is returned as the objective, which is what keras-tuner 1.4.8 hands to the oracle.
 
-Each trial's TensorBoard run (``trial_<id>/leo/tensorboard``) also gets its values and
+Each trial's TensorBoard run (its run directory's, ``RunDir.trial``) also gets its values and
 objective as a TensorBoard HParams session, and the search's ``trials/`` folder the
 HParams configuration: ``tensorboard --logdir <output_dir>/trials`` shows the search in
 the HParams dashboard.
@@ -35,6 +35,7 @@ from leo_tf.leo.model import build_leo
 from leo_tf.leo.run import RunConfigs
 from leo_tf.leo.trainer import MetaTrainer, TrainingDivergedError
 from leo_tf.runtime import files, seeds
+from leo_tf.runtime.rundir import RunDir
 from leo_tf.runtime.threads import Threads
 from leo_tf.tuning.space import OBJECTIVE, SearchSpace, SearchSpaceError, TuneConfig
 
@@ -134,7 +135,7 @@ class LEOHyperModel(kt.HyperModel):
     files.atomic_write(os.path.join(trial_dir, TRIAL_RECORD), json.dumps(
         {"values": values, "steps": total_epochs * self.setup.tune.validate_every,
          "seconds": time.time() - start, OBJECTIVE: best, "tuner": tuner.tuner_id}))
-    log_hparams(os.path.join(trial_dir, "leo", "tensorboard"), trial.trial_id, values, best)
+    log_hparams(RunDir.trial(trial_dir).tensorboard, trial.trial_id, values, best)
     return {OBJECTIVE: best}
 
   def _trainer(self, model_config, train_config, splits, trial_dir, callbacks,
@@ -147,12 +148,12 @@ class LEOHyperModel(kt.HyperModel):
       epoch = initial_epoch + math.ceil(step / every) - 1
       trainer.callbacks.on_epoch_end(epoch, {OBJECTIVE: result.mean})
 
-    leo_dir = os.path.join(trial_dir, "leo")
-    if not tf.train.latest_checkpoint(os.path.join(leo_dir, "latest")):
-      # Nothing to resume from: drop what an interrupted attempt left (e.g. its best.json).
-      shutil.rmtree(leo_dir, ignore_errors=True)
+    run = RunDir.trial(trial_dir)
+    if not run.newest("latest"):
+      # Nothing to resume from: drop what an interrupted attempt left (e.g. its best record).
+      shutil.rmtree(run, ignore_errors=True)
     trainer = MetaTrainer(
-        model_config, train_config, splits["train"], splits["val"], leo_dir,
+        model_config, train_config, splits["train"], splits["val"], run.path,
         on_validation=on_validation,
         log=lambda line: print(line, file=log_file, flush=True))
     trainer.callbacks = keras.callbacks.CallbackList(list(callbacks), model=trainer.model)
