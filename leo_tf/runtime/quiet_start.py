@@ -73,8 +73,11 @@ def _filter_fd2():
   """Sends fd 2 through the filter process and points ``sys.stderr`` (and the logging
   handlers that wrote to it) at the real stderr."""
   global _filter_process
+  try:
+    real = os.dup(2)
+  except OSError:  # no stderr at all: nothing to filter
+    return
   sys.stderr.flush()
-  real = os.dup(2)
   read_end, write_end = os.pipe()
   # -I -S: the standard library only, whatever the environment (and 40 ms to start).
   _filter_process = subprocess.Popen([sys.executable, "-I", "-S", __file__],
