@@ -4,8 +4,10 @@
 
 ``requests.npz`` holds, per request ``r``, arrays ``r/<signature input>`` and
 ``r/_signature`` (a string). Each request runs on two paths: tf.saved_model.load (TF2)
-and the TF1 Session loader that TF Serving and saved_model_cli use. ``out.npz`` gets
-``r/tf2/<output>`` and ``r/session/<output>``, or ``.../error`` with the message.
+and the TF1 Session loader that TF Serving and saved_model_cli use; on the latter it goes
+as TF Serving gets it, a tensorflow-serving-api PredictRequest whose TensorProtos are
+fed, and comes back as a PredictResponse. ``out.npz`` gets ``r/tf2/<output>`` and
+``r/session/<output>``, or ``.../error`` with the message.
 """
 
 import os
@@ -15,6 +17,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # pylint: disable=g-import-not-at-top
 import tensorflow as tf  # pylint: disable=g-import-not-at-top
+from tensorflow_serving.apis import model_pb2, predict_pb2  # pylint: disable=g-import-not-at-top
 
 
 def group(requests):
@@ -39,18 +42,37 @@ def run_tf2(export_dir, requests):
   return out
 
 
+def predict_request(req):
+  """The request as a TF Serving client sends it."""
+  request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(
+      name="leo", signature_name=str(req["_signature"])))
+  for key, value in req.items():
+    if key != "_signature":
+      request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+  return request
+
+
+def predict(sess, meta, request):
+  """A PredictRequest answered the way TF Serving's predictor does on a Session."""
+  sig = meta.signature_def[request.model_spec.signature_name]
+  feeds = {sig.inputs[k].name: tf.make_ndarray(v) for k, v in request.inputs.items()}
+  keys = sorted(sig.outputs)
+  values = sess.run([sig.outputs[k].name for k in keys], feeds)
+  response = predict_pb2.PredictResponse()
+  for k, v in zip(keys, values):
+    response.outputs[k].CopyFrom(tf.make_tensor_proto(v))
+  return response
+
+
 def run_session(export_dir, requests):
   out = {}
   with tf.Graph().as_default() as graph, tf.compat.v1.Session(graph=graph) as sess:
     meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], export_dir)
     for name, req in requests.items():
-      sig = meta.signature_def[str(req["_signature"])]
-      feeds = {sig.inputs[k].name: v for k, v in req.items() if k != "_signature"}
-      keys = sorted(sig.outputs)
       try:
-        values = sess.run([sig.outputs[k].name for k in keys], feeds)
-        for k, v in zip(keys, values):
-          out[f"{name}/session/{k}"] = v
+        response = predict(sess, meta, predict_request(req))
+        for k, v in response.outputs.items():
+          out[f"{name}/session/{k}"] = tf.make_ndarray(v)
       except Exception as e:  # pylint: disable=broad-except
         out[f"{name}/session/error"] = np.array(str(e))
   return out

@@ -121,7 +121,7 @@ def test_layout_versions_and_metadata(exported):
   with open(os.path.join(extra, export.METADATA_FILE)) as f:
     meta = json.load(f)
   assert meta["dim"] == DIM and meta["l2_normalize"] is True and meta["version"] == 1
-  assert meta["signatures"] == [export.SERVING_DEFAULT, export.IMAGES_SIGNATURE]
+  assert meta["signatures"] == ["serving_default", "adapt", "classify", "classify_images"]
   assert meta["leo_config"]["inner_steps_test"] == 3
   assert meta["checkpoint"].endswith("ckpt-1")
   assert os.listdir(exported["base"]) == ["1"]  # no temporary directory left behind
@@ -192,12 +192,81 @@ def _bad_request(change):
   return request
 
 
+def _call(signature, request):
+  return {k: v.numpy() for k, v in signature(**{key: tf.constant(v) for key, v in
+                                                request.items()}).items()}
+
+
+def _support(request):
+  return {k: v for k, v in request.items() if k.startswith("support_")}
+
+
+def test_adapt_once_then_classify_answers_as_serving_default(loaded):
+  """The adapted classifier, stored by the client as numpy arrays, classifies query
+  batches of any size as serving_default answers the whole request."""
+  adapt, classify = loaded.signatures["adapt"], loaded.signatures["classify"]
+  for i, (n, k, m) in enumerate(CASES):
+    request, _ = _request(n, k, m, seed=30 + i, scale=1.0 + i)
+    classifier = _call(adapt, _support(request))
+    assert classifier["weights"].shape == (n, DIM) and classifier["bias"].shape == (n,)
+    expected = _call(loaded.signatures["serving_default"], request)
+    for rows in (slice(0, 1), slice(1, m)):
+      out = _call(classify, dict(classifier, query_embeddings=request["query_embeddings"][rows]))
+      np.testing.assert_allclose(out["probabilities"], expected["probabilities"][rows],
+                                 atol=2e-6)
+      np.testing.assert_array_equal(out["labels"], expected["labels"][rows])
+
+
+def test_classify_is_softmax_of_normalised_queries_times_weights_plus_bias(loaded):
+  weights = np.array([[2.0] + [0.0] * (DIM - 1), [0.0, 1.0] + [0.0] * (DIM - 2)], np.float32)
+  bias = np.array([0.5, -0.5], np.float32)
+  queries = np.zeros((2, DIM), np.float32)
+  queries[0, 0], queries[1, :2] = 3.0, [-4.0, 3.0]  # unit rows: [1, 0], [-0.8, 0.6]
+  out = _call(loaded.signatures["classify"], dict(weights=weights, bias=bias,
+                                                  query_embeddings=queries))
+  logits = np.array([[2.0 + 0.5, 0.0 - 0.5], [-1.6 + 0.5, 0.6 - 0.5]])
+  expected = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+  np.testing.assert_allclose(out["probabilities"], expected, rtol=1e-6)
+  np.testing.assert_array_equal(out["labels"], [0, 1])
+
+
+CLASSIFY_BAD = {
+    "bias_length": (dict(bias=np.zeros(3, np.float32)),
+                    r"bias must have one entry per row of weights; got\] \[3\] \[for\] \[2"),
+    "features": (dict(weights=np.ones((2, DIM + 1), np.float32)),
+                 rf"weights must have {DIM} features .* got\] \[{DIM + 1}\]"),
+    "nan_bias": (dict(bias=np.array([0.0, np.nan], np.float32)), "bias contains NaN or Inf"),
+    "inf_weights": (dict(weights=np.full((2, DIM), np.inf, np.float32)),
+                    "weights contains NaN or Inf"),
+    "one_class": (dict(weights=np.ones((1, DIM), np.float32), bias=np.zeros(1, np.float32)),
+                  r"at least 2 classes; got\] \[1\]"),
+    "too_many_classes": (dict(weights=np.ones((7, DIM), np.float32),
+                              bias=np.zeros(7, np.float32)),
+                         r"weights has\] \[7\] \[rows; this export serves at most N = 6"),
+    "too_many_queries": (dict(query_embeddings=np.ones((81, DIM), np.float32)),
+                         r"query_embeddings has\] \[81\] \[rows; this export serves at most"),
+    "rank": (dict(bias=np.zeros((2, 1), np.float32)),
+             r"bias must be a tensor of shape \[N\]; got one of rank\] \[2\]"),
+    "overflow": (dict(weights=np.full((2, DIM), 3e38, np.float32)),
+                 r"the classifier and query embeddings of this request \(largest \|value\|\] "
+                 r"\[3.00e\+38\] \[\) overflow the float32 computation"),
+}
+
+
 def test_bad_requests_fail_with_clear_messages(loaded):
   serve = loaded.signatures["serving_default"]
   for name, (change, message) in BAD.items():
     request = _bad_request(change)
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
       serve(**{key: tf.constant(v) for key, v in request.items()})
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+      _call(loaded.signatures["adapt"], _support(request))
+  for name, (change, message) in CLASSIFY_BAD.items():
+    request = dict(weights=np.ones((2, DIM), np.float32), bias=np.zeros(2, np.float32),
+                   query_embeddings=np.ones((3, DIM), np.float32))
+    request.update(change)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+      _call(loaded.signatures["classify"], request)
   # The restored signature does not check shapes itself: the graph does.
   for name in ("support_embeddings", "query_embeddings"):
     wrong = dict(_bad_request({}), **{name: np.ones((4, DIM + 1), np.float32)})
@@ -241,8 +310,9 @@ def test_requests_beyond_the_export_limits_are_refused(exported, loaded):
     call(wide)
 
 
-def test_fresh_process_without_leo_tf_and_session_path(exported, tmp_path):
-  """tf.saved_model.load and the TF1 Session loader (TF Serving's path), no leo_tf."""
+def test_fresh_process_without_leo_tf_and_session_path(exported, loaded, tmp_path):
+  """tf.saved_model.load and the TF1 Session loader (TF Serving's path, fed from a
+  PredictRequest), no leo_tf; adapt's classifier classifies on both."""
   requests, expected = {}, {}
   for i, (n, k, m) in enumerate(CASES):
     request, task = _request(n, k, m, seed=10 + i)
@@ -253,6 +323,15 @@ def test_fresh_process_without_leo_tf_and_session_path(exported, tmp_path):
     change, _ = BAD[name]
     requests.update({f"{name}/{key}": v for key, v in _bad_request(change).items()})
     requests[f"{name}/_signature"] = np.array("serving_default")
+  # adapt, then classify with the classifier it gave (here through the TF2 path).
+  request, _ = _request(4, 3, 9, seed=13)
+  classifier = _call(loaded.signatures["adapt"], _support(request))
+  for name, signature, inputs in (
+      ("adapt", "adapt", _support(request)),
+      ("classify", "classify", dict(classifier, query_embeddings=request["query_embeddings"]))):
+    requests.update({f"{name}/{key}": v for key, v in inputs.items()})
+    requests[f"{name}/_signature"] = np.array(signature)
+  expected["classify"] = _call(loaded.signatures["serving_default"], request)["probabilities"]
   np.savez(tmp_path / "requests.npz", **requests)
   result = _run([sys.executable, os.path.join(TESTS, "_serving_client.py"), exported["dir"],
                  str(tmp_path / "requests.npz"), str(tmp_path / "out.npz")],
@@ -267,6 +346,9 @@ def test_fresh_process_without_leo_tf_and_session_path(exported, tmp_path):
       np.testing.assert_array_equal(out[f"{name}/{path}/labels"], probabilities.argmax(-1))
   for name in ("missing_class", "unequal_k"):
     assert re.search(BAD[name][1], str(out[f"{name}/session/error"]))
+  for path in ("tf2", "session"):
+    for key, value in classifier.items():
+      np.testing.assert_allclose(out[f"adapt/{path}/{key}"], value, atol=1e-6)
 
 
 def test_saved_model_cli_run(exported, tmp_path):
@@ -285,19 +367,21 @@ def test_saved_model_cli_run(exported, tmp_path):
 def test_warmup_requests_replay(exported, loaded):
   records = warmup.read(os.path.join(exported["dir"], export.ASSETS_EXTRA,
                                      warmup.WARMUP_FILE))
-  assert [name for name, _ in records] == ["serving_default"] * 2 + ["classify_images"]
+  assert [name for name, _ in records] == (["serving_default"] * 2 +
+                                           ["adapt", "classify", "classify_images"])
   for name, inputs in records:
     out = loaded.signatures[name](**{k: tf.constant(v) for k, v in inputs.items()})
-    assert out["probabilities"].shape[1] == 5
+    classes = out["weights"].shape[0] if name == "adapt" else out["probabilities"].shape[1]
+    assert classes == 5
   # The file as TF Serving reads it: PredictionLog records of the real protos.
   from tensorflow_serving.apis import prediction_log_pb2
   path = os.path.join(exported["dir"], export.ASSETS_EXTRA, warmup.WARMUP_FILE)
   logs = [prediction_log_pb2.PredictionLog.FromString(record)
           for record in tf.data.TFRecordDataset(path).as_numpy_iterator()]
-  assert len(logs) == 3
+  assert len(logs) == 5
   for log in logs:
     assert log.predict_log.request.model_spec.name == "leo"
-    assert set(log.predict_log.request.inputs) >= {"support_labels"}
+    assert len(log.predict_log.request.inputs) >= 2
 
 
 def test_bad_arguments(exported, tmp_path):

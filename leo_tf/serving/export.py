@@ -10,6 +10,8 @@ Signatures (see docs/serving.md):
                     query_embeddings [M, d] float32 -> probabilities [M, N], labels [M]
   classify_images   the same with support_images / query_images uint8 [n, H, W, C]
                     (only when a pre-trained backbone is exported with the model)
+  adapt             support_embeddings, support_labels -> weights [N, d], bias [N]
+  classify          weights, bias, query_embeddings -> probabilities [M, N], labels [M]
 
 Export goes through ``keras.export.ExportArchive``, which saves the raw tf.Variables, so
 the result also loads on the TF1 Session path (TF Serving, ``saved_model_cli run``).
@@ -32,6 +34,8 @@ from leo_tf.serving import graph, warmup
 
 SERVING_DEFAULT = "serving_default"
 IMAGES_SIGNATURE = "classify_images"
+ADAPT_SIGNATURE = "adapt"
+CLASSIFY_SIGNATURE = "classify"
 METADATA_FILE = "leo_export.json"
 ASSETS_EXTRA = "assets.extra"
 
@@ -68,8 +72,15 @@ def build_archive(model, normalize: bool, backbone: Optional[keras.Model] = None
   """An ExportArchive with the embedding signature (and the image one with a backbone)."""
   archive = keras.export.ExportArchive()
   archive.track(model)
+  embeddings = _specs([None, model.dim], tf.float32, "embeddings")
   archive.add_endpoint(SERVING_DEFAULT, graph.embedding_endpoint(model, normalize, limits),
-                       input_signature=_specs([None, model.dim], tf.float32, "embeddings"))
+                       input_signature=embeddings)
+  archive.add_endpoint(ADAPT_SIGNATURE, graph.adapt_endpoint(model, normalize, limits),
+                       input_signature=embeddings[:2])
+  archive.add_endpoint(CLASSIFY_SIGNATURE, graph.classify_endpoint(model, normalize, limits),
+                       input_signature=[tf.TensorSpec([None, model.dim], tf.float32, "weights"),
+                                        tf.TensorSpec([None], tf.float32, "bias"),
+                                        embeddings[2]])
   if backbone is not None:
     out_dim = backbone.output_shape[-1]
     if out_dim != model.dim:
@@ -86,8 +97,9 @@ def build_archive(model, normalize: bool, backbone: Optional[keras.Model] = None
 def warmup_requests(dim: int, backbone: Optional[keras.Model] = None, seed: int = 0,
                     limits: graph.ServingLimits = graph.ServingLimits()
                     ) -> List[Tuple[str, Dict[str, np.ndarray]]]:
-  """Typical requests: 5-way 1-shot and 5-shot with 75 queries (and one image task),
-  cut down to what ``limits`` allow (a refused warmup request fails the model's load)."""
+  """Typical requests: 5-way 1-shot and 5-shot with 75 queries, the 5-shot support set
+  adapted and one query classified (and one image task), cut down to what ``limits``
+  allow (a refused warmup request fails the model's load)."""
   rng = np.random.default_rng(seed)
   ways = min(5, limits.max_classes, limits.max_support)
   queries = min(75, limits.max_queries)
@@ -97,6 +109,13 @@ def warmup_requests(dim: int, backbone: Optional[keras.Model] = None, seed: int 
         support_embeddings=rng.normal(size=(ways * shots, dim)).astype(np.float32),
         support_labels=np.repeat(np.arange(ways, dtype=np.int64), shots),
         query_embeddings=rng.normal(size=(queries, dim)).astype(np.float32))))
+  support = requests[-1][1]
+  requests.append((ADAPT_SIGNATURE, dict(support_embeddings=support["support_embeddings"],
+                                         support_labels=support["support_labels"])))
+  requests.append((CLASSIFY_SIGNATURE, dict(
+      weights=rng.normal(size=(ways, dim)).astype(np.float32),
+      bias=np.zeros(ways, np.float32),
+      query_embeddings=support["query_embeddings"][:min(1, queries)])))
   if backbone is not None:
     # Any size works where the backbone leaves it open: 32, or the largest one served.
     side = min(32, limits.max_image_size)
@@ -128,7 +147,8 @@ def write_export(model, directory: str, normalize: bool,
     os.makedirs(extra, exist_ok=True)
     warmup.write(os.path.join(extra, warmup.WARMUP_FILE),
                  warmup_requests(model.dim, backbone, limits=limits))
-    signatures = [SERVING_DEFAULT] + ([IMAGES_SIGNATURE] if backbone is not None else [])
+    signatures = [SERVING_DEFAULT, ADAPT_SIGNATURE, CLASSIFY_SIGNATURE] + (
+        [IMAGES_SIGNATURE] if backbone is not None else [])
     info = dict(dim=model.dim, l2_normalize=normalize, signatures=signatures,
                 leo_config=dataclasses.asdict(model.config),
                 serving_limits=dataclasses.asdict(limits), **(metadata or {}))

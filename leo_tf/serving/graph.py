@@ -17,7 +17,7 @@ memory.
 """
 
 import dataclasses
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import gin
 import tensorflow as tf
@@ -100,17 +100,38 @@ def _rank(x: tf.Tensor) -> tf.Tensor:
   return tf.argmax(tf.concat([zeros, [1]], axis=0), output_type=tf.int32)
 
 
+def _check_ranks(*inputs):
+  """The tensors of ``inputs``, (tensor, name, shape text, rank) each, once each has its
+  rank (a wrong one would fail in some slice with an index error that names none)."""
+  checks = [_require(tf.equal(_rank(x), r), f"{name} must be a tensor of shape {shape}; got "
+                     "one of rank", _rank(x)) for x, name, shape, r in inputs]
+  return _gate(checks, *[x for x, *_ in inputs])
+
+
 def check_ranks(support, labels, query, what: str = "embeddings"):
-  """``support``, ``labels``, ``query`` once each has its rank (a wrong one would fail in
-  some slice with an index error that names none of them)."""
+  """``support``, ``labels``, ``query`` once each has its rank."""
   trailing = _TRAILING[what]
   rank = 2 + trailing.count(",")
-  checks = [_require(tf.equal(_rank(x), r), f"{name} must be a tensor of shape {shape}; got "
-                     "one of rank", _rank(x))
-            for x, name, shape, r in ((support, f"support_{what}", f"[N*K, {trailing}]", rank),
-                                      (labels, "support_labels", "[N*K]", 1),
-                                      (query, f"query_{what}", f"[M, {trailing}]", rank))]
-  return _gate(checks, support, labels, query)
+  return _check_ranks((support, f"support_{what}", f"[N*K, {trailing}]", rank),
+                      (labels, "support_labels", "[N*K]", 1),
+                      (query, f"query_{what}", f"[M, {trailing}]", rank))
+
+
+def _support_limit(support, labels, limits: ServingLimits, what: str):
+  """The checks of the support rows and labels against ServingLimits.max_support."""
+  serves = (f"this export serves at most N*K = {limits.max_support} support examples "
+            "(ServingLimits.max_support)")
+  size, rows = tf.shape(labels)[0], tf.shape(support)[0]
+  return [_require(size <= limits.max_support, "support_labels has", size, "entries; " + serves),
+          _require(rows <= limits.max_support, f"support_{what} has", rows, "rows; " + serves)]
+
+
+def _query_limit(query, limits: ServingLimits, what: str):
+  """The check of the query rows against ServingLimits.max_queries."""
+  queries = tf.shape(query)[0]
+  return _require(queries <= limits.max_queries, f"query_{what} has", queries, "rows; this "
+                  f"export serves at most M = {limits.max_queries} queries "
+                  "(ServingLimits.max_queries)")
 
 
 def check_sizes(support, labels, query, limits: ServingLimits, what: str = "embeddings"):
@@ -118,16 +139,7 @@ def check_sizes(support, labels, query, limits: ServingLimits, what: str = "embe
   (and image sizes) are within ``limits``: checked before any work that grows with them
   (the backbone, the relation network)."""
   support, labels, query = check_ranks(support, labels, query, what)
-  rows, size, queries = tf.shape(support)[0], tf.shape(labels)[0], tf.shape(query)[0]
-  serves = (f"this export serves at most N*K = {limits.max_support} support examples "
-            "(ServingLimits.max_support)")
-  checks = [
-      _require(size <= limits.max_support, "support_labels has", size, "entries; " + serves),
-      _require(rows <= limits.max_support, f"support_{what} has", rows, "rows; " + serves),
-      _require(queries <= limits.max_queries, f"query_{what} has", queries, "rows; this "
-               f"export serves at most M = {limits.max_queries} queries "
-               "(ServingLimits.max_queries)"),
-  ]
+  checks = _support_limit(support, labels, limits, what) + [_query_limit(query, limits, what)]
   if what == "images":
     side = limits.max_image_size
     checks += [_require(tf.reduce_all(tf.shape(x)[1:3] <= side), f"{name} are", tf.shape(x)[1],
@@ -138,8 +150,10 @@ def check_sizes(support, labels, query, limits: ServingLimits, what: str = "embe
 
 
 def group_support(embeddings: tf.Tensor, labels: tf.Tensor, dim: int,
-                  num_classes: Optional[int], max_classes: int) -> tf.Tensor:
-  """Support rows [N*K, d] with int64 labels in any order -> the task tensor [1, N, K, d].
+                  num_classes: Optional[int], max_classes: int):
+  """Support rows [N*K, d] with int64 labels in any order -> the task [1, N, K, d] (K the
+  most shots of a class; a class's rows in request order, zeros after its last) and its
+  support mask [1, N, K] (1 for a real example).
 
   ``num_classes`` fixes N (MAML has a per-class learned initialisation); ``max_classes``
   bounds it. Labels are range-checked as int64 (2**32 + 4 is not class 4), then cast.
@@ -188,27 +202,64 @@ def group_support(embeddings: tf.Tensor, labels: tf.Tensor, dim: int,
                      "every class needs the same number of support examples (K); "
                      "support examples per class 0..N-1:", counts)]
   labels, embeddings = _gate(stage4, labels, embeddings)
+  # Row i of class c goes to [c, i's position among c's rows].
   order = tf.argsort(labels, stable=True)
-  return tf.reshape(tf.gather(embeddings, order), [1, n, counts[0], dim])
+  grouped = tf.gather(labels, order)
+  position = tf.range(size) - tf.gather(tf.cumsum(counts, exclusive=True), grouped)
+  index = tf.stack([grouped, position], axis=1)
+  shape = tf.stack([n, tf.reduce_max(counts)])
+  task = tf.scatter_nd(index, tf.gather(embeddings, order), tf.concat([shape, [dim]], 0))
+  mask = tf.scatter_nd(index, tf.ones([size]), shape)
+  return task[None], mask[None]
 
 
-def classify(model, support: tf.Tensor, query: tf.Tensor) -> Dict[str, tf.Tensor]:
-  """Evaluation-mode adaptation on support [1, N, K, d]; query [M, d] -> probabilities.
-
-  Finite inputs far beyond the training data's scale (1e20 in an export that does not
-  L2-normalise) can overflow float32 inside: refused, not answered with NaN."""
-  adapted = model.adapt(support, training=False)                       # weights [1, N, d]
-  logits = model.logits(query[None, None], adapted["weights"], bias=adapted["bias"])[0, 0]
-  largest = tf.reduce_max(tf.abs(tf.concat([tf.reshape(support, [-1]), tf.reshape(query, [-1])],
-                                           axis=0)))
-  finite = _require(tf.reduce_all(tf.math.is_finite(logits)), "the embeddings of this "
-                    "request (largest |value|",
+def _refuse_overflow(values, inputs, what: str):
+  """``values`` once all are finite; else the request's inputs (``inputs``: finite, far
+  beyond the training data's scale, e.g. 1e20 in an export that does not L2-normalise)
+  overflowed float32 inside: refused, not answered with NaN."""
+  largest = tf.reduce_max(tf.abs(tf.concat([tf.reshape(x, [-1]) for x in inputs], axis=0)))
+  finite = _require(tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in values]),
+                    f"the {what} of this request (largest |value|",
                     tf.strings.as_string(largest, scientific=True, precision=2),
                     ") overflow the float32 computation of this model: send embeddings on "
                     "the scale of the ones it was trained on")
-  logits = _gate([finite], logits)
+  return _gate([finite], *values)
+
+
+def adapt(model, support: tf.Tensor, mask: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
+  """Evaluation-mode adaptation on support [1, N, K, d] with its mask [1, N, K] ->
+  the classifier: weights [N, d] and bias [N] (zeros for a model without one)."""
+  adapted = model.adapt(support, training=False)  # the mask's seam (issue 24)
+  weights = adapted["weights"][0]
+  bias = (tf.zeros(tf.shape(weights)[:1]) if adapted["bias"] is None
+          else adapted["bias"][0])
+  return _refuse_overflow((weights, bias), (support,), "embeddings")
+
+
+def classify_adapted(model, weights, bias, query, inputs, what: str = "embeddings"
+                     ) -> Dict[str, tf.Tensor]:
+  """The classifier (weights [N, d], bias [N]) on query [M, d] -> probabilities [M, N]
+  and labels [M]; ``inputs`` and ``what`` name the request's values in an overflow."""
+  logits = model.logits(query[None, None], weights[None], bias=bias[None])[0, 0]
+  logits = _refuse_overflow((logits,), inputs, what)
   return dict(probabilities=tf.nn.softmax(logits),
               labels=tf.argmax(logits, axis=-1, output_type=tf.int64))
+
+
+def classify(model, support: tf.Tensor, mask: tf.Tensor, query: tf.Tensor
+             ) -> Dict[str, tf.Tensor]:
+  """Adaptation on support [1, N, K, d] (mask [1, N, K]) and classification of query
+  [M, d] in one call."""
+  weights, bias = adapt(model, support, mask)
+  return classify_adapted(model, weights, bias, query, (support, query))
+
+
+def _grouped(model, normalize: bool, limits: ServingLimits, support, labels):
+  """The request's support set as the task [1, N, K, d] and its mask [1, N, K]."""
+  if normalize:
+    support = l2_normalize(support)
+  num_classes = None if model.latent_space else model.config.num_classes
+  return group_support(support, labels, model.dim, num_classes, limits.max_classes)
 
 
 def _classify_embeddings(model, normalize: bool, limits: ServingLimits, support, labels,
@@ -216,10 +267,8 @@ def _classify_embeddings(model, normalize: bool, limits: ServingLimits, support,
   """The served computation on embeddings whose sizes were checked."""
   query = check_features(query, model.dim, "query_embeddings")
   if normalize:
-    support, query = l2_normalize(support), l2_normalize(query)
-  num_classes = None if model.latent_space else model.config.num_classes
-  task = group_support(support, labels, model.dim, num_classes, limits.max_classes)
-  return classify(model, task, query)
+    query = l2_normalize(query)
+  return classify(model, *_grouped(model, normalize, limits, support, labels), query)
 
 
 def embedding_endpoint(model, normalize: bool,
@@ -230,6 +279,52 @@ def embedding_endpoint(model, normalize: bool,
         support_embeddings, support_labels, query_embeddings, limits))
 
   return serve
+
+
+def adapt_endpoint(model, normalize: bool, limits: ServingLimits = ServingLimits()
+                   ) -> Callable:
+  """The ``adapt`` function: a support set -> the adapted classifier, weights [N, d] and
+  bias [N], for the ``classify`` function (a client adapts once, classifies often)."""
+  def serve_adapt(support_embeddings, support_labels):
+    support, labels = _check_ranks(
+        (support_embeddings, "support_embeddings", "[N*K, d]", 2),
+        (support_labels, "support_labels", "[N*K]", 1))
+    support, labels = _gate(_support_limit(support, labels, limits, "embeddings"),
+                            support, labels)
+    task, mask = _grouped(model, normalize, limits, support, labels)
+    weights, bias = adapt(model, task, mask)
+    return dict(weights=weights, bias=bias)
+
+  return serve_adapt
+
+
+def classify_endpoint(model, normalize: bool, limits: ServingLimits = ServingLimits()
+                      ) -> Callable:
+  """The ``classify`` function: an adapted classifier (``adapt``'s outputs) and queries
+  [M, d] -> probabilities [M, N] and labels [M], as ``serving_default`` answers."""
+  def serve_classify(weights, bias, query_embeddings):
+    weights, bias, query = _check_ranks((weights, "weights", "[N, d]", 2),
+                                        (bias, "bias", "[N]", 1),
+                                        (query_embeddings, "query_embeddings", "[M, d]", 2))
+    n = tf.shape(weights)[0]
+    sizes = [
+        _require(n <= limits.max_classes, "weights has", n, "rows; this export serves at "
+                 f"most N = {limits.max_classes} classes (ServingLimits.max_classes)"),
+        _require(n >= 2, "weights must have a row for each of at least 2 classes; got", n),
+        _require(tf.equal(tf.shape(bias)[0], n), "bias must have one entry per row of "
+                 "weights; got", tf.shape(bias)[0], "for", n, "rows"),
+        _query_limit(query, limits, "embeddings")]
+    weights, bias, query = _gate(sizes, weights, bias, query)
+    weights = check_features(weights, model.dim, "weights")
+    query = check_features(query, model.dim, "query_embeddings")
+    bias = _gate([_require(tf.reduce_all(tf.math.is_finite(bias)),
+                           "bias contains NaN or Inf values")], bias)
+    if normalize:
+      query = l2_normalize(query)
+    return classify_adapted(model, weights, bias, query, (weights, bias, query),
+                            "classifier and query embeddings")
+
+  return serve_classify
 
 
 def image_endpoint(model, backbone, preprocess: Callable, normalize: bool,
