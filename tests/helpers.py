@@ -139,6 +139,38 @@ def meta_loss_and_gradients(model, episode, training, seed):
   return outputs, loss, tape.gradient(loss, model.trainable_variables)
 
 
+# An unbalanced support mask for random_episode(2, 3, 2, ...): task 0 has 2, 1 and 2 shots,
+# task 1 has 1 and 2 shots and a padded third class.
+UNBALANCED_MASK = ((((1, 1), (1, 0), (1, 1)), ((1, 0), (1, 1), (0, 0))))
+
+
+def padded_episode(padding=0.0, seed=0, mask=UNBALANCED_MASK):
+  """random_episode(2, 3, 2, 4, 16) made unbalanced by ``mask``: its padded shots are
+  ``padding`` (a number, e.g. NaN), the queries of a padded class masked out."""
+  episode = random_episode(2, 3, 2, 4, 16, seed, joint=False)
+  mask = tf.constant(mask, tf.float32)
+  support = tf.where(mask[..., None] > 0, episode["support"], padding)
+  query_mask = tf.broadcast_to(tf.reduce_max(mask, axis=2)[..., None], [2, 3, 4])
+  return dict(episode, support=support, support_mask=mask, query_mask=query_mask)
+
+
+def assert_same_outputs(first, second, tol):
+  """Two (outputs, loss, gradients) of meta_loss_and_gradients agree to ``tol``, the
+  gradients relative to their largest entry; returns how many were non-zero."""
+  (out_f, loss_f, grads_f), (out_t, loss_t, grads_t) = first, second
+  for key in ("logits", "final_latents", "query_loss", "kl", "encoder_penalty"):
+    np.testing.assert_allclose(out_f[key], out_t[key], rtol=tol, atol=tol, err_msg=key)
+  np.testing.assert_allclose(loss_f, loss_t, rtol=tol)
+  checked = 0
+  for g_f, g_t in zip(grads_f, grads_t):
+    assert (g_f is None) == (g_t is None)
+    if g_f is not None:
+      scale = max(float(tf.reduce_max(tf.abs(g_t))), 1e-6)
+      np.testing.assert_allclose(g_f / scale, g_t / scale, atol=tol)
+      checked += int(float(tf.reduce_max(tf.abs(g_t))) > 0)
+  return checked
+
+
 def assert_same_as_tape(fast, tape, episode, training, tol=2e-5) -> int:
   """Closed-form and tape models (same weights) agree in outputs and meta-gradients;
   returns how many variables had a non-zero meta-gradient."""
@@ -186,6 +218,37 @@ class LEOVariantChecks:
     checked = assert_same_as_tape(fast, tape, episode, training=True)
     _, _, grads = meta_loss_and_gradients(fast, episode, True, tf.constant([21, 22], tf.int64))
     assert checked == sum(g is not None for g in grads) >= 1  # all real, non-zero
+
+  # Support masks (leo/masks.py). The relative tolerance of an all-ones mask: the masked
+  # sums divide where the unmasked means multiply, a few float32 roundings apart.
+  ALL_ONES_TOL = 1e-6
+
+  @pytest.mark.parametrize("inner_gradients", ["closed_form", "tape"])
+  @pytest.mark.parametrize("training", [True, False])
+  def test_an_all_ones_mask_is_the_unmasked_model(self, inner_gradients, training):
+    model = build_leo(self.config(inner_gradients=inner_gradients), 16)
+    episode = random_episode(2, 3, 2, 4, 16, joint=False)
+    masked = dict(episode, support_mask=tf.ones([2, 3, 2]))
+    seed = tf.constant([21, 22], tf.int64)
+    checked = assert_same_outputs(meta_loss_and_gradients(model, masked, training, seed),
+                                  meta_loss_and_gradients(model, episode, training, seed),
+                                  self.ALL_ONES_TOL)
+    assert checked >= 1
+
+  def test_masked_closed_form_matches_the_tape(self):
+    fast = build_leo(self.config(inner_gradients="closed_form"), 16)
+    tape = build_leo(self.config(inner_gradients="tape"), 16)
+    tape.set_weights(fast.get_weights())
+    assert assert_same_as_tape(fast, tape, padded_episode(), training=True) >= 1
+    assert_same_as_tape(fast, tape, padded_episode(), training=False)
+
+  def test_padding_is_never_read(self):
+    """NaN in the padded shots gives the outputs and meta-gradients of zeros there."""
+    model = build_leo(self.config(), 16)
+    seed = tf.constant([21, 22], tf.int64)
+    zeros, nans = (meta_loss_and_gradients(model, padded_episode(p), True, seed)
+                   for p in (0.0, float("nan")))
+    assert assert_same_outputs(nans, zeros, 0.0) >= 1
 
   def test_evaluation_is_deterministic(self):
     model = build_leo(self.config(), dim=16)

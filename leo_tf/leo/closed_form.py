@@ -35,9 +35,14 @@ def class_targets(support: tf.Tensor) -> tf.Tensor:
   return tf.repeat(tf.eye(shape[1]), shape[2], axis=0)
 
 
-def weight_gradient(x: tf.Tensor, weights: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
-  """d(summed CE)/dW [B, N, d] for x [B, M, d], weights [B, N, d], targets [M, N]."""
+def weight_gradient(x: tf.Tensor, weights: tf.Tensor, targets: tf.Tensor,
+                    bias: Optional[tf.Tensor] = None) -> tf.Tensor:
+  """d(summed CE)/dW [B, N, d] for x [B, M, d], weights [B, N, d], targets [M, N] and a
+  constant logit bias [B, N] (a padded episode's: padded classes get no probability, and
+  its padded examples are zero rows of x, which add nothing)."""
   logits = tf.linalg.matmul(x, weights, transpose_b=True)               # [B, M, N]
+  if bias is not None:
+    logits += bias[:, None, :]
   return tf.linalg.matmul(tf.nn.softmax(logits) - targets, x, transpose_a=True)
 
 
@@ -48,20 +53,29 @@ class LinearDecoding:
   keeps what ``latent_gradient`` needs (the stddev slope times the noise).
   """
 
-  def __init__(self, kernel: tf.Tensor, offset: float, latents: tf.Tensor):
-    """``kernel`` [latent, 2d]; ``latents`` [B, N, S, latent] has the shape of the codes."""
+  def __init__(self, kernel: tf.Tensor, offset: float, latents: tf.Tensor,
+               code_mask: Optional[tf.Tensor] = None):
+    """``kernel`` [latent, 2d]; ``latents`` [B, N, S, latent] has the shape of the codes;
+    ``code_mask`` [B, N, S] marks a padded episode's real codes (the mean is theirs)."""
     # split, not slicing: the backward of a split is one concat, of each slice a
     # zero-padded full-size kernel gradient.
     self.mean_kernel, self.scale_kernel = tf.split(kernel, 2, axis=1)
     self.dim, self.offset, self.samples = kernel.shape[1] // 2, offset, latents.shape[2]
     shape = tf.shape(latents)
     self.batch, self.classes = shape[0], shape[1]
+    self.code_mask = None
+    if code_mask is not None and self.samples > 1:
+      self.code_mask = tf.reshape(code_mask, [-1, self.samples, 1])
+      self.code_counts = tf.maximum(tf.reduce_sum(self.code_mask, axis=1), 1.0)
 
   def _per_class(self, x):
     """[B*N*S, k] -> [B*N, k], the mean over a class's S samples (they are adjacent)."""
     if self.samples == 1:
       return x
-    return tf.reduce_mean(tf.reshape(x, [-1, self.samples, x.shape[-1]]), axis=1)
+    x = tf.reshape(x, [-1, self.samples, x.shape[-1]])
+    if self.code_mask is None:
+      return tf.reduce_mean(x, axis=1)
+    return tf.reduce_sum(x * self.code_mask, axis=1) / self.code_counts
 
   def __call__(self, codes: tf.Tensor, noise: Optional[tf.Tensor]):
     """codes [B*N*S, latent], noise [B, N, S, d] or None (means only) -> W [B, N, d].
@@ -84,7 +98,9 @@ class LinearDecoding:
   def latent_gradient(self, weight_grad: tf.Tensor) -> tf.Tensor:
     """dL/dz [B*N*S, latent] from dL/dW [B, N, d] for the last decoded codes, times S.
 
-    (The 1/S of the average is left out: the caller's step size carries S / K.)
+    (The 1/S of the average is left out: the caller's step size carries S / K. With a
+    code mask it is S_n, the class's real codes, and the caller's step zero for the
+    padded ones.)
     """
     flat = tf.reshape(weight_grad, [-1, self.dim])                       # [B*N, d]
     through_mean = tf.linalg.matmul(flat, self.mean_kernel, transpose_b=True)
@@ -100,19 +116,20 @@ class LinearDecoding:
 def adapt_latents(decoding: LinearDecoding, latents: tf.Tensor, support: tf.Tensor, *,
                   keeps: Sequence[Optional[tf.Tensor]],
                   decode_noise: Sequence[Optional[tf.Tensor]], step_size: tf.Tensor,
-                  first_order: bool, dropout_rate: float):
+                  first_order: bool, dropout_rate: float, bias: Optional[tf.Tensor] = None):
   """Latent gradient steps from ``latents`` [B, N, S, latent] (``decoding`` made for
   them); returns the final codes [B, N, S, latent] and weights [B, N, d].
 
-  ``step_size`` is the per-dimension step for one code's gradient times S (lr / K);
-  ``keeps[t]`` the dropout decisions and ``decode_noise[t]`` the weight noise of step t
-  (``decode_noise[-1]`` for the final decode).
+  ``step_size`` is the per-dimension step for one code's gradient times S (lr / K), or
+  per code [B*N*S, latent] in a padded episode; ``keeps[t]`` the dropout decisions and
+  ``decode_noise[t]`` the weight noise of step t (``decode_noise[-1]`` for the final
+  decode); ``bias`` a constant logit bias [B, N] (weight_gradient).
   """
   inputs, targets = _SupportInputs(support, dropout_rate), class_targets(support)
   codes = tf.reshape(latents, [-1, latents.shape[3]])
   for keep, noise in zip(keeps, decode_noise):
     weights = decoding(codes, noise)
-    grad = decoding.latent_gradient(weight_gradient(inputs(keep), weights, targets))
+    grad = decoding.latent_gradient(weight_gradient(inputs(keep), weights, targets, bias))
     codes = codes - step_size * (tf.stop_gradient(grad) if first_order else grad)
   weights = decoding(codes, decode_noise[-1])
   return tf.reshape(codes, tf.shape(latents)), weights
@@ -120,11 +137,12 @@ def adapt_latents(decoding: LinearDecoding, latents: tf.Tensor, support: tf.Tens
 
 def finetune(weights: tf.Tensor, support: tf.Tensor, *,
              keeps: Sequence[Optional[tf.Tensor]], step_size: tf.Tensor, first_order: bool,
-             dropout_rate: float) -> tf.Tensor:
-  """Gradient steps on the classifier weights [B, N, d]; ``keeps[t]`` as above."""
+             dropout_rate: float, bias: Optional[tf.Tensor] = None) -> tf.Tensor:
+  """Gradient steps on the classifier weights [B, N, d]; ``keeps[t]`` and ``bias`` as
+  above; ``step_size`` [d], or [B, N, d] in a padded episode."""
   inputs, targets = _SupportInputs(support, dropout_rate), class_targets(support)
   for keep in keeps:
-    grad = weight_gradient(inputs(keep), weights, targets)
+    grad = weight_gradient(inputs(keep), weights, targets, bias)
     weights = weights - step_size * (tf.stop_gradient(grad) if first_order else grad)
   return weights
 

@@ -15,6 +15,7 @@ import keras
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from leo_tf.leo.masks import SupportMask, masked_mean
 from leo_tf.leo.noise import dropout
 
 tfd = tfp.distributions
@@ -30,11 +31,14 @@ def gaussian(params: tf.Tensor, stddev_offset: float) -> tfd.Normal:
 
 
 def kl_to_standard_normal(posterior: tfd.Normal, sample: tf.Tensor,
-                          event_axes: Sequence[int]) -> tf.Tensor:
-  """One-sample Monte Carlo KL(q || N(0, I)): mean of log q(z) - log p(z) over axes."""
+                          event_axes: Sequence[int], mask=None) -> tf.Tensor:
+  """One-sample Monte Carlo KL(q || N(0, I)): mean of log q(z) - log p(z) over axes
+  (over the codes ``mask``, broadcast to the sample's shape, marks)."""
   prior = tfd.Normal(loc=tf.zeros_like(sample), scale=tf.ones_like(sample))
-  return tf.reduce_mean(posterior.log_prob(sample) - prior.log_prob(sample),
-                        axis=list(event_axes))
+  difference = posterior.log_prob(sample) - prior.log_prob(sample)
+  if mask is None:
+    return tf.reduce_mean(difference, axis=list(event_axes))
+  return masked_mean(difference, mask, event_axes)
 
 
 class MLP(keras.layers.Layer):
@@ -67,21 +71,28 @@ class RelationNetwork(MLP):
   code and broadcast over pairs instead of materialising [NK, NK, 2h] concatenations;
   the last layer is linear too, so it is applied after the mean over j (once per code).
   ``pairwise_reference`` is the literal form, kept to pin the two together in tests.
+  With ``present`` [B, M] (1 for a real code) the mean over j runs over the real codes
+  only; the rows of padded codes i are left for the caller to mask. (Not named ``mask``:
+  Keras fills an argument of that name from its own masking.)
   """
 
-  def call(self, codes):
+  def call(self, codes, present=None):
     """codes [B, M, h] -> [B, M, out], M = N*K."""
     half = int(codes.shape[-1])
     first, last = self.kernels[0], self.kernels[-1]
     left = tf.tensordot(codes, first[:half], axes=1)                   # [B, M(i), u]
     right = tf.tensordot(codes, first[half:], axes=1)                  # [B, M(j), u]
     if len(self.kernels) == 1:
-      return left + tf.reduce_mean(right, axis=1, keepdims=True)
+      if present is None:
+        return left + tf.reduce_mean(right, axis=1, keepdims=True)
+      return left + masked_mean(right, present[:, :, None], [1])[:, None, :]
     x = left[:, :, None, :] + right[:, None, :, :]                     # [B, M, M, u]
     for kernel in self.kernels[1:-1]:
       x = tf.tensordot(tf.nn.relu(x), kernel, axes=1)
     # The last layer is linear: averaging over j before it saves a pairwise matmul.
-    return tf.tensordot(tf.reduce_mean(tf.nn.relu(x), axis=2), last, axes=1)
+    mean = (tf.reduce_mean(tf.nn.relu(x), axis=2) if present is None
+            else masked_mean(tf.nn.relu(x), present[:, None, :, None], [2]))
+    return tf.tensordot(mean, last, axes=1)
 
   def build(self, input_shape):
     super().build(tuple(input_shape[:-1]) + (2 * int(input_shape[-1]),))
@@ -108,15 +119,21 @@ class LatentEncoder(keras.layers.Layer):
     self.relation = (RelationNetwork(tuple(relation_hidden) + (2 * latent_size,),
                                      name="relation_network") if with_relation else None)
 
-  def call(self, support, training=False, keep=None):
-    """``keep``: dropout decisions for the support set (leo_tf.leo.noise), or None."""
+  def call(self, support, training=False, keep=None, support_mask: SupportMask = None):
+    """``keep``: dropout decisions for the support set (leo_tf.leo.noise), or None;
+    ``support_mask``: the real examples of a padded support set (relation pairs among them,
+    means over a class's own shots), or None."""
     b, n, k = tf.shape(support)[0], tf.shape(support)[1], tf.shape(support)[2]
     x = dropout(support, keep if training else None, self.dropout_rate)
     codes = self.per_example(x)                                           # [B, N, K, h]
     if self.relation is not None:
       flat = tf.reshape(codes, [b, n * k, codes.shape[-1]])
-      codes = tf.reshape(self.relation(flat), [b, n, k, 2 * self.latent_size])
-    return tf.reduce_mean(codes, axis=2)                                  # [B, N, 2 * latent]
+      present = (None if support_mask is None
+                 else tf.reshape(support_mask.examples, [b, n * k]))
+      codes = tf.reshape(self.relation(flat, present), [b, n, k, 2 * self.latent_size])
+    if support_mask is None:
+      return tf.reduce_mean(codes, axis=2)                                # [B, N, 2 * latent]
+    return support_mask.class_mean(codes)
 
   def kernels(self):
     return list(self.per_example.kernels) + (

@@ -12,6 +12,13 @@ the K copies of a class's code/weights receives 1/K of the gradient of the avera
 logits. Hence latents take steps of lr * S / K and the fused weights steps of lr / K.
 With ``LEOConfig.latent_codes = "per_class"`` (the paper's form) a class has one code and
 one weight vector, which take the whole step lr (``step_scale``).
+
+Unbalanced and padded episodes (``support_mask``, leo/masks.py): class n has its own K_n
+shots, and every 1/K above is 1/K_n (in training a class draws K_n codes, one per real
+shot, and its weights are their mean); the support loss, the relation network's pairs,
+the encoder's means, the KL and the encoder penalty count real examples and codes only,
+and padded classes get the logit bias masks.LOGIT_PADDING (the adapted ``bias``). With an
+all-ones mask the numbers are the unmasked ones; without a mask no mask op is built.
 """
 
 from typing import Dict, Optional
@@ -23,6 +30,7 @@ from leo_tf.leo import closed_form, regularizers
 from leo_tf.leo.config import LEOConfig
 from leo_tf.leo.layers import (LatentEncoder, WeightDecoder, gaussian,
                                kl_to_standard_normal, tfd)
+from leo_tf.leo.masks import SupportMask, masked_mean
 from leo_tf.leo.noise import Noise, dropout, standard_normal
 
 # The seed of the random prior's fixed initial codes (LEOConfig.prior_start = "sample").
@@ -100,31 +108,43 @@ class LEO(keras.Model):
                              tf.shape(logits)[:3])
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
 
-  def support_loss(self, support, weights, keep, bias=None):
+  def support_loss(self, support, weights, keep, bias=None, mask: SupportMask = None):
     """Sum of support cross-entropies (the inner-loop objective), summed over tasks too
-    (``inner_loss = 'mean'`` is carried by the step sizes, see step_scale)."""
-    return tf.reduce_sum(self.cross_entropy(self.logits(support, weights, keep, bias)))
+    (``inner_loss = 'mean'`` is carried by the step sizes, see step_scale), over the
+    real examples of a padded support set."""
+    ce = self.cross_entropy(self.logits(support, weights, keep, bias))
+    return tf.reduce_sum(ce if mask is None else ce * mask.examples)
 
-  def latent_samples(self, training: bool) -> int:
-    """S, codes per class: one per shot when sampling in training, else the mean only."""
+  def latent_samples(self, training: bool, support=None) -> int:
+    """S, codes per class: one per shot when sampling in training, else the mean only.
+    The shots are LEOConfig.num_shots, or the K of a padded ``support`` [B, N, K, d]."""
     c = self.config
-    return c.num_shots if training and c.stochastic and c.latent_codes == "per_shot" else 1
+    if not (training and c.stochastic and c.latent_codes == "per_shot"):
+      return 1
+    return c.num_shots if support is None else support.shape[2]
 
-  def step_scale(self, support):
+  def step_scale(self, support, mask: SupportMask = None):
     """The factor on a step size for one class's code or (fused) weights: 1/K when the
     class stands for K per-shot copies that each take 1/K of the gradient, 1 for a single
-    code or weight vector (the paper's form, MAML), and 1/(N*K) more on the mean loss."""
+    code or weight vector (the paper's form, MAML), and 1/(N*K) more on the mean loss.
+    With a mask it is per class [B, N]: 1/K_n, and 1/(the task's real examples) more."""
     c = self.config
+    per_shot = c.latent_codes == "per_shot" and self.latent_space
+    if mask is not None:
+      scale = 1.0 / tf.maximum(mask.shots, 1.0) if per_shot else tf.ones_like(mask.shots)
+      return scale / mask.examples_per_task() if c.inner_loss == "mean" else scale
     n, k = _size(support, 1), _size(support, 2)
-    scale = 1.0 / k if c.latent_codes == "per_shot" and self.latent_space else 1.0
+    scale = 1.0 / k if per_shot else 1.0
     return scale / (n * k) if c.inner_loss == "mean" else scale
 
-  def initial_latents(self, support, training, noise: Optional[Noise]):
+  def initial_latents(self, support, training, noise: Optional[Noise],
+                      mask: SupportMask = None):
     """z0 [B, N, S, latent] and the KL of q(z | D_train) to N(0, I) per task [B]."""
     c = self.config
     b, n = tf.shape(support)[0], tf.shape(support)[1]
     sample = noise is not None and noise.latent is not None
-    shape = [b, n, self.latent_samples(training) if sample else 1, c.latent_size]
+    samples = self.latent_samples(training, None if mask is None else support)
+    shape = [b, n, samples if sample else 1, c.latent_size]
     zero_kl = tf.zeros([b])
     if self.encoder is None:  # the random prior
       if sample:
@@ -133,37 +153,42 @@ class LEO(keras.Model):
         return standard_normal(tf.stack(shape), FIXED_PRIOR_SEED), zero_kl
       return tf.zeros(shape), zero_kl
     keep = noise.encoder_keep if noise is not None else None
-    posterior = gaussian(self.encoder(support, training=training, keep=keep),
+    posterior = gaussian(self.encoder(support, training=training, keep=keep,
+                                      support_mask=mask),
                          c.latent_stddev_offset)                         # [B, N, latent]
     if not sample:
       return posterior.loc[:, :, None, :], zero_kl
     per_shot = tfd.Normal(tf.broadcast_to(posterior.loc[:, :, None, :], shape),
                           tf.broadcast_to(posterior.scale[:, :, None, :], shape))
     latents = per_shot.loc + per_shot.scale * noise.latent
-    return latents, kl_to_standard_normal(per_shot, latents, event_axes=(1, 2, 3))
+    codes = None if mask is None else mask.codes(samples)[..., None]
+    return latents, kl_to_standard_normal(per_shot, latents, (1, 2, 3), codes)
 
-  def decode(self, latents, noise=None):
-    """Latents [B, N, S, latent] -> mean over S of the weights [B, N, d], sampled with the
-    standard normal ``noise`` [B, N, S, d] (None: the means). A linear decoder with S > 1
-    samples makes no [B, N, S, 2d] outputs (closed_form.LinearDecoding: the mean half
-    decodes the mean code once)."""
+  def decode(self, latents, noise=None, mask: SupportMask = None):
+    """Latents [B, N, S, latent] -> mean over S (a padded episode's real codes) of the
+    weights [B, N, d], sampled with the standard normal ``noise`` [B, N, S, d] (None: the
+    means). A linear decoder with S > 1 samples makes no [B, N, S, 2d] outputs
+    (closed_form.LinearDecoding: the mean half decodes the mean code once)."""
     if latents.shape[2] == 1 or self.config.decoder_hidden:
-      return self.decode_reference(latents, noise)
-    return self._linear_decoding(latents)(tf.reshape(latents, [-1, latents.shape[3]]), noise)
+      return self.decode_reference(latents, noise, mask)
+    return self._linear_decoding(latents, mask)(
+        tf.reshape(latents, [-1, latents.shape[3]]), noise)
 
-  def _linear_decoding(self, latents) -> closed_form.LinearDecoding:
+  def _linear_decoding(self, latents, mask: SupportMask = None) -> closed_form.LinearDecoding:
     """The closed-form decoding of codes shaped like ``latents`` [B, N, S, latent]."""
     if not self.decoder.built:
       self.decoder(latents[:, :, :1])
-    return closed_form.LinearDecoding(tf.convert_to_tensor(self.decoder.kernels()[0]),
-                                      self._weight_offset, latents)
+    return closed_form.LinearDecoding(
+        tf.convert_to_tensor(self.decoder.kernels()[0]), self._weight_offset, latents,
+        None if mask is None else mask.codes(latents.shape[2]))
 
-  def decode_reference(self, latents, noise=None):
+  def decode_reference(self, latents, noise=None, mask: SupportMask = None):
     """The literal decode: every sample's full Gaussian, sampled, then averaged (tests)."""
     weights = gaussian(self.decoder(latents), self._weight_offset)
-    if noise is None:
-      return tf.reduce_mean(weights.loc, axis=2)
-    return tf.reduce_mean(weights.loc + weights.scale * noise, axis=2)
+    sampled = weights.loc if noise is None else weights.loc + weights.scale * noise
+    if mask is None or latents.shape[2] == 1:
+      return tf.reduce_mean(sampled, axis=2)
+    return masked_mean(sampled, mask.codes(latents.shape[2])[..., None], [2])
 
   def _gradient_step(self, objective, point, step_size):
     """point - step_size * d objective(point) / d point; second order unless configured.
@@ -181,45 +206,60 @@ class LEO(keras.Model):
     c = self.config
     return c.inner_gradients == "closed_form" and not (latent_loop and c.decoder_hidden)
 
-  def adapt_latents(self, support, latents, training, noise: Optional[Noise] = None):
-    """Gradient descent on the codes; returns the final codes and their decoded weights."""
+  def adapt_latents(self, support, latents, training, noise: Optional[Noise] = None,
+                    mask: SupportMask = None, bias=None):
+    """Gradient descent on the codes; returns the final codes and their decoded weights.
+    A padded episode's ``mask`` and logit ``bias`` [B, N] (see adapt)."""
     c = self.config
     steps = c.inner_steps(training)
     keeps = noise.latent_keep if noise is not None else [None] * steps
     decode_noise = noise.decode if noise is not None else [None] * (steps + 1)
+    samples, scale = latents.shape[2], self.step_scale(support, mask)
     if self._closed_form(latent_loop=True):
+      if mask is not None:  # per code: lr / K_n for a real one, 0 for padding
+        scale = tf.reshape(scale[:, :, None] * mask.codes(samples), [-1, 1])
       return closed_form.adapt_latents(
-          self._linear_decoding(latents), latents, support, keeps=keeps,
-          decode_noise=decode_noise, step_size=self.inner_lr * self.step_scale(support),
-          first_order=c.first_order, dropout_rate=c.dropout_rate)
-    step_size = self.inner_lr * (latents.shape[2] * self.step_scale(support))
+          self._linear_decoding(latents, mask), latents, support, keeps=keeps,
+          decode_noise=decode_noise, step_size=self.inner_lr * scale,
+          first_order=c.first_order, dropout_rate=c.dropout_rate, bias=bias)
+    # The decode's mean over a class's S (S_n) codes is undone: a code steps lr / K.
+    step_size = self.inner_lr * (samples * scale if mask is None else
+                                 (mask.code_counts(samples) * scale)[:, :, None, None])
     for keep, weight_noise in zip(keeps, decode_noise):
       latents = self._gradient_step(
-          lambda z: self.support_loss(support, self.decode(z, weight_noise), keep),
+          lambda z: self.support_loss(support, self.decode(z, weight_noise, mask), keep,
+                                      bias, mask),
           latents, step_size)
-    return latents, self.decode(latents, decode_noise[-1])
+    return latents, self.decode(latents, decode_noise[-1], mask)
 
-  def finetune(self, support, weights, training, noise: Optional[Noise] = None, bias=None):
-    """Gradient descent on the (fused) classifier weights [B, N, d] and, if there is one,
-    the bias [B, N] (MAML's original form: its step is the fixed finetune_lr_init, and
-    the loop runs through the tape). Returns the weights and the bias."""
+  def finetune(self, support, weights, training, noise: Optional[Noise] = None, bias=None,
+               mask: SupportMask = None):
+    """Gradient descent on the (fused) classifier weights [B, N, d] and, with
+    LEOConfig.classifier_bias, the bias [B, N] (MAML's original form: its step is the
+    fixed finetune_lr_init, and the loop runs through the tape); otherwise ``bias`` is a
+    padded episode's constant logit bias, or None. Returns the weights and the bias."""
     c = self.config
     keeps = noise.finetune_keep if noise is not None else [None] * c.finetune_steps(training)
-    scale = self.step_scale(support)
-    params, step_sizes = (weights,), (self.finetune_lr * scale,)
-    if bias is not None:
+    scale = self.step_scale(support, mask)                     # a number, or [B, N]
+    params = (weights,)
+    step_sizes = (self.finetune_lr * (scale if mask is None else scale[:, :, None]),)
+    if c.classifier_bias:
       params, step_sizes = (weights, bias), step_sizes + (c.finetune_lr_init * scale,)
     elif self._closed_form(latent_loop=False):
       return closed_form.finetune(weights, support, keeps=keeps, step_size=step_sizes[0],
-                                  first_order=c.first_order, dropout_rate=c.dropout_rate), None
+                                  first_order=c.first_order, dropout_rate=c.dropout_rate,
+                                  bias=bias), bias
     for keep in keeps:
       params = self._gradient_step(
-          lambda p: self.support_loss(support, p[0], keep, *p[1:]), params, step_sizes)
-    return params[0], (params[1] if bias is not None else None)
+          lambda p: self.support_loss(support, p[0], keep,
+                                      p[1] if c.classifier_bias else bias, mask),
+          params, step_sizes)
+    return params[0], (params[1] if c.classifier_bias else bias)
 
   # ------------------------------------------------------------------ the forward pass
 
-  def sample_latents(self, support, num_samples: int, seed) -> tf.Tensor:
+  def sample_latents(self, support, num_samples: int, seed,
+                     mask: SupportMask = None) -> tf.Tensor:
     """S codes per class from the test-time posterior q(z | D_train) (N(0, I) for the
     random-prior ablation): [S, B, N, latent], drawn with ``noise.standard_normal``."""
     c = self.config
@@ -228,52 +268,69 @@ class LEO(keras.Model):
                              tf.cast(seed, tf.int64))
     if self.encoder is None:  # the random prior
       return normal
-    posterior = gaussian(self.encoder(support, training=False), c.latent_stddev_offset)
+    posterior = gaussian(self.encoder(support, training=False, support_mask=mask),
+                         c.latent_stddev_offset)
     return posterior.loc[None] + posterior.scale[None] * normal
 
-  def adapt(self, support, training=False, seed=None, samples: int = 1
-            ) -> Dict[str, tf.Tensor]:
-    """The whole adaptation of a meta-batch: returns weights, codes, the KL and, in
-    training, the forward pass's :class:`Noise` (the query's dropout comes from it).
+  def adapt(self, support, training=False, seed=None, samples: int = 1,
+            support_mask=None) -> Dict[str, tf.Tensor]:
+    """The whole adaptation of a meta-batch: returns weights, bias (None, or [B, N]),
+    codes, the KL, ``mask`` (the support mask's SupportMask, or None) and, in training,
+    the forward pass's :class:`Noise` (the query's dropout comes from it).
 
     ``samples`` > 1 (evaluation only) adapts S codes per class drawn with ``seed``
     (:meth:`sample_latents`, a test-time ensemble), folded sample-major into the task
     axis: weights [S*B, N, d]. The model's vectorised loops run unchanged.
+
+    ``support_mask`` [B, N, K] (1 for a real example) adapts on a padded support set:
+    unequal shots per class, and classes without shots padded out. The returned bias then
+    holds masks.LOGIT_PADDING for padded classes, so ``logits(x, weights, bias=bias)``
+    never predicts them.
     """
     # Embeddings are fixed features: meta-learning never changes them.
     support = tf.stop_gradient(tf.convert_to_tensor(support))
-    noise = (Noise(self.config, support, seed, self.latent_samples(True),
+    mask = None
+    if support_mask is not None:
+      mask = SupportMask(support_mask)
+      support = mask.zero_padding(support)
+    noise = (Noise(self.config, support, seed,
+                   self.latent_samples(True, None if mask is None else support),
                    encoder=self.encoder is not None, latents=self.latent_space)
              if training else None)
-    bias = None
+    bias = None if mask is None else mask.logit_bias
     if samples > 1 and not training:
-      latents = self.sample_latents(support, samples, seed)                # [S, B, N, z]
+      latents = self.sample_latents(support, samples, seed, mask)          # [S, B, N, z]
       shape = tf.shape(latents)
       initial = tf.reshape(latents, [shape[0] * shape[1], shape[2], 1, shape[3]])
       support = tf.tile(support, [samples, 1, 1, 1])
+      if mask is not None:
+        mask, bias = mask.tile(samples), tf.tile(bias, [samples, 1])
       kl = tf.zeros([shape[0] * shape[1]])
-      final, weights = self.adapt_latents(support, initial, training)
+      final, weights = self.adapt_latents(support, initial, training, mask=mask, bias=bias)
     elif self.latent_space:
-      initial, kl = self.initial_latents(support, training, noise)
-      final, weights = self.adapt_latents(support, initial, training, noise)
+      initial, kl = self.initial_latents(support, training, noise, mask)
+      final, weights = self.adapt_latents(support, initial, training, noise, mask, bias)
     else:  # MAML: learned initial weights (and bias), no codes
       b = tf.shape(support)[0]
       weights = tf.tile(tf.convert_to_tensor(self.initial_weights)[None], [b, 1, 1])
       initial = final = tf.zeros([b, self.config.num_classes, 1, self.config.latent_size])
       kl = tf.zeros([b])
       if self.config.classifier_bias:
-        bias = tf.tile(tf.convert_to_tensor(self.initial_bias)[None], [b, 1])
-    weights, bias = self.finetune(support, weights, training, noise, bias)
+        learned = tf.tile(tf.convert_to_tensor(self.initial_bias)[None], [b, 1])
+        bias = learned if bias is None else learned + bias
+    weights, bias = self.finetune(support, weights, training, noise, bias, mask)
     return dict(weights=weights, bias=bias, initial_latents=initial, final_latents=final,
-                kl=kl, noise=noise)
+                kl=kl, noise=noise, mask=mask)
 
   def call(self, episode, training=False, seed=None):
-    """Adapts on ``episode['support']`` and classifies ``episode['query']``.
+    """Adapts on ``episode['support']`` (padded: ``episode['support_mask']``) and
+    classifies ``episode['query']`` (``episode['query_mask']`` marks real queries).
 
     Returns per-task [B] tensors (query_loss, kl, encoder_penalty, accuracy) and the
     query logits [B, N, Q, N].
     """
-    adapted = self.adapt(episode["support"], training, seed)
+    adapted = self.adapt(episode["support"], training, seed,
+                         support_mask=episode.get("support_mask"))
     query = tf.stop_gradient(tf.convert_to_tensor(episode["query"]))
     noise = adapted["noise"]
     logits = self.logits(query, adapted["weights"],
@@ -282,10 +339,14 @@ class LEO(keras.Model):
     mask = episode.get("query_mask")
     if mask is None:
       mask = tf.ones(tf.shape(logits)[:3])
+    support_mask = adapted["mask"]
+    if support_mask is not None:  # no query of a padded class counts
+      mask = mask * support_mask.classes[:, :, None]
     count = tf.reduce_sum(mask, axis=[1, 2])
     ce = self.cross_entropy(logits)
-    penalty = tf.reduce_mean(tf.square(tf.stop_gradient(adapted["final_latents"]) -
-                                       adapted["initial_latents"]), axis=[1, 2, 3])
+    moved = tf.square(tf.stop_gradient(adapted["final_latents"]) - adapted["initial_latents"])
+    penalty = (tf.reduce_mean(moved, axis=[1, 2, 3]) if support_mask is None else
+               masked_mean(moved, support_mask.codes(moved.shape[2])[..., None], [1, 2, 3]))
     return dict(query_loss=tf.reduce_sum(ce * mask, axis=[1, 2]) / count,
                 kl=adapted["kl"], encoder_penalty=penalty,
                 accuracy=episode_accuracy(logits, mask),
