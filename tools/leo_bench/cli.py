@@ -10,6 +10,7 @@ import sys
 
 from leo_bench.floor import matmul_gflops
 from leo_bench.report import report
+from leo_bench.stream import bench_stream
 from leo_bench.targets import TARGETS, bench_eval, bench_serve, bench_train
 
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench")
@@ -33,6 +34,8 @@ def run_one(target: str, args) -> dict:
     result = bench_train(int(target[-1]), args)
   elif target == "eval":
     result = bench_eval(args)
+  elif target == "stream":
+    result = bench_stream(args)
   else:
     result = bench_serve(args)
   result.update(peak_rss_mb=peak_rss_mb(), load_before=load_before,
@@ -69,6 +72,8 @@ def parse_args(description: str):
                       help="TrainConfig.task_groups (default: TrainConfig's)")
   parser.add_argument("--eval-episodes", type=int, default=10000)
   parser.add_argument("--eval-batch", type=int, default=100)
+  parser.add_argument("--stream-requests", type=int, default=10000,
+                      help="single-query requests of the stream target")
   parser.add_argument("--one", help=argparse.SUPPRESS)
   args = parser.parse_args()
   unknown = [t for t in args.targets.split(",") if t not in TARGETS]

@@ -1,11 +1,19 @@
 """One target's result as the lines tools/bench prints."""
 
+from leo_bench.stream import report_stream
 from leo_bench.targets import TARGETS
 
 
 def report(target: str, r: dict):
   title, unit, sense, goal = TARGETS[target]
   ok = r["value"] >= goal if sense == ">=" else r["value"] <= goal
+  if target == "stream":
+    print(f"== {title}\n   measured   {r['value']:.3f} {unit} (target {sense} {goal:g}: "
+          f"{'MET' if ok else 'NOT MET'})")
+    report_stream(r)
+    print(f"   memory     peak RSS {r['peak_rss_mb']:.0f} MB")
+    print(f"   load avg   {r['load_before']} (before) / {r['load_after']} (after)")
+    return
   achieved = r["flops_per_call"] * r["calls_per_s"] / 1e9
   peak = max(r["matmul_gflops"], r["matmul_gflops_after"])
   print(f"== {title}")

@@ -13,6 +13,7 @@ TARGETS = {
     "train5": ("meta-training 5-way 5-shot", "episodes/s", ">=", 400.0),
     "eval": ("evaluation, 10,000 episodes, 600-K queries", "s", "<=", 60.0),
     "serve": ("serving p99, 5-way 1-shot, 75 queries", "ms", "<=", 10.0),
+    "stream": ("stream of single queries, 5-way 5-shot: classify p99", "ms", "<=", 1.0),
 }
 DIM, PER_CLASS = 640, 600
 
@@ -30,7 +31,7 @@ def synthetic_set(num_classes: int, seed: int):
   return EmbeddingSet(x, ids, names, keys).l2_normalized()
 
 
-def _model_config(shots: int, args):
+def model_config(shots: int, args):
   from leo_tf.leo.config import LEOConfig
   return LEOConfig(num_classes=5, num_shots=shots, inner_gradients=args.inner_gradients)
 
@@ -41,7 +42,7 @@ def bench_train(shots: int, args) -> dict:
   groups = {} if args.task_groups is None else dict(task_groups=args.task_groups)
   train_config = TrainConfig(jit_compile=args.xla, meta_batch_size=12, **groups)
   with tempfile.TemporaryDirectory() as out:
-    trainer = MetaTrainer(_model_config(shots, args), train_config, synthetic_set(64, 1),
+    trainer = MetaTrainer(model_config(shots, args), train_config, synthetic_set(64, 1),
                           None, out, log=lambda *_: None)
     compile_start = time.perf_counter()
     trainer.train_step()
@@ -92,7 +93,7 @@ def bench_eval(args) -> dict:
   from leo_tf.data.episodes import EpisodeSampler
   from leo_tf.leo import evaluation
   from leo_tf.leo.model import build_leo
-  model = build_leo(_model_config(1, args), DIM)
+  model = build_leo(model_config(1, args), DIM)
   sampler = EpisodeSampler(synthetic_set(20, 3), 5, 1, None)
   times = []
   for _ in range(args.repeats):
@@ -119,7 +120,7 @@ def bench_serve(args) -> dict:
   import tensorflow as tf
   from leo_tf.leo.model import build_leo
   from leo_tf.serving import export
-  model = build_leo(_model_config(1, args), DIM)
+  model = build_leo(model_config(1, args), DIM)
   x = synthetic_set(5, 4).embeddings.reshape(5, PER_CLASS, DIM)
   support = tf.constant(x[:, 0])                                   # [N*K, d], K = 1
   labels = tf.range(5, dtype=tf.int64)
@@ -151,6 +152,7 @@ def served_flops(model):
   its body): serving.graph.classify on one 5-way 1-shot task with 75 queries."""
   import tensorflow as tf
   from leo_tf.serving import graph
-  classify = tf.function(lambda support, query: graph.classify(model, support, query))
+  classify = tf.function(lambda support, query: graph.classify(
+      model, support, tf.ones(tf.shape(support)[:3]), query))
   return graph_flops(classify.get_concrete_function(
       tf.TensorSpec([1, 5, 1, model.dim]), tf.TensorSpec([75, model.dim])).graph)
