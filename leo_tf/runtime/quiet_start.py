@@ -60,13 +60,15 @@ def _forward_without_noise(source=0, sink=1):
   every writer has closed ``source``."""
   signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the command's last lines still pass
   noise_filter = NoiseFilter()
-  with open(source, "rb") as lines, open(sink, "wb", buffering=0) as out:
+  with open(source, "rb") as lines:
     for line in lines:
-      if out is not None and not noise_filter.is_noise(line.decode("utf-8", "replace")):
-        try:
-          out.write(line)
-        except BrokenPipeError:  # nobody reads stderr any more: keep draining
-          out = None
+      if sink is None or noise_filter.is_noise(line.decode("utf-8", "replace")):
+        continue
+      try:
+        while line:  # each line as it comes, whole
+          line = line[os.write(sink, line):]
+      except BrokenPipeError:  # nobody reads stderr any more: keep draining
+        sink = None
 
 
 def _filter_fd2():
