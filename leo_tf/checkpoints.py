@@ -95,22 +95,38 @@ def candidates(directory: str, manager: Optional[tf.train.CheckpointManager] = N
       match = re.fullmatch(r"(.+-\d+)\.index", name)
       if match:
         found.add(os.path.join(directory, match.group(1)))
-  number = lambda p: int(re.search(r"-(\d+)$", p).group(1)) if re.search(r"-(\d+)$", p) else -1
-  return sorted(found, key=number, reverse=True)
+  return sorted(found, key=_number, reverse=True)
+
+
+def _number(path: str) -> int:
+  match = re.search(r"-(\d+)$", path)
+  return int(match.group(1)) if match else -1
+
+
+def _last_finished(directory: str) -> float:
+  """The number of the newest checkpoint TF's state file names: TF writes that file
+  last, so a newer checkpoint's write never finished. -1 without a state file (no write
+  finished), infinity when it is damaged (then no write can be told unfinished)."""
+  if not os.path.exists(os.path.join(directory, "checkpoint")):
+    return -1
+  state = tf.train.get_checkpoint_state(directory)
+  return _number(state.model_checkpoint_path) if state else float("inf")
 
 
 def remove_stale_temps(directory: str, log: Callable[[str], None] = print) -> List[str]:
-  """Deletes the ``<prefix>_temp`` folders of checkpoint writes that were killed.
+  """Deletes the ``ckpt-<N>_temp`` folders of checkpoint writes that were killed.
 
   TF writes a sharded checkpoint into ``ckpt-N_temp/`` and renames its files out at
-  the end, so such a folder is never a checkpoint. Only the process that writes the
-  directory (the run's lock holder) may call this: another one's write may be under way.
+  the end, so such a folder is never a checkpoint. Only folders so named, never a link,
+  and only by the process that writes the directory (the run's lock holder): another
+  one's write may be under way.
   """
   removed = []
   if os.path.isdir(directory):
     for name in sorted(os.listdir(directory)):
       path = os.path.join(directory, name)
-      if name.endswith("_temp") and os.path.isdir(path):
+      if (re.fullmatch(r"ckpt-\d+_temp", name) and os.path.isdir(path)
+          and not os.path.islink(path)):
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
   if removed:
@@ -131,9 +147,11 @@ def restore_latest(checkpoint: tf.train.Checkpoint, directory: str,
   """Restores the newest readable checkpoint of ``directory``; None if there is none.
 
   ``verify(path)`` may raise CheckpointMismatchError, which is not corruption and
-  propagates. Any other failure to read a checkpoint moves on to the previous one.
+  propagates. Any other failure to read a checkpoint moves on to the previous one; only
+  finished checkpoints that all fail are corruption (an unfinished write, e.g. on a full
+  disk, must not block a rerun).
   """
-  failures = []
+  failures, finished = [], _last_finished(directory)
   for path in candidates(directory, manager):
     try:
       if verify is not None:
@@ -143,9 +161,11 @@ def restore_latest(checkpoint: tf.train.Checkpoint, directory: str,
     except (CheckpointMismatchError, TypeError, AttributeError, NameError):
       raise  # the wrong model or our own bug: falling back would hide it
     except Exception as e:  # TF and protobuf report damaged files with many types
-      failures.append(path)
-      log(f"warning: checkpoint {path} is unreadable ({_first_line(e)}); "
-          "falling back to the previous one")
+      unfinished = _number(path) > finished
+      failures += [] if unfinished else [path]
+      log(f"warning: checkpoint {path} is unreadable ({_first_line(e)}); " + (
+          "its write never finished: ignoring it" if unfinished else
+          "falling back to the previous one"))
   if failures:
     raise CorruptCheckpointError(
         f"no readable checkpoint in {directory} (tried {', '.join(failures)}); move the "
@@ -172,7 +192,10 @@ class BestRecord:
       return -1.0
     try:
       with open(self.path) as f:
-        return float(json.load(f)["accuracy"])
+        accuracy = float(json.load(f)["accuracy"])
+      if not 0 <= accuracy <= 1:  # NaN too: no validation would ever beat it
+        raise ValueError(f"accuracy {accuracy} is not between 0 and 1")
+      return accuracy
     except (OSError, ValueError, KeyError, TypeError) as e:
       raise CorruptCheckpointError(
           f"{self.path} is unreadable ({type(e).__name__}: {e}); restore it, or "

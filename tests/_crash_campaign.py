@@ -21,6 +21,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 from helpers import (TINY_BINDINGS, gin_bindings,  # pylint: disable=g-import-not-at-top
                      synthetic_embeddings)
 from leo_tf.data.embeddings import embeddings_path, save_embeddings
+from leo_tf.runtime.rundir import RunDir
 
 
 def write_experiment(directory: str, steps: int = 60, checkpoint_every: int = 5,
@@ -60,7 +61,7 @@ def _command(gin_file: str, out: str):
 def kill_once(gin_file: str, out: str, rng: random.Random, max_delay: float,
               log_file, timeout: float = 300) -> dict:
   """Starts leo-train, waits for a new checkpoint, then SIGKILLs it after a random delay."""
-  latest = os.path.join(out, "latest")
+  latest = RunDir(out).checkpoints("latest")
   before = newest_checkpoint(latest)
   proc = subprocess.Popen(_command(gin_file, out), stdout=log_file, stderr=subprocess.STDOUT)
   try:
@@ -121,7 +122,7 @@ def main():
   killed = sum(r["killed"] for r in result["records"])
   print(f"{killed} of {args.kills} runs killed mid-flight; final exit code "
         f"{result['final_returncode']}; newest checkpoint "
-        f"{newest_checkpoint(os.path.join(run_dir, 'latest'))}")
+        f"{newest_checkpoint(RunDir(run_dir).checkpoints('latest'))}")
   print("resumed lines:", len(re.findall(r"resumed from", result["log"])),
         "fallbacks:", len(re.findall(r"falling back", result["log"])))
   for r in result["records"]:

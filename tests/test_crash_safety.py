@@ -15,6 +15,7 @@ from _crash_campaign import (model_weights, newest_checkpoint, run_campaign,
 from helpers import synthetic_embeddings
 from leo_tf import gin_config
 from leo_tf.data.embeddings import embeddings_path, save_embeddings
+from leo_tf.runtime.rundir import RunDir
 
 STEPS = 40
 
@@ -31,17 +32,17 @@ def campaign(tmp_path_factory):
 
 def test_killed_run_resumes_and_reaches_the_final_step(campaign):
   assert campaign["final_returncode"] == 0, campaign["log"][-3000:]
-  assert newest_checkpoint(os.path.join(campaign["out"], "latest")) == STEPS
+  assert newest_checkpoint(RunDir(campaign["out"]).checkpoints("latest")) == STEPS
   resumed = len(re.findall(r"\[train\] resumed from", campaign["log"]))
   assert resumed >= 1 + sum(r["killed"] for r in campaign["records"][1:])
   assert "Traceback" not in campaign["log"]
 
 
 def test_best_checkpoint_survives_and_matches_its_record(campaign):
-  best_dir = os.path.join(campaign["out"], "best")
-  with open(os.path.join(best_dir, "best.json")) as f:
+  record = RunDir(campaign["out"]).best_record
+  with open(record) as f:
     record = json.load(f)
-  assert not os.path.exists(os.path.join(best_dir, "best.json.pending"))
+  assert not os.path.exists(record + ".pending")
   assert newest_checkpoint(best_dir) == record["step"]
 
 
@@ -55,13 +56,13 @@ def test_resumed_weights_equal_an_uninterrupted_run(campaign, tmp_path):
     run_experiment(RunConfigs.from_gin(), log=lambda m: None)
   finally:
     gin.clear_config()
-  ours = model_weights(os.path.join(campaign["out"], "latest", f"ckpt-{STEPS}"))
-  theirs = model_weights(os.path.join(reference, "latest", f"ckpt-{STEPS}"))
+  ours, theirs = (model_weights(os.path.join(RunDir(run).checkpoints("latest"), f"ckpt-{STEPS}"))
+                  for run in (campaign["out"], reference))
   assert ours.keys() == theirs.keys() and len(ours) >= 4
   for key in ours:
     np.testing.assert_array_equal(ours[key], theirs[key], err_msg=key)
-  with open(os.path.join(campaign["out"], "best", "best.json")) as a, \
-       open(os.path.join(reference, "best", "best.json")) as b:
+  with open(RunDir(campaign["out"]).best_record) as a, \
+       open(RunDir(reference).best_record) as b:
     assert json.load(a) == json.load(b)
 
 

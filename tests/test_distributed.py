@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from _processes import free_port, wait_all
+from leo_tf.runtime.rundir import RunDir
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_distributed_worker.py")
 TIMEOUT = 420  # seconds; a hung collective fails the test instead of blocking CI
@@ -104,7 +105,7 @@ def test_leo_multi_worker_chief_writes_resumes_after_both_die(tmp_path):
           for c in configs]
   try:
     deadline = time.time() + TIMEOUT
-    while not glob.glob(str(run / "latest" / "ckpt-30.index")):
+    while not os.path.exists(os.path.join(RunDir(run).checkpoints("latest"), "ckpt-30.index")):
       assert time.time() < deadline, "no checkpoint at step 30"
       assert all(p.poll() is None for p in slow), slow[0].communicate()[0][-3000:]
       time.sleep(0.1)
@@ -138,8 +139,8 @@ def test_leo_multi_worker_chief_writes_resumes_after_both_die(tmp_path):
   # One set of outputs, all written by the chief's two processes.
   assert sorted(os.listdir(run)) == ["best", "config.gin", "latest", "operative_config.gin",
                                      "tensorboard"]
-  assert json.load(open(run / "best" / "best.json"))["step"] in (30, 60, 90, 120)
-  events = glob.glob(str(run / "tensorboard" / "events.out.tfevents.*"))
+  assert json.load(open(RunDir(run).best_record))["step"] in (30, 60, 90, 120)
+  events = glob.glob(os.path.join(RunDir(run).tensorboard, "events.out.tfevents.*"))
   pids = {str(p.pid) for p in (slow[0], procs[0])}
   assert len(events) == 2 and {os.path.basename(e).split(".")[-3] for e in events} == pids
   assert "[result]" in outputs[0] and "[result]" not in outputs[1]

@@ -19,6 +19,7 @@ from leo_tf.leo import evaluation
 from leo_tf.leo.config import ConfigError, LEOConfig, TrainConfig
 from leo_tf.leo.model import build_leo
 from leo_tf.leo.trainer import MetaTrainer
+from leo_tf.runtime.rundir import RunDir
 
 
 # ------------------------------------------------------------------ the paper's step
@@ -227,7 +228,7 @@ def test_train_on_val_trains_on_val_classes_and_still_selects_on_them(tmp_path):
   assert any("train + val classes (12)" in l and "validation still selects" in l
              for l in lines)
   assert sum("[validate] step" in l for l in lines) == 2
-  with open(os.path.join(run, "best", "best.json")) as f:
+  with open(RunDir(run).best_record) as f:
     assert json.load(f)["step"] in (2, 4)
   assert any("[result] best checkpoint" in l for l in lines)
   assert result.best_validation >= 0.0

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import leo_tf
+from leo_tf.runtime.rundir import RunDir
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                       "README.md")
@@ -59,7 +60,7 @@ def test_readme_example_meta_trains_and_evaluates(tmp_path, monkeypatch, capsys)
   exec(compile(_readme_example(), "README.md", "exec"), scope)  # pylint: disable=exec-used
   printed = capsys.readouterr().out
   assert "5-way 1-shot test accuracy: " in printed
-  assert os.listdir(tmp_path / "runs" / "arrays" / "best")
+  assert RunDir(tmp_path / "runs" / "arrays").newest("best")
   # Meta-training is what got it there: the same model before training, same episodes.
   untrained = leo_tf.MetaTrainer(scope["model_config"], scope["train_config"],
                                  scope["train"], None, str(tmp_path / "untrained")).model

@@ -18,6 +18,7 @@ from leo_tf.data.episodes import EpisodeSampler
 from leo_tf.leo.evaluation import evaluate
 from leo_tf.leo.trainer import MetaTrainer, TrainingDivergedError
 from leo_tf.leo.weights import load_model
+from leo_tf.runtime.rundir import RunDir
 
 MODEL = tiny_leo()
 TRAIN = tiny_train(10, checkpoint_every=5, validate_every=5, log_every=5, seed=3)
@@ -148,39 +149,40 @@ def _copy_run(src, dst):
 
 def test_damaged_newest_checkpoint_falls_back_with_a_warning(trained, data, tmp_path):
   out = _copy_run(trained[1], tmp_path / "run")
-  with open(os.path.join(out, "latest", "ckpt-10.data-00000-of-00001"), "r+b") as f:
+  latest = RunDir(out).checkpoints("latest")
+  with open(os.path.join(latest, "ckpt-10.data-00000-of-00001"), "r+b") as f:
     f.truncate(7)
   trainer, logs = _trainer(out, data)
   assert trainer.restore() == 5
   assert any(l.startswith("warning: checkpoint") and "ckpt-10 is unreadable" in l
              for l in logs)
   # A damaged state file (TF would silently start over) still finds the files.
-  with open(os.path.join(out, "latest", "checkpoint"), "w") as f:
+  with open(os.path.join(latest, "checkpoint"), "w") as f:
     f.write("model_checkpoint_path: {{{ garbage")
   assert _trainer(out, data)[0].restore() == 5
-  for name in os.listdir(os.path.join(out, "latest")):
+  for name in os.listdir(latest):
     if name.startswith("ckpt-5."):
-      os.remove(os.path.join(out, "latest", name))
+      os.remove(os.path.join(latest, name))
   with pytest.raises(checkpoints.CorruptCheckpointError, match="no readable checkpoint"):
     _trainer(out, data)[0].restore()
 
 
 def test_interrupted_new_best_is_finished_or_undone(trained, data, tmp_path):
   out = _copy_run(trained[1], tmp_path / "run")
-  best = os.path.join(out, "best")
-  with open(os.path.join(best, "best.json")) as f:
+  best = RunDir(out).best_record
+  with open(best) as f:
     record = json.load(f)
   # Crash after the checkpoint but before the rename: the commit is finished.
-  os.rename(os.path.join(best, "best.json"), os.path.join(best, "best.json.pending"))
+  os.rename(best, best + ".pending")
   trainer, _ = _trainer(out, data)
   trainer.restore()
-  with open(os.path.join(best, "best.json")) as f:
+  with open(best) as f:
     assert json.load(f) == record
   # Crash before the checkpoint: the pending record names a step with no checkpoint.
-  with open(os.path.join(best, "best.json.pending"), "w") as f:
+  with open(best + ".pending", "w") as f:
     json.dump(dict(record, step=999, accuracy=1.0), f)
   trainer.restore()
-  assert not os.path.exists(os.path.join(best, "best.json.pending"))
+  assert not os.path.exists(best + ".pending")
   assert trainer.best_validation() == record["accuracy"]
 
 

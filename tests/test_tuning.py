@@ -373,3 +373,15 @@ def test_oracle_address_out_of_range_or_busy_is_one_line_before_anything_starts(
       f"error: the oracle chief cannot serve at 127.0.0.1:{port}: Address already in use "
       "(choose a free port of this machine)"])
   assert not os.path.exists(tmp_path / "tune")
+
+
+def test_output_dir_that_is_a_file_is_one_line(tmp_path, capsys):
+  """It was keras-tuner's 'File exists' traceback."""
+  from leo_tf.cli import common  # pylint: disable=import-outside-toplevel
+  paths = write_config(str(tmp_path))
+  path = tmp_path / "file"
+  path.write_text("")
+  with pytest.raises(SystemExit):
+    common.run_guarded(lambda: search.run_search(setup_for(paths, str(path))))
+  assert capsys.readouterr().err == (
+      f"error: TuneConfig.output_dir: {path} is a file, not a directory\n")

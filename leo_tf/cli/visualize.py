@@ -37,7 +37,7 @@ def _visualize():
   from leo_tf.leo.run import open_run
   from leo_tf.runtime import outputs
   from leo_tf.runtime.rundir import RunDir
-  output = FLAGS.output or RunDir(FLAGS.checkpoint_dir).latents_tsne
+  output = FLAGS.output or RunDir(FLAGS.checkpoint_dir, "--checkpoint_dir").latents_tsne
   outputs.writable_file(output, "--output")  # before minutes of adaptation and t-SNE
   run = open_run(FLAGS.checkpoint_dir, FLAGS.which, FLAGS.gin_bindings)
   if not run.model.latent_space:

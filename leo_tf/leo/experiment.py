@@ -15,7 +15,7 @@ from leo_tf.leo.config import LEOConfig
 from leo_tf.leo.evaluation import EvalConfig, EvalResult, evaluate
 from leo_tf.leo.run import RunConfigs
 from leo_tf.leo.trainer import MetaTrainer
-from leo_tf.runtime import lock, outputs, strategy as strategy_lib, threads
+from leo_tf.runtime import lock, strategy as strategy_lib, threads
 from leo_tf.runtime.rundir import RunDir
 
 
@@ -52,8 +52,8 @@ def run_experiment(configs: RunConfigs, output_dir: str = gin.REQUIRED,
   source, model_config = configs.source, configs.model
   train_config, eval_config = configs.train, configs.eval
   start = time.time()
-  outputs.writable_directory(output_dir, "run_experiment.output_dir")  # before any work
-  run = RunDir(output_dir)
+  run = RunDir(output_dir, "run_experiment.output_dir").prepare(  # before any work
+      "run_experiment.output_dir")
   splits = source.load_all(("train", "val", eval_config.split))
   log(f"[data] {source.dataset}/{source.crop}: " + ", ".join(
       f"{s} {d.embeddings.shape[0]} x {d.dim} ({d.num_classes} classes)"

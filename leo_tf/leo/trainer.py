@@ -87,7 +87,7 @@ class MetaTrainer:
     self.on_step = on_step
     self.on_validation = on_validation
     self.config = config
-    self.run = RunDir(output_dir)
+    self.run = RunDir(output_dir).prepare()
     self.strategy = strategy or tf.distribute.get_strategy()
     self.chief = strategy_lib.is_chief(self.strategy)
     tag = strategy_lib.worker_tag(self.strategy)

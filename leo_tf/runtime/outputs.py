@@ -8,10 +8,16 @@ class OutputPathError(ValueError):
   """An output path cannot be written: a file where a directory belongs, read-only, ..."""
 
 
-def writable_directory(path: str, what: str) -> str:
-  """``path`` as a directory this process can write (created if missing)."""
+def a_path(path, what: str) -> str:
+  """``path`` (str or path-like) as a str; OutputPathError naming ``what`` otherwise."""
   if not isinstance(path, (str, os.PathLike)):  # e.g. a gin binding to None
     raise OutputPathError(f"{what}: expected a directory path, got {path!r}")
+  return os.fspath(path)
+
+
+def writable_directory(path: str, what: str) -> str:
+  """``path`` as a directory this process can write (created if missing)."""
+  path = a_path(path, what)
   if os.path.exists(path) and not os.path.isdir(path):
     raise OutputPathError(f"{what}: {path} is a file, not a directory")
   try:

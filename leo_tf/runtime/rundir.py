@@ -1,19 +1,39 @@
 """A run directory: every path a meta-training run holds is named here, and only here
 (what each holds and who writes it: docs/design.md, "Data flow"). A tuning trial's run is
 ``<trial>/leo``; leo-pretrain's model directory has the config files and worker folders.
+TensorFlow reads a checkpoint path as a glob pattern (a ``[`` in it hides every
+checkpoint, a ``*`` lets it delete another run's files), so such a path is refused before
+any work; and a run never writes through a link out of it.
 """
 
 import os
 from typing import Optional
 
+from leo_tf.runtime import outputs
+
 WHICH = ("best", "latest")
+GLOB_CHARACTERS = "[]*?\\"
+# The folders a trainer writes into: each must be a folder of this run.
+_FOLDERS = ("latest", "best", "tensorboard")
 
 
 class RunDir(os.PathLike):
   """The paths of one run directory (a str or path-like; ``os.fspath`` gives it back)."""
 
-  def __init__(self, path):
-    self.path = os.fspath(path)
+  def __init__(self, path, what: str = "run directory"):
+    self.path = outputs.a_path(path, what)
+    bad = sorted(set(GLOB_CHARACTERS) & set(self.path))
+    if bad:
+      raise outputs.OutputPathError(
+          f"{what}: {self.path} contains {' '.join(bad)}, which TensorFlow reads as a glob "
+          "pattern in checkpoint paths; choose a directory without [ ] * ? \\")
+    try:
+      self.path.encode("utf-8")
+    except UnicodeEncodeError:  # bytes of another locale's encoding
+      shown = os.fsencode(self.path).decode("utf-8", "backslashreplace")
+      raise outputs.OutputPathError(
+          f"{what}: {shown} is not a UTF-8 path, and TensorFlow opens files by UTF-8 "
+          "names; rename it or choose another directory") from None
 
   def __fspath__(self) -> str:
     return self.path
@@ -73,3 +93,21 @@ class RunDir(os.PathLike):
     if fallback:
       raise FileNotFoundError(f"{self.path} has no checkpoint in best/ or latest/")
     raise FileNotFoundError(f"no checkpoint in {self.checkpoints(which)}")
+
+  def prepare(self, what: str = "run directory") -> "RunDir":
+    """Checks before any work that this process can write the run: the directory is
+    writable (created if missing) and its folders are folders inside it."""
+    outputs.writable_directory(self.path, what)
+    root = os.path.realpath(self.path)
+    for name in _FOLDERS:
+      path = self._join(name)
+      target = os.path.realpath(path)
+      if os.path.islink(path) and os.path.commonpath([root, target]) != root:
+        raise outputs.OutputPathError(
+            f"{what}: {path} is a link to {target}, outside the run directory; a run "
+            "writes only into itself: replace the link with a folder")
+      if os.path.lexists(path) and not os.path.isdir(path):
+        raise outputs.OutputPathError(
+            f"{what}: {path} is a file, not a folder; move it away (the run writes "
+            "into that folder)")
+    return self

@@ -23,6 +23,7 @@ import keras_tuner as kt
 
 from leo_tf import gin_config
 from leo_tf.runtime import files, threads
+from leo_tf.runtime.rundir import RunDir
 from leo_tf.tuning import trials
 from leo_tf.tuning.hypermodel import LEOHyperModel, TrialSetup, log_hparams_config
 from leo_tf.tuning.oracle import oracle_role, wait_for_chief
@@ -144,6 +145,8 @@ def run_search(setup: TrialSetup, overwrite: bool = False,
   setup.check_extremes()
   threads.configure(setup.threads, log=log)  # before keras-tuner's first op, as leo-train does
   out = setup.tune.output_dir
+  # Before any work; the trials' runs are run directories below it.
+  RunDir(out, "TuneConfig.output_dir").prepare("TuneConfig.output_dir")
   role = oracle_role()
   if role == "worker":
     if overwrite:
