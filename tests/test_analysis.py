@@ -262,7 +262,8 @@ def test_compare_table_on_a_tiny_trained_model(trained_run, tmp_path):
               "CompareConfig.logreg_c_grid = [1.0, 10.0]"]
   result = compare.run_comparison(
       open_run(run_dir, bindings=bindings, fallback=True),
-      compare_config.read_compare_config(run_dir, bindings), str(tmp_path / "cmp"),
+      saved_config.read_saved(run_dir, compare_config.CompareConfig, bindings),
+      str(tmp_path / "cmp"),
       bindings=bindings, log=logs.append, progress=False)
   names = [r["method"] for r in result.rows]
   assert names == ["LEO", "LEO, ensemble of 3", "MAML (same features)",

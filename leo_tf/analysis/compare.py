@@ -1,12 +1,8 @@
-"""LEO, its ablations and simple baselines side by side on identical test episodes.
-
-Every method sees the same episodes: the sampler is stateless, so one seed gives one
-stream of episodes whichever method consumes it. Per method we report accuracy
-(mean +- 95% CI over episodes), the paired difference to LEO on the same episodes,
-ECE and NLL of the query predictions, and draw a reliability diagram (CSV, Markdown and
-PNG). The configuration is in compare_config, the methods in methods, the ablation runs
-in ablations.
-"""
+"""LEO, its ablations and simple baselines side by side on identical test episodes (the
+sampler is stateless: one seed, one stream of episodes whichever method consumes it). Per
+method: accuracy (mean +- 95% CI over episodes), the paired difference to LEO, ECE and NLL,
+as CSV, Markdown and a reliability diagram. The configuration is in compare_config, the
+methods in methods, the ablation runs in ablations."""
 
 import dataclasses
 import math

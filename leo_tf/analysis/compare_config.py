@@ -3,11 +3,10 @@
 from this one source."""
 
 import dataclasses
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import gin
 
-from leo_tf import saved_config
 from leo_tf.analysis.calibration import DEFAULT_NUM_BINS
 from leo_tf.config_checks import ConfigError, check_types, require_at_least
 
@@ -78,8 +77,3 @@ class CompareConfig:
                         f"{sorted(ABLATION_GIN)}, baselines {list(BASELINES)}")
     require_at_least(self, 1, "num_bins")
     require_at_least(self, 0, "ablation_train_steps")
-
-
-def read_compare_config(run_dir: str, bindings: Sequence[str] = (),
-                        extra_files: Sequence[str] = ()) -> CompareConfig:
-  return saved_config.read_saved(run_dir, CompareConfig, bindings, extra_files)

@@ -1,11 +1,7 @@
-"""The methods a comparison evaluates, each a predictor of query logits, and how one is
-scored: accuracy per episode and pooled calibration on the seeded stream of episodes.
-The baselines' unset hyperparameters are fitted here on validation episodes.
-
-A predictor maps (episode batch, batch index) to query logits [B, N, Q, N]; the index
-seeds what it draws (the ensemble's latent samples), so a method's numbers do not depend
-on what ran before it.
-"""
+"""The methods a comparison evaluates and how one is scored (accuracy per episode, pooled
+calibration); the baselines' unset hyperparameters are fitted here on validation episodes.
+A predictor maps (episode batch, batch index) to query logits [B, N, Q, N]; the index seeds
+its draws (the ensemble's), so its numbers do not depend on what ran before it."""
 
 import dataclasses
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -60,7 +56,7 @@ def evaluate_method(name: str, predict: Predict, sampler: EpisodeSampler,
     logits = out["logits"]
     stats.update(softmax(logits), calibration.episode_labels(logits.shape), out["mask"])
     if bar:
-      bar.update(count)
+      bar(out, count)
   accuracies = run_episodes(_scored(predict), sampler, num_episodes, batch_size, seed,
                             keep=("accuracy",), each=each)["accuracy"]
   return MethodResult(name, EvalResult(accuracies), stats)
@@ -73,11 +69,7 @@ def paired_difference(a: EvalResult, b: EvalResult) -> Tuple[float, float]:
 
 
 def leo_predict(model) -> Predict:
-  @tf.function
-  def predict(batch, index):
-    del index
-    return model(batch, training=False)["logits"]
-  return predict
+  return tf.function(lambda batch, _: model(batch, training=False)["logits"])
 
 
 def ensemble_method(model, num_samples: int, seed: int) -> Optional[Tuple[str, Predict]]:
@@ -94,19 +86,13 @@ def ensemble_method(model, num_samples: int, seed: int) -> Optional[Tuple[str, P
 
 
 def ncm_predict(temperature: float) -> Predict:
-  @tf.function
-  def predict(batch, index):
-    del index
-    return baselines.ncm_logits(batch["support"], batch["query"], temperature)
-  return predict
+  return tf.function(
+      lambda batch, _: baselines.ncm_logits(batch["support"], batch["query"], temperature))
 
 
 def logreg_predict(c: float, steps: int) -> Predict:
-  def predict(batch, index):
-    del index
-    return baselines.logistic_regression_logits(batch["support"], batch["query"],
-                                                tf.constant(c, tf.float32), steps)
-  return predict
+  return lambda batch, _: baselines.logistic_regression_logits(
+      batch["support"], batch["query"], tf.constant(c, tf.float32), steps)
 
 
 def fit_ncm_temperature(val_sampler: EpisodeSampler, num_episodes: int, batch_size: int,

@@ -17,10 +17,7 @@ class ProgressBar:
     self._tty = hasattr(self.stream, "isatty") and self.stream.isatty()
 
   def __call__(self, _, count: int) -> None:
-    """The bar as ``each`` of leo.evaluation.run_episodes."""
-    self.update(count)
-
-  def update(self, count: int) -> None:
+    """Advances by ``count``: the bar is an ``each`` of leo.evaluation.run_episodes."""
     before, self.done = self.done, min(self.total, self.done + int(count))
     elapsed = max(time.time() - self.start, 1e-9)
     rate = self.done / elapsed

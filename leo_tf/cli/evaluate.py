@@ -42,45 +42,30 @@ def parse_pairs(pairs):
   return result
 
 
-def configure_threads(bindings):
-  """The run's thread pools (leo-train's), set before TensorFlow starts: --compare may
-  meta-train ablations in this process."""
+def _evaluate():
   # pylint: disable=import-outside-toplevel
   from leo_tf import saved_config
+  from leo_tf.analysis import compare, methods
+  from leo_tf.leo.run import open_run
   from leo_tf.runtime import threads
-  threads.configure(saved_config.read_saved(FLAGS.checkpoint_dir, threads.Threads, bindings,
-                                            FLAGS.gin_file))
-
-
-def evaluate_one():
-  # pylint: disable=import-outside-toplevel
-  from leo_tf.analysis import methods
-  from leo_tf.leo.run import open_run
-  configure_threads(FLAGS.gin_bindings)
-  run = open_run(FLAGS.checkpoint_dir, FLAGS.which, FLAGS.gin_bindings, FLAGS.gin_file)
-  seed = compare_config.read_compare_config(FLAGS.checkpoint_dir, FLAGS.gin_bindings,
-                                            FLAGS.gin_file).ensemble_seed
-  result = methods.evaluate_run(run, seed)
-  print(f"[result] {FLAGS.which} checkpoint, {run.configs.eval.split}: accuracy {result}")
-
-
-def compare_all():
-  # pylint: disable=import-outside-toplevel
-  from leo_tf.analysis import compare
-  from leo_tf.leo.run import open_run
+  ablation_dirs = parse_pairs(FLAGS.compare_dirs)
   bindings = list(FLAGS.gin_bindings)
   if FLAGS.compare_train_steps is not None:
     bindings.append(f"CompareConfig.ablation_train_steps = {FLAGS.compare_train_steps}")
-  ablation_dirs = parse_pairs(FLAGS.compare_dirs)
-  cfg = compare_config.read_compare_config(FLAGS.checkpoint_dir, bindings, FLAGS.gin_file)
-  configure_threads(bindings)
-  base = open_run(FLAGS.checkpoint_dir, FLAGS.which, bindings, FLAGS.gin_file, fallback=True)
-  compare.run_comparison(base, cfg, FLAGS.compare_output, ablation_dirs, bindings,
-                         FLAGS.gin_file)
-
-
-def _evaluate():
-  return compare_all() if FLAGS.compare else evaluate_one()
+  cfg, pools = saved_config.read_saved(
+      FLAGS.checkpoint_dir, lambda: (compare_config.CompareConfig(), threads.Threads()),
+      bindings, FLAGS.gin_file)
+  # The run's thread pools (leo-train's) before TensorFlow starts: --compare may
+  # meta-train ablations in this process.
+  threads.configure(pools)
+  run = open_run(FLAGS.checkpoint_dir, FLAGS.which, bindings, FLAGS.gin_file,
+                 fallback=FLAGS.compare)
+  if FLAGS.compare:
+    compare.run_comparison(run, cfg, FLAGS.compare_output, ablation_dirs, bindings,
+                           FLAGS.gin_file)
+  else:
+    print(f"[result] {FLAGS.which} checkpoint, {run.configs.eval.split}: accuracy "
+          f"{methods.evaluate_run(run, cfg.ensemble_seed)}")
 
 
 run = common.entry_point(_evaluate, required=("checkpoint_dir",))
