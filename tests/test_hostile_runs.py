@@ -86,13 +86,13 @@ def test_second_process_on_a_busy_run_directory_is_refused(run):
 def test_stale_temp_folders_of_killed_checkpoint_writes_are_removed_on_resume(run):
   """TF writes ckpt-N_temp/ and renames its files out; a SIGKILL in between left the
   folder there forever."""
-  stale = [os.path.join(run["out"], "latest", "ckpt-7_temp"),
-           os.path.join(run["out"], "best", "ckpt-9_temp")]
+  stale = [os.path.join(RunDir(run["out"]).checkpoints(kind), name)
+           for kind, name in (("latest", "ckpt-7_temp"), ("best", "ckpt-9_temp"))]
   for path in stale:
     os.makedirs(path)
     with open(os.path.join(path, "part-00000-of-00001.data-00000-of-00001"), "wb") as f:
       f.write(b"\0" * 100)
-  keep = os.path.join(run["out"], "latest", "notes_temp.txt")  # a file, not a write
+  keep = os.path.join(RunDir(run["out"]).checkpoints("latest"), "notes_temp.txt")  # a file
   open(keep, "w").close()
   logs = []
   _train(run["gin_file"], run["out"], logs=logs)
@@ -267,7 +267,7 @@ def test_corrupt_best_record_fails_before_training_naming_the_file(run, tmp_path
   bindings', and only after all of training; a record without 'accuracy' a bare KeyError."""
   out = str(tmp_path / "copy")
   shutil.copytree(run["out"], out)
-  best = os.path.join(out, "best", "best.json")
+  best = RunDir(out).best_record
   for text, why in (("{not json", "JSONDecodeError: Expecting property name"),
                     ('{"step": 5}', "KeyError: 'accuracy'")):
     with open(best, "w") as f:

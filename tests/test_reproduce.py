@@ -51,7 +51,7 @@ def test_leo_reproduce_runs_the_four_experiments_then_resumes_with_a_second_seed
     assert 0.0 <= result["accuracy"] <= 100.0 and result["episodes"] == 20
     assert result["steps"] == 2 and row["mean"] == result["accuracy"]
     trainval = os.path.join(out, f"{row['experiment']}_trainval", "seed_0")
-    assert os.path.exists(os.path.join(trainval, "best", "best.json"))   # still selected
+    assert os.path.exists(RunDir(trainval).best_record)   # still selected
   # Printed and written: ours beside the authors' code and the paper.
   for text in (first.stdout, open(os.path.join(out, "table.md")).read()):
     assert "| miniImageNet 1-shot | 2 |" in text

@@ -13,6 +13,7 @@ from leo_tf.leo.config import TrainConfig
 from leo_tf.leo.model import task_losses
 from leo_tf.leo.trainer import MetaTrainer, TrainingDivergedError, task_group_sizes
 from leo_tf.leo.weights import load_model
+from leo_tf.runtime.rundir import RunDir
 
 # Small and few inner steps: these tests are about bookkeeping, and tracing is the cost.
 MODEL = tiny_leo(**TINY_5WAY, dropout_rate=0.0)
@@ -71,7 +72,7 @@ def test_best_checkpoint_and_its_record(tmp_path, data):
   train, val = data
   trainer = MetaTrainer(MODEL, _train_config(), train, val, str(tmp_path), log=lambda _: None)
   trainer.train()
-  with open(os.path.join(tmp_path, "best", "best.json")) as f:
+  with open(RunDir(tmp_path).best_record) as f:
     best = json.load(f)
   assert best["step"] in (10, 20) and 0.0 <= best["accuracy"] <= 1.0
   assert trainer.best_validation() == best["accuracy"]

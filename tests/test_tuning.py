@@ -14,6 +14,7 @@ from leo_tf import gin_config
 from leo_tf.config_checks import ConfigError
 from leo_tf.data.embeddings import embeddings_path, save_embeddings
 from leo_tf.leo.config import LEOConfig, TrainConfig
+from leo_tf.runtime.rundir import RunDir
 from leo_tf.tuning import hypermodel, search
 from leo_tf.tuning.space import SearchSpaceError, TuneConfig, search_space
 
@@ -174,7 +175,7 @@ def test_each_trial_is_an_hparams_session_with_its_values_and_objective(tiny_sea
   assert [m.name.tag for m in configs[-1].metric_infos] == ["tuning/val_accuracy",
                                                             "validation/accuracy"]
   for row in tiny_search["result"].rows:
-    run = os.path.join(project, f"trial_{row['trial']}", "leo", "tensorboard")
+    run = RunDir.trial(os.path.join(project, f"trial_{row['trial']}")).tensorboard
     summaries = _summaries(run)
     sessions = [plugin_data_pb2.HParamsPluginData.FromString(c).session_start_info
                 for _, name, c, _ in summaries if name == "hparams"]
