@@ -117,10 +117,22 @@ def test_grayscale_and_channels(tmp_path):
   _check_form(gray, (10, 12, 1))
 
 
-def test_undecodable_image_names_the_file(tmp_path):
+def test_unreadable_image_in_a_folder_is_named_once_and_skipped(tmp_path, caplog):
+  _class_tree(str(tmp_path / "train"), ["n01"])
+  broken = tmp_path / "train" / "n01" / "n01_9_broken.jpg"
+  broken.write_bytes(b"not a jpeg at all")
+  split = images.folder_split(str(tmp_path), "train")
+  with caplog.at_level("WARNING"):
+    assert len(_examples(split)) == 3 and len(_examples(split)) == 3   # two passes
+  assert [r.getMessage() for r in caplog.records] == [
+      f"skipped: cannot decode image file {broken}: cannot identify image file "
+      f"'{broken}'"]
+
+
+def test_unreadable_image_of_a_benchmark_stops_iteration(tmp_path):
   _class_tree(str(tmp_path / "train"), ["n01"])
   (tmp_path / "train" / "n01" / "n01_9_broken.jpg").write_bytes(b"not a jpeg at all")
-  split = images.folder_split(str(tmp_path), "train")
+  split = images.tiered_imagenet_split(str(tmp_path), "train")
   with pytest.raises(tf.errors.OpError, match="n01_9_broken.jpg"):
     _examples(split)
   with pytest.raises(images.ImageDecodeError, match="n01_9_broken.jpg"):

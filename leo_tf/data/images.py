@@ -11,13 +11,21 @@ Sources (choose one with the gin-configurable ``image_source``):
 - ``tfds``: any tfds image-classification dataset by name.
 
 Files are decoded with Pillow (any format it reads; grayscale/RGBA/palette images are
-converted to the requested channels). A file that fails to decode stops iteration
-with an ``ImageDecodeError`` naming the file: a silently smaller class would bias
-few-shot episodes, and skipping hides a broken copy of the data.
+converted to the requested channels). What a file that fails to decode does depends on
+whose data it is:
+
+- ``folder`` (your own images): the file is named in one warning line and skipped. A
+  folder of collected pictures often holds a stray broken or non-image file, and one
+  missing example changes a class's size by one, which episodes of classes of any size
+  absorb; stopping hours of work for it helps nobody.
+- the benchmarks (``mini_imagenet``, ``tiered_imagenet``): iteration stops with an
+  ``ImageDecodeError`` naming the file. Their content is fixed, so a broken file means a
+  broken copy, and numbers from a silently smaller class would not be comparable.
 """
 
 import csv
 import dataclasses
+import logging
 import os
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -78,26 +86,46 @@ def read_image(path: str, channels: int = 3, size: ImageSize = None) -> np.ndarr
   return array.reshape(array.shape[:2] + (channels,))
 
 
+_SKIPPED = set()  # unreadable files already reported: one line each per process
+
+
 def files_dataset(paths: Sequence[str], labels: Sequence[int], keys: Sequence[str],
-                  channels: int = 3, image_size: ImageSize = None) -> tf.data.Dataset:
-  """Decodes files in parallel with Pillow; order is that of ``paths``."""
+                  channels: int = 3, image_size: ImageSize = None,
+                  skip_unreadable: bool = False) -> tf.data.Dataset:
+  """Decodes files in parallel with Pillow; order is that of ``paths``.
+
+  An unreadable file stops iteration (ImageDecodeError) or, with ``skip_unreadable``, is
+  named in one warning line and left out.
+  """
   hw = _size_hw(image_size)
+  blank = np.zeros((hw or (1, 1)) + (channels,), np.uint8)
 
   def load(path):
-    return read_image(path.decode(), channels, hw)
+    try:
+      return read_image(path.decode(), channels, hw), True
+    except ImageDecodeError as err:
+      if not skip_unreadable:
+        raise
+      if path not in _SKIPPED:
+        _SKIPPED.add(path)
+        logging.warning("skipped: %s", err)
+      return blank, False
 
   def to_example(path, label, key):
-    image = tf.numpy_function(load, [path], tf.uint8, stateful=False)
+    image, readable = tf.numpy_function(load, [path], (tf.uint8, tf.bool), stateful=False)
     image.set_shape((hw or (None, None)) + (channels,))
-    return {"image": image, "label": label, "key": key}
+    return {"image": image, "label": label, "key": key}, readable
 
   dataset = tf.data.Dataset.from_tensor_slices(
       (list(paths), np.asarray(labels, np.int32), list(keys)))
-  return dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  dataset = dataset.map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  if skip_unreadable:
+    dataset = dataset.filter(lambda example, readable: readable)
+  return dataset.map(lambda example, readable: example)
 
 
 def _files_split(root: str, files_by_class: Dict[str, List[str]], channels: int,
-                 image_size: ImageSize) -> ImageSplit:
+                 image_size: ImageSize, skip_unreadable: bool = False) -> ImageSplit:
   """ImageSplit over {class name: [paths]}; keys are paths relative to root."""
   raw_names = sorted(files_by_class)
   paths = [p for name in raw_names for p in files_by_class[name]]
@@ -105,17 +133,18 @@ def _files_split(root: str, files_by_class: Dict[str, List[str]], channels: int,
   keys = [os.path.relpath(p, root) for p in paths]
   hw = _size_hw(image_size)
   return ImageSplit(
-      dataset=files_dataset(paths, labels, keys, channels, hw),
+      dataset=files_dataset(paths, labels, keys, channels, hw, skip_unreadable),
       class_names=sanitize_class_names(raw_names), num_examples=len(paths),
       image_shape=(hw + (channels,)) if hw else None)
 
 
 def folder_split(root: str, split: str, channels: int = 3, image_size: ImageSize = None,
-                 seed: int = 0) -> ImageSplit:
+                 seed: int = 0, skip_unreadable: bool = True) -> ImageSplit:
   """``<root>/<split>/<class>/<files>``, else ``<root>/<class>/<files>`` split by class.
 
   In the second layout the classes are split 64/16/20 with ``seed`` (see
-  ``split_classes``). Subdirectories without image files are ignored.
+  ``split_classes``). Subdirectories without image files are ignored. Unreadable files
+  are skipped with a warning unless ``skip_unreadable`` is False.
   """
   check_split(split)
   if not os.path.isdir(root):
@@ -129,7 +158,7 @@ def folder_split(root: str, split: str, channels: int = 3, image_size: ImageSize
     by_class = {name: by_class[name] for name in split_classes(list(by_class), seed)[split]}
   if not by_class:
     raise ImageSourceError(f"no class directories with images under {directory}")
-  return _files_split(root, by_class, channels, image_size)
+  return _files_split(root, by_class, channels, image_size, skip_unreadable)
 
 
 def _class_dirs(directory: str) -> Dict[str, List[str]]:
@@ -152,7 +181,7 @@ def tiered_imagenet_split(root: str, split: str, channels: int = 3,
     raise ImageSourceError(
         f"tieredImageNet split directory {os.path.join(root, split)} not found; expected "
         "<root>/<train|val|test>/<wnid>/<image files>")
-  return folder_split(root, split, channels, image_size)
+  return folder_split(root, split, channels, image_size, skip_unreadable=False)
 
 
 def mini_imagenet_split(root: str, split: str, channels: int = 3,
