@@ -47,6 +47,21 @@ def test_extraction_round_trips_through_load_split(model_dir, tmp_path):
     np.testing.assert_allclose(loaded.embeddings[0], direct[0], rtol=1e-4, atol=1e-5)
 
 
+def test_every_split_and_batch_shares_one_trace(model_dir, tmp_path, caplog):
+  # Batches of 5 of 48 and 24 examples: a smaller last batch in every split.
+  gin.clear_config()
+  gin.parse_config("write_split.batch_size = 5")
+  sources = {s: functools.partial(tiny_source, s) for s in SPLITS}
+  embed.traced_backbone.cache_clear()
+  with caplog.at_level("WARNING"):
+    embed.embed_splits(model_dir, sources, str(tmp_path), "tiny", "center",
+                       log=lambda _: None)
+  gin.clear_config()
+  assert not [r for r in caplog.records if "retracing" in r.getMessage()]
+  traced = embed.traced_backbone.cache_info()
+  assert traced.currsize == 1 and traced.misses == 1  # one function for three splits
+
+
 def test_missing_backbone_is_a_clear_error(tmp_path):
   with pytest.raises(FileNotFoundError, match="leo-pretrain"):
     embed.load_backbone(str(tmp_path))

@@ -5,6 +5,7 @@ Extraction runs in the precision the backbone was trained in unless
 ``write_split.precision`` names another (leo_tf.backbone.precision), optionally
 compiled with XLA; the embeddings are float32 in every case."""
 
+import functools
 import os
 import time
 from typing import Callable, Dict, Optional, Tuple
@@ -27,15 +28,30 @@ def load_backbone(model_dir: str) -> keras.Model:
   return keras.saving.load_model(path, compile=False)
 
 
-def extract(backbone: keras.Model, source, batch_size: int = 256, jit_compile: bool = False
-            ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+@functools.lru_cache(maxsize=1)
+def traced_backbone(backbone: keras.Model, precision: Optional[str] = None,
+                    jit_compile: bool = False) -> Callable[[tf.Tensor], tf.Tensor]:
+  """``backbone`` (in ``precision``; None: as saved) as one traced function, images
+  [batch, H, W, C] -> float32 embeddings, for any batch and image size. Kept for the
+  last backbone: every split of a run shares one trace (a function per split, retraced
+  again for each split's smaller last batch, made TensorFlow warn about retracing)."""
+  if precision is not None:
+    backbone = precision_lib.with_policy(
+        backbone, precision_lib.check(precision, "write_split.precision"))
+  channels = backbone.input_shape[-1]
+  return tf.function(lambda x: tf.cast(backbone(x, training=False), tf.float32),
+                     input_signature=[tf.TensorSpec([None, None, None, channels], tf.float32)],
+                     jit_compile=jit_compile)
+
+
+def extract(backbone: keras.Model, source, batch_size: int = 256, jit_compile: bool = False,
+            precision: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
   """(embeddings [n, d] float32, labels [n], keys [n]) for every example of ``source``;
   ``jit_compile``: the backbone compiled with XLA (once per batch shape)."""
   ds = source.dataset.map(
       lambda ex: (inputs.preprocess(ex["image"]), ex["label"], ex["key"]),
       num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size).prefetch(tf.data.AUTOTUNE)
-  embed = tf.function(lambda x: tf.cast(backbone(x, training=False), tf.float32),
-                      jit_compile=jit_compile)
+  embed = traced_backbone(backbone, precision, jit_compile)
   outputs, labels, keys = [], [], []
   for images, batch_labels, batch_keys in ds:
     outputs.append(embed(images).numpy())
@@ -55,10 +71,7 @@ def write_split(backbone: keras.Model, source, root: str, dataset: str, crop: st
   """Extracts one split and writes it (atomically) where ``load_split`` looks, in
   ``precision`` (None: the policy the backbone was saved with)."""
   path = emb_lib.embeddings_path(root, dataset, crop, split)
-  if precision is not None:
-    backbone = precision_lib.with_policy(
-        backbone, precision_lib.check(precision, "write_split.precision"))
-  embeddings, labels, keys = extract(backbone, source, batch_size, jit_compile)
+  embeddings, labels, keys = extract(backbone, source, batch_size, jit_compile, precision)
   emb_lib.save_embeddings(path, embeddings, labels, keys)
   return path
 
