@@ -2,6 +2,7 @@
 
 import functools
 import os
+import re
 import subprocess
 import sys
 
@@ -28,7 +29,15 @@ def test_loss_goes_down_and_outputs_are_written(tmp_path):
   assert result.final_step == 20 and result.initial_step == 0
   assert result.losses[-1] < 0.5 * result.losses[0]
   assert result.held_out_accuracy is not None and result.held_out_accuracy >= 0.5
-  assert any("examples/s" in l and "loss" in l and "accuracy" in l for l in lines)
+  # Which accuracy is which, and the speed to size a schedule from, in so many words.
+  assert re.fullmatch(r"step 5/20 training loss \d\.\d{4} training accuracy \d\.\d{3} lr "
+                      r"\S+ [\d,]+ examples/s", lines[1])
+  assert re.fullmatch(r"trained 20 steps \(320 examples\) in \d+ s: [\d,]+ examples/s "
+                      r"\(what to size PretrainConfig.epochs from\)", lines[-2])
+  assert lines[-1] == (
+      f"held-out accuracy {result.held_out_accuracy:.3f} (on the 20% of the training "
+      "classes' examples kept out of training; the training accuracy above is on augmented "
+      "training batches)")
   for name in ("backbone.keras", "operative_config.gin", "config.gin"):
     assert os.path.exists(tmp_path / name), name
   assert "build_wrn.group_strides" in (tmp_path / "operative_config.gin").read_text()

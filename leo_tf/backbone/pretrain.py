@@ -235,9 +235,9 @@ def pretrain(train_split, model_dir: str,
     if step % config.log_every < n or step == num_steps:
       losses.append(float(train_loss.result()))
       train_accuracy = float(train_acc.result())
-      log(f"{tag}step {step}/{num_steps} loss {losses[-1]:.4f} accuracy "
+      log(f"{tag}step {step}/{num_steps} training loss {losses[-1]:.4f} training accuracy "
           f"{train_accuracy:.3f} lr {float(optimizer.learning_rate):.4g} "
-          f"{seen / (time.time() - tick):.0f} examples/s")
+          f"{seen / (time.time() - tick):,.0f} examples/s")
       train_loss.reset_state()
       train_acc.reset_state()
       tick, seen = time.time(), 0
@@ -247,14 +247,20 @@ def pretrain(train_split, model_dir: str,
         log(f"{tag}step {step} held-out accuracy {held_out:.3f}")
     if step % config.checkpoint_every < n or step == num_steps:
       _save_checkpoint(manager, step)
+  trained = (step - initial_step) * config.batch_size
+  if trained:
+    log(f"{tag}trained {step - initial_step} steps ({trained:,} examples) in "
+        f"{time.time() - start:.0f} s: {trained / (time.time() - start):,.0f} examples/s "
+        "(what to size PretrainConfig.epochs from)")
   if eval_ds is not None:
     held_out = loop.evaluate(eval_ds)
     if held_out is None:
       log(f"{tag}no held-out examples: holdout_fraction {config.holdout_fraction} of "
           f"{train_split.num_examples} examples selected none")
     else:
-      log(f"{tag}held-out accuracy {held_out:.3f} (examples of the training classes "
-          "kept out of training)")
+      log(f"{tag}held-out accuracy {held_out:.3f} (on the {config.holdout_fraction:.0%} of "
+          "the training classes' examples kept out of training; the training accuracy "
+          "above is on augmented training batches)")
   backbone_path = os.path.join(out_dir, BACKBONE_FILE)
   with files.atomic_path(backbone_path, backbone_path[:-len(".keras")] + ".tmp.keras") as tmp:
     backbone.save(tmp)
