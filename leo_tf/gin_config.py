@@ -46,6 +46,7 @@ CONFIGURABLE_MODULES = (
     "leo_tf.backbone.pipeline",
     "leo_tf.tuning.hypermodel",
     "leo_tf.analysis.compare_config",
+    "leo_tf.analysis.compare",
 )
 
 # The shipped gin files: package data (leo_tf/gin links to the top-level gin/ folder).
@@ -56,6 +57,7 @@ class GinConfigError(ValueError):
   """A gin file or binding could not be parsed; the message names which and why."""
 
 
+_UNBOUND_MACRO = re.compile(r"No bindings specified for '([^'/]+)/gin\.macro'")
 _LOCATION = re.compile(r'\s*In file "(?P<file>[^"]*)", line (?P<line>\d+)\n\s*(?P<text>.*)')
 
 
@@ -124,7 +126,16 @@ def parse(gin_files: Sequence[GinFile] = (), bindings: Sequence[str] = ()) -> No
       message = _one_line(e, "<binding>").split(": ", 1)[-1]
       raise GinConfigError(f"command-line binding {binding!r}: {message}") from e
   paths.bind_absolute()  # what a run saves must name the same files from anywhere
-  gin.finalize()
+  try:
+    gin.finalize()
+  except ValueError as e:  # gin lists the whole config after its message
+    unbound = _UNBOUND_MACRO.search(str(e))
+    if not unbound:
+      raise
+    name = unbound.group(1)
+    raise GinConfigError(f"{name} is not bound: give it a value, e.g. "
+                         f"--gin_bindings=\"{name}='...'\" (a gin macro the files use)"
+                         ) from None
 
 
 def save_config(path: str, operative: bool = False) -> str:

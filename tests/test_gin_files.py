@@ -22,7 +22,7 @@ def test_there_are_gin_files():
 
 @pytest.mark.parametrize("path", GIN_FILES)
 def test_gin_file_parses_and_builds(path):
-  gin_config.parse([path])
+  gin_config.parse([path], ["IMAGES_ROOT = '/images'"])  # the images files' one binding
   config = LEOConfig()  # validates every bound value
   if path.startswith("experiments/"):
     # A small embedding size keeps this fast; the layer shapes follow the config.
@@ -87,3 +87,17 @@ def test_a_scoped_read_leaves_the_callers_gin_state_as_it_was():
 
 def teardown_module():
   gin.clear_config()
+
+
+@pytest.mark.parametrize("shots", [1, 5])
+def test_images_experiments_read_a_folder_of_natural_images(shots):
+  from leo_tf.data.source import EmbeddingSource
+  gin_config.parse([f"experiments/images_5way{shots}shot.gin"], ["IMAGES_ROOT = '/images'"])
+  assert gin.query_parameter("image_source.kind") == "folder"
+  assert gin.query_parameter("%IMAGES_ROOT") == "/images"
+  assert gin.query_parameter("augment.flip") is True           # natural images mirror
+  assert gin.query_parameter("image_source.image_size") == 48
+  source = EmbeddingSource()
+  assert source.derived_from == "/images" and source.folder.startswith("images_images_")
+  assert LEOConfig().num_shots == shots
+  assert gin.query_parameter("run_experiment.after_test").selector == "compare_to_baselines"

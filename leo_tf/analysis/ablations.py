@@ -89,7 +89,7 @@ def _check_compatible(name: str, run: Run, base: Run, log: Callable[[str], None]
                       f"base run is {base_config.num_classes}-way "
                       f"{base_config.num_shots}-shot")
   source, base_source = run.source, base.source
-  if (source.dataset, source.crop) != (base_source.dataset, base_source.crop):
-    log(f"[compare] warning: {LABELS[name]} was trained on {source.dataset}/"
-        f"{source.crop}; it is evaluated on the base run's {base_source.dataset}/"
+  if (source.folder, source.crop) != (base_source.folder, base_source.crop):
+    log(f"[compare] warning: {LABELS[name]} was trained on {source.folder}/"
+        f"{source.crop}; it is evaluated on the base run's {base_source.folder}/"
         f"{base_source.crop} test episodes")

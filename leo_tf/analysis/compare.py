@@ -9,10 +9,12 @@ import math
 import os
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
+import gin
+
 from leo_tf.analysis import ablations, calibration, methods
-from leo_tf.analysis.compare_config import LABELS, CompareConfig
+from leo_tf.analysis.compare_config import LABELS, CompareConfig, read_compare_config
 from leo_tf.data.episodes import EpisodeSampler
-from leo_tf.leo.run import Run
+from leo_tf.leo.run import Run, open_run
 from leo_tf.runtime import files
 
 
@@ -51,12 +53,23 @@ def run_comparison(base: Run, cfg: CompareConfig, output_dir: Optional[str] = No
   predictors += methods.baseline_methods(cfg, source, base_config, eval_cfg, log)
   sampler = EpisodeSampler.for_model(test, base_config, eval_cfg.num_queries)
   title = (f"{base_config.num_classes}-way {base_config.num_shots}-shot, "
-           f"{eval_cfg.split} split of {source.dataset}/{source.crop}, seed {eval_cfg.seed}")
+           f"{eval_cfg.split} split of {source.folder}/{source.crop}, seed {eval_cfg.seed}")
   log(f"[compare] {title}: {len(predictors)} methods x {eval_cfg.num_episodes} episodes")
   results = [methods.evaluate_method(name, predict, sampler, eval_cfg.num_episodes,
                                      eval_cfg.batch_size, eval_cfg.seed, cfg.num_bins, progress)
              for name, predict in predictors]
   return _write(results, title, cfg.num_bins, output_dir, log)
+
+
+@gin.configurable(denylist=["run_dir", "log"])
+def compare_to_baselines(run_dir: str, log: Callable[[str], None] = print) -> Comparison:
+  """The table of ``leo-eval --compare`` without ablations: LEO beside nearest class mean
+  and logistic regression (CompareConfig) on the run's test episodes, into
+  ``<run_dir>/compare``. ``run_experiment.after_test = @compare_to_baselines`` makes one
+  leo-train command end with it."""
+  cfg = dataclasses.replace(read_compare_config(run_dir), ablations=())
+  return run_comparison(open_run(run_dir, fallback=True, log=log), cfg, log=log,
+                        progress=False)
 
 
 def table_rows(results: Sequence[methods.MethodResult]) -> List[Dict[str, float]]:

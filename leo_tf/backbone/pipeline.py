@@ -3,11 +3,13 @@
 Each stage is skipped when its output exists: the image dataset is cached by its
 builder (tfds), pre-training is skipped once ``backbone.keras`` is written (and resumes
 from its latest checkpoint if it was interrupted), extraction skips splits whose file
-exists. A second run therefore costs seconds.
+exists. A second run therefore costs seconds. The first run records which classes each
+split holds in ``<root>/<dataset>/classes.json``.
 """
 
 import contextlib
 import functools
+import json
 import os
 import time
 from typing import Callable, Dict, Optional, Sequence
@@ -18,11 +20,12 @@ from leo_tf.backbone import embed, pretrain as pretrain_lib
 from leo_tf.data import embeddings as emb_lib
 from leo_tf.data import images
 from leo_tf.data import splits as splits_lib
-from leo_tf.runtime import outputs
+from leo_tf.runtime import files, outputs
 
 # ``image_source(split)`` returns a ``leo_tf.data.images.ImageSplit``; the default is
 # the gin-configurable ``image_source`` whose default kind is the built-in glyphs.
 ImageSource = Callable[[str], "images.ImageSplit"]
+CLASSES_FILE = "classes.json"
 
 
 @contextlib.contextmanager
@@ -56,15 +59,14 @@ def build_embeddings(root: str, dataset: str, crop: str = "center",
     train = source(pretrain_split)
     log(f"{train.num_examples} examples of {len(train.class_names)} classes, "
         f"image shape {train.image_shape}")
+    _record_classes(os.path.join(root, dataset, CLASSES_FILE), source, splits, log)
 
   backbone_path = os.path.join(model_dir, pretrain_lib.BACKBONE_FILE)
   if os.path.exists(backbone_path):
     log(f"[stage] pre-training skipped: {backbone_path} exists")
   else:
     with _stage(f"pre-training into {model_dir}", log):
-      result = pretrain_lib.pretrain(train, model_dir, log=log)
-      if result.held_out_accuracy is not None:
-        log(f"held-out accuracy {result.held_out_accuracy:.3f}")
+      pretrain_lib.pretrain(train, model_dir, log=log)
 
   with _stage(f"embedding extraction into {os.path.join(root, dataset, crop)}", log):
     embed.embed_splits(model_dir, {s: functools.partial(source, s) for s in splits}, root,
@@ -73,14 +75,27 @@ def build_embeddings(root: str, dataset: str, crop: str = "center",
   return paths
 
 
-@gin.configurable("build_glyph_embeddings")
-def build_glyph_embeddings(root: str, dataset: str = "glyphs", crop: str = "center",
-                           image_source: ImageSource = images.image_source,
-                           model_dir: Optional[str] = None) -> Dict[str, str]:
-  """The entry the main job calls: embeddings of the built-in glyphs (or of any
-  ``image_source``) under ``root``, built only when missing. Where the glyph images
-  are cached is ``image_source.root`` (tfds data_dir; None = ~/tensorflow_datasets)."""
+def _record_classes(path: str, source: ImageSource, splits: Sequence[str],
+                    log: Callable[[str], None]) -> None:
+  """Writes {split: [class names]} to ``path`` unless it exists (the first build)."""
+  if not os.path.exists(path):
+    files.atomic_write(path, json.dumps({s: source(s).class_names for s in splits}, indent=1))
+  log(f"the classes of each split: {path}")
+
+
+def _build_image_embeddings(root: str, dataset: str, crop: str = "center",
+                            image_source: ImageSource = images.image_source,
+                            model_dir: Optional[str] = None) -> Dict[str, str]:
+  """What an ``EmbeddingSource.builder`` runs: embeddings of the gin-bound
+  ``image_source`` (the built-in glyphs or typefaces, an image folder, ...) under
+  ``root``, built only when missing. The built-in images are cached under
+  ``image_source.root`` (tfds data_dir; None = ~/tensorflow_datasets)."""
   return build_embeddings(root, dataset, crop, image_source, model_dir)
+
+
+build_image_embeddings = gin.configurable("build_image_embeddings")(_build_image_embeddings)
+# The same builder under the name the glyph and typeface files (and their runs) bind.
+build_glyph_embeddings = gin.configurable("build_glyph_embeddings")(_build_image_embeddings)
 
 
 @gin.configurable(denylist=["log"])

@@ -39,9 +39,13 @@ def test_result(model, data: EmbeddingSet, model_config: LEOConfig, eval_config:
 
 @gin.configurable
 def run_experiment(configs: RunConfigs, output_dir: str = gin.REQUIRED,
-                   evaluate_test: bool = True, log: Callable[[str], None] = print
-                   ) -> ExperimentResult:
+                   evaluate_test: bool = True,
+                   after_test: Optional[Callable[..., object]] = None,
+                   log: Callable[[str], None] = print) -> ExperimentResult:
   """Meta-trains LEO as ``configs`` say and evaluates the best checkpoint.
+
+  ``after_test(output_dir, log=log)``, when bound (e.g. ``@compare_to_baselines``), runs
+  after the test evaluation, on the chief.
 
   The tf.distribute strategy is the one bound in gin (``make_strategy.kind =
   'mirrored'`` or ``'multi_worker'``), as for backbone pre-training; under
@@ -55,7 +59,7 @@ def run_experiment(configs: RunConfigs, output_dir: str = gin.REQUIRED,
   run = RunDir(output_dir, "run_experiment.output_dir").prepare(  # before any work
       "run_experiment.output_dir")
   splits = source.load_all(("train", "val", eval_config.split))
-  log(f"[data] {source.dataset}/{source.crop}: " + ", ".join(
+  log(f"[data] {source.folder}/{source.crop}: " + ", ".join(
       f"{s} {d.embeddings.shape[0]} x {d.dim} ({d.num_classes} classes)"
       for s, d in splits.items()))
   train, val = splits["train"], splits["val"]
@@ -92,5 +96,9 @@ def run_experiment(configs: RunConfigs, output_dir: str = gin.REQUIRED,
     model = weights.load_model(output_dir, model_config, train.dim, which)
     result.test = test_result(model, splits[eval_config.split], model_config,
                               eval_config, log)
-    log(f"[result] {which} checkpoint, {eval_config.split}: accuracy {result.test}")
+    log(f"[result] {which} checkpoint, {eval_config.split}: accuracy {result.test} "
+        f"({time.time() - start:.0f} s since the start)")
+    if after_test is not None:
+      after_test(output_dir, log=log)
+      log(f"[done] {time.time() - start:.0f} s since the start")
   return result

@@ -15,11 +15,14 @@ import gin
 
 DATA_ENV = "LEO_TF_DATA"
 
-# The gin parameters that hold a file or directory path.
+# The gin parameters (and macros) that hold a file or directory path.
 PATH_PARAMETERS = (
+    "%IMAGES_ROOT",
     "EmbeddingSource.root",
+    "EmbeddingSource.derived_from",
     "image_source.root",
     "build_glyph_embeddings.model_dir",
+    "build_image_embeddings.model_dir",
     "run_pretraining.model_dir",
     "run_extraction.model_dir",
     "run_extraction.root",
