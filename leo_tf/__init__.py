@@ -29,6 +29,7 @@ _EXPORTS = {
     "evaluate": "leo_tf.leo.evaluation",
     "run_experiment": "leo_tf.leo.experiment",
     "open_run": "leo_tf.leo.run",
+    "FewShotClassifier": "leo_tf.serving.classifier",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -88,14 +88,19 @@ def loaded(exported):
 
 
 def _request(n, k, m, seed=0, scale=1.0):
-  """Shuffled support rows with labels, queries, and the grouped [1, N, K, d] task."""
+  """Shuffled support rows with labels, queries, and the task the model adapts on: the
+  grouped [1, N, K, d] support for K = ``k``, or, for ``k`` the shots of each class, the
+  support padded to [1, N, max K_n, d] and its mask [1, N, max K_n]."""
   rng = np.random.default_rng(seed)
-  task = rng.normal(size=(1, n, k, DIM)).astype(np.float32) * scale
+  shots = np.broadcast_to(k, n)
+  mask = (np.arange(shots.max()) < shots[:, None])[None].astype(np.float32)
+  task = rng.normal(size=mask.shape + (DIM,)).astype(np.float32) * scale * mask[..., None]
   queries = rng.normal(size=(m, DIM)).astype(np.float32) * scale
-  order = rng.permutation(n * k)
-  rows = task[0].reshape(n * k, DIM)[order]
-  labels = np.repeat(np.arange(n), k)[order].astype(np.int64)
-  return dict(support_embeddings=rows, support_labels=labels, query_embeddings=queries), task
+  order = rng.permutation(shots.sum())
+  rows = task[0][mask[0] > 0][order]                       # class by class, then shuffled
+  labels = np.repeat(np.arange(n), shots)[order].astype(np.int64)
+  request = dict(support_embeddings=rows, support_labels=labels, query_embeddings=queries)
+  return request, (task if np.ndim(k) == 0 else (task, mask))
 
 
 def _normalize(x):
@@ -103,13 +108,18 @@ def _normalize(x):
 
 
 def _expected(model, task, queries):
-  """The in-process model in evaluation mode on the normalised task."""
-  out = model(dict(support=tf.constant(_normalize(task)),
-                   query=tf.constant(_normalize(queries))[None, None]), training=False)
-  return tf.nn.softmax(out["logits"][0, 0]).numpy()
+  """The in-process model in evaluation mode on the normalised task (a padded one with
+  its support mask, when ``task`` is the pair)."""
+  support, mask = task if isinstance(task, tuple) else (task, None)
+  episode = dict(support=tf.constant(_normalize(support)),
+                 query=tf.constant(_normalize(queries))[None, None])
+  if mask is not None:
+    episode["support_mask"] = tf.constant(mask)
+  return tf.nn.softmax(model(episode, training=False)["logits"][0, 0]).numpy()
 
 
-CASES = [(5, 1, 75), (2, 3, 4), (3, 2, 1)]
+# Balanced (N, K, M), and unbalanced: the shots of each class.
+CASES = [(5, 1, 75), (2, 3, 4), (3, 2, 1), (4, [1, 3, 2, 5], 7), (2, [1, 4], 3)]
 
 
 def test_layout_versions_and_metadata(exported):
@@ -131,7 +141,9 @@ def test_layout_versions_and_metadata(exported):
 
 
 def test_tf2_load_matches_model_for_any_n_and_k(exported, loaded):
-  """Trained 3-way 2-shot; requests of other N, K, M in shuffled label order."""
+  """Trained 3-way 2-shot; requests of other N, K, M in shuffled label order, and
+  unbalanced ones, which the model adapts on padded with their support mask (a balanced
+  request's answer is the unmasked model's)."""
   serve = loaded.signatures["serving_default"]
   for i, (n, k, m) in enumerate(CASES):
     request, task = _request(n, k, m, seed=i, scale=1.0 + i)  # unnormalised on purpose
@@ -177,7 +189,6 @@ BAD = {
     "negative": (dict(support_labels=[0, 1, -1, 2]), "negative labels"),
     "too_large": (dict(support_labels=[0, 1, 9, 2]), "largest label is.*9"),
     "missing_class": (dict(support_labels=[0, 0, 2, 2]), r"classes without one:\] \[1\]"),
-    "unequal_k": (dict(support_labels=[0, 0, 1, 2]), r"same number .*\[2 1 1\]"),
     "one_class": (dict(support_labels=[0, 0, 0, 0]), "at least 2 classes"),
     "empty": (dict(support_embeddings=np.zeros((0, DIM), np.float32),
                    support_labels=np.zeros((0,), np.int64)), "support set is empty"),
@@ -319,12 +330,12 @@ def test_fresh_process_without_leo_tf_and_session_path(exported, loaded, tmp_pat
     requests.update({f"ok{i}/{key}": v for key, v in request.items()})
     requests[f"ok{i}/_signature"] = np.array("serving_default")
     expected[f"ok{i}"] = _expected(exported["model"], task, request["query_embeddings"])
-  for name in ("missing_class", "unequal_k"):
+  for name in ("missing_class", "negative"):
     change, _ = BAD[name]
     requests.update({f"{name}/{key}": v for key, v in _bad_request(change).items()})
     requests[f"{name}/_signature"] = np.array("serving_default")
   # adapt, then classify with the classifier it gave (here through the TF2 path).
-  request, _ = _request(4, 3, 9, seed=13)
+  request, _ = _request(4, [1, 3, 2, 5], 9, seed=13)   # unbalanced
   classifier = _call(loaded.signatures["adapt"], _support(request))
   for name, signature, inputs in (
       ("adapt", "adapt", _support(request)),
@@ -344,24 +355,44 @@ def test_fresh_process_without_leo_tf_and_session_path(exported, loaded, tmp_pat
       np.testing.assert_allclose(out[f"{name}/{path}/probabilities"], probabilities,
                                  atol=2e-6, err_msg=f"{name} on the {path} path")
       np.testing.assert_array_equal(out[f"{name}/{path}/labels"], probabilities.argmax(-1))
-  for name in ("missing_class", "unequal_k"):
+  for name in ("missing_class", "negative"):
     assert re.search(BAD[name][1], str(out[f"{name}/session/error"]))
   for path in ("tf2", "session"):
     for key, value in classifier.items():
       np.testing.assert_allclose(out[f"adapt/{path}/{key}"], value, atol=1e-6)
 
 
+def _saved_model_cli(export_dir, signature, inputs, outdir):
+  result = _run(["saved_model_cli", "run", "--dir", export_dir, "--tag_set", "serve",
+                 "--signature_def", signature, "--inputs", inputs, "--outdir", str(outdir)])
+  assert result.returncode == 0, result.stderr[-3000:]
+
+
 def test_saved_model_cli_run(exported, tmp_path):
   request, task = _request(5, 1, 75, seed=20)
   np.savez(tmp_path / "req.npz", **request)
   inputs = ";".join(f"{k}={tmp_path / 'req.npz'}[{k}]" for k in request)
-  result = _run(["saved_model_cli", "run", "--dir", exported["dir"], "--tag_set", "serve",
-                 "--signature_def", "serving_default", "--inputs", inputs,
-                 "--outdir", str(tmp_path / "out")])
-  assert result.returncode == 0, result.stderr[-3000:]
+  _saved_model_cli(exported["dir"], "serving_default", inputs, tmp_path / "out")
   expected = _expected(exported["model"], task, request["query_embeddings"])
   np.testing.assert_allclose(np.load(tmp_path / "out" / "probabilities.npy"), expected,
                              atol=2e-6)
+
+
+def test_saved_model_cli_adapt_then_classify_unbalanced(exported, tmp_path):
+  """docs/serving.md's two lines: adapt writes the classifier, classify reads it back."""
+  request, task = _request(3, [1, 4, 2], 6, seed=21)
+  np.savez(tmp_path / "req.npz", **request)
+  support = ";".join(f"{k}={tmp_path / 'req.npz'}[{k}]" for k in _support(request))
+  _saved_model_cli(exported["dir"], "adapt", support, tmp_path / "classifier")
+  classifier = tmp_path / "classifier"
+  _saved_model_cli(exported["dir"], "classify",
+                   f"weights={classifier / 'weights.npy'};bias={classifier / 'bias.npy'};"
+                   f"query_embeddings={tmp_path / 'req.npz'}[query_embeddings]",
+                   tmp_path / "out")
+  expected = _expected(exported["model"], task, request["query_embeddings"])
+  np.testing.assert_allclose(np.load(tmp_path / "out" / "probabilities.npy"), expected,
+                             atol=2e-6)
+  np.testing.assert_array_equal(np.load(tmp_path / "out" / "labels.npy"), expected.argmax(-1))
 
 
 def test_warmup_requests_replay(exported, loaded):

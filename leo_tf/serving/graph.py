@@ -1,12 +1,12 @@
 """The served computation: check a request, group its support set by label, adapt, classify.
 
-Everything here runs inside the exported graph. A request is one task of any N-way
-K-shot shape: support embeddings [N*K, d] with labels [N*K] in any order, and queries
-[M, d]. N is the largest label + 1; every class 0..N-1 needs the same number K of
-support examples (LEO's encoder and relation network average over a class's shots and
-its inner-loop step sizes are scaled by 1/K, so unequal K has no faithful meaning).
-Adaptation is the model's own evaluation mode (means, no dropout): ``LEO.adapt`` on a
-[1, N, K, d] task whose N and K come from the request.
+Everything here runs inside the exported graph. A request is one task of any N-way shape
+with K_n shots of class n: support embeddings [sum K_n, d] with labels in any order, and
+queries [M, d]. N is the largest label + 1; every class 0..N-1 needs a support example.
+Adaptation is the model's own evaluation mode (means, no dropout): ``LEO.adapt`` on the
+task padded to [1, N, max K_n, d] with its support mask (each class averaged over and its
+steps scaled by its own K_n). ``adapt`` and ``classify`` split the computation: the
+adapted classifier (weights [N, d], bias [N]) goes back to the client between them.
 
 Bad requests fail with ``tf.debugging.Assert`` messages that say what is wrong; each
 stage of checks gates the next through control dependencies, so a later op (e.g.
@@ -197,11 +197,7 @@ def group_support(embeddings: tf.Tensor, labels: tf.Tensor, dim: int,
                "example; classes without one:",
                tf.cast(tf.where(tf.equal(counts, 0))[:, 0], tf.int32)),
   ]
-  counts = _gate(stage3, counts)
-  stage4 = [_require(tf.reduce_all(tf.equal(counts, counts[0])),
-                     "every class needs the same number of support examples (K); "
-                     "support examples per class 0..N-1:", counts)]
-  labels, embeddings = _gate(stage4, labels, embeddings)
+  counts, labels, embeddings = _gate(stage3, counts, labels, embeddings)
   # Row i of class c goes to [c, i's position among c's rows].
   order = tf.argsort(labels, stable=True)
   grouped = tf.gather(labels, order)
@@ -229,7 +225,7 @@ def _refuse_overflow(values, inputs, what: str):
 def adapt(model, support: tf.Tensor, mask: tf.Tensor) -> Tuple[tf.Tensor, tf.Tensor]:
   """Evaluation-mode adaptation on support [1, N, K, d] with its mask [1, N, K] ->
   the classifier: weights [N, d] and bias [N] (zeros for a model without one)."""
-  adapted = model.adapt(support, training=False)  # the mask's seam (issue 24)
+  adapted = model.adapt(support, training=False, support_mask=mask)
   weights = adapted["weights"][0]
   bias = (tf.zeros(tf.shape(weights)[:1]) if adapted["bias"] is None
           else adapted["bias"][0])
