@@ -11,8 +11,9 @@ from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import gin
 
+from leo_tf import saved_config
 from leo_tf.analysis import ablations, calibration, methods
-from leo_tf.analysis.compare_config import LABELS, CompareConfig, read_compare_config
+from leo_tf.analysis.compare_config import LABELS, CompareConfig
 from leo_tf.data.episodes import EpisodeSampler
 from leo_tf.leo.run import Run, open_run
 from leo_tf.runtime import files
@@ -67,7 +68,7 @@ def compare_to_baselines(run_dir: str, log: Callable[[str], None] = print) -> Co
   and logistic regression (CompareConfig) on the run's test episodes, into
   ``<run_dir>/compare``. ``run_experiment.after_test = @compare_to_baselines`` makes one
   leo-train command end with it."""
-  cfg = dataclasses.replace(read_compare_config(run_dir), ablations=())
+  cfg = dataclasses.replace(saved_config.read_saved(run_dir, CompareConfig), ablations=())
   return run_comparison(open_run(run_dir, fallback=True, log=log), cfg, log=log,
                         progress=False)
 
