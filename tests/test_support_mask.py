@@ -154,3 +154,16 @@ def test_the_encoder_reads_only_real_examples():
   np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
   grad = tape.gradient(out, support).numpy()
   assert np.all(grad[mask.numpy() == 0] == 0) and np.all(grad[mask.numpy() == 1] != 0)
+
+
+def test_the_ensemble_of_a_padded_episode_is_the_unpadded_ensemble():
+  from leo_tf.analysis.ensemble import ensemble_logits
+  model = build_leo(tiny_leo(num_shots=K), DIM)
+  episode = random_episode(2, N, K, 4, DIM, joint=False)
+  padded = _pad(episode, N, SHOTS, float("nan"))
+  seed = tf.constant([5, 6], tf.int64)
+  np.testing.assert_allclose(
+      ensemble_logits(model, padded["support"], padded["query"], 3, seed,
+                      padded["support_mask"]),
+      ensemble_logits(model, episode["support"], episode["query"], 3, seed),
+      rtol=TOL, atol=TOL)

@@ -51,10 +51,12 @@ def run_comparison(base: Run, cfg: CompareConfig, output_dir: Optional[str] = No
   elif samples > 1:
     log("[compare] no ensemble row: the base model has no latent distribution to sample")
   predictors += ablations.ablation_methods(base, dirs, test.dim, bindings, extra_files, log)
-  predictors += methods.baseline_methods(cfg, source, base_config, eval_cfg, log)
-  sampler = EpisodeSampler.for_model(test, base_config, eval_cfg.num_queries)
-  title = (f"{base_config.num_classes}-way {base_config.num_shots}-shot, "
-           f"{eval_cfg.split} split of {source.folder}/{source.crop}, seed {eval_cfg.seed}")
+  predictors += methods.baseline_methods(cfg, source, base_config, eval_cfg, log,
+                                         base.configs.episodes)
+  sampler = EpisodeSampler.for_model(test, base_config, eval_cfg.num_queries,
+                                     base.configs.episodes)
+  title = (f"{sampler.shape}, {eval_cfg.split} split of {source.folder}/{source.crop}, "
+           f"seed {eval_cfg.seed}")
   log(f"[compare] {title}: {len(predictors)} methods x {eval_cfg.num_episodes} episodes")
   results = [methods.evaluate_method(name, predict, sampler, eval_cfg.num_episodes,
                                      eval_cfg.batch_size, eval_cfg.seed, cfg.num_bins, progress)

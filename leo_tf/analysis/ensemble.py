@@ -22,8 +22,9 @@ def can_ensemble(model: LEO) -> bool:
 
 
 def ensemble_logits(model: LEO, support: tf.Tensor, query: tf.Tensor, num_samples: int,
-                    seed) -> tf.Tensor:
-  """Log of the mean query probability over S adapted samples: [B, N, Q, N].
+                    seed, support_mask=None) -> tf.Tensor:
+  """Log of the mean query probability over S adapted samples: [B, N, Q, N] (a padded
+  support set: with its ``support_mask``, see LEO.adapt).
 
   Returned as log-probabilities so callers can treat them as logits (softmax of them
   gives back the averaged probabilities).
@@ -31,11 +32,16 @@ def ensemble_logits(model: LEO, support: tf.Tensor, query: tf.Tensor, num_sample
   support = tf.convert_to_tensor(support)
   query = tf.convert_to_tensor(query)
   if num_samples <= 1 or not can_ensemble(model):
-    return model(dict(support=support, query=query), training=False)["logits"]
-  weights = model.adapt(support, training=False, seed=seed,
-                        samples=num_samples)["weights"]                 # [S*B, N, d]
+    episode = dict(support=support, query=query)
+    if support_mask is not None:
+      episode["support_mask"] = support_mask
+    return model(episode, training=False)["logits"]
+  adapted = model.adapt(support, training=False, seed=seed, samples=num_samples,
+                        support_mask=support_mask)
   b, n = tf.shape(support)[0], tf.shape(support)[1]
-  weights = tf.reshape(weights, [num_samples, b, n, -1])
+  weights = tf.reshape(adapted["weights"], [num_samples, b, n, -1])    # [S, B, N, d]
   logits = tf.einsum("bnqd,sbcd->sbnqc", query, weights)
+  if adapted["bias"] is not None:  # a padded class's LOGIT_PADDING
+    logits += tf.reshape(adapted["bias"], [num_samples, b, 1, 1, n])
   log_probs = tf.nn.log_softmax(logits, axis=-1)
   return tf.reduce_logsumexp(log_probs, axis=0) - tf.math.log(float(num_samples))

@@ -12,7 +12,7 @@ import tensorflow as tf
 from leo_tf.analysis import baselines, calibration, ensemble
 from leo_tf.analysis.compare_config import LABELS, CompareConfig
 from leo_tf.analysis.progress import ProgressBar
-from leo_tf.data.episodes import EpisodeSampler, fold_seed
+from leo_tf.data.episodes import EpisodeSampler, VariableEpisodes, fold_seed
 from leo_tf.data.source import EmbeddingSource
 from leo_tf.leo.config import LEOConfig
 from leo_tf.leo.evaluation import EvalConfig, EvalResult, run_episodes
@@ -81,18 +81,19 @@ def ensemble_method(model, num_samples: int, seed: int) -> Optional[Tuple[str, P
   @tf.function
   def predict(batch, index):
     return ensemble.ensemble_logits(model, batch["support"], batch["query"], num_samples,
-                                    fold_seed(seed, index))
+                                    fold_seed(seed, index), batch.get("support_mask"))
   return f"LEO, ensemble of {num_samples}", predict
 
 
 def ncm_predict(temperature: float) -> Predict:
-  return tf.function(
-      lambda batch, _: baselines.ncm_logits(batch["support"], batch["query"], temperature))
+  return tf.function(lambda batch, _: baselines.ncm_logits(
+      batch["support"], batch["query"], temperature, batch.get("support_mask")))
 
 
 def logreg_predict(c: float, steps: int) -> Predict:
   return lambda batch, _: baselines.logistic_regression_logits(
-      batch["support"], batch["query"], tf.constant(c, tf.float32), steps)
+      batch["support"], batch["query"], tf.constant(c, tf.float32), steps,
+      batch.get("support_mask"))
 
 
 def fit_ncm_temperature(val_sampler: EpisodeSampler, num_episodes: int, batch_size: int,
@@ -118,12 +119,15 @@ def fit_logreg_c(val_sampler: EpisodeSampler, grid: Sequence[float], steps: int,
 
 
 def baseline_methods(cfg: CompareConfig, source: EmbeddingSource, config: LEOConfig,
-                     eval_cfg: EvalConfig, log: Callable[[str], None]
+                     eval_cfg: EvalConfig, log: Callable[[str], None],
+                     episodes: Optional[VariableEpisodes] = None
                      ) -> List[Tuple[str, Predict]]:
-  """NCM and logistic regression; unset hyperparameters are fitted on validation episodes."""
+  """NCM and logistic regression; unset hyperparameters are fitted on validation episodes
+  of the test's shape (``episodes``: variable ones when they are the test's)."""
   needs_val = (("ncm" in cfg.baselines and cfg.ncm_temperature is None) or
                ("logreg" in cfg.baselines and cfg.logreg_c is None))
-  val = EpisodeSampler.for_model(source.load("val"), config, None) if needs_val else None
+  val = (EpisodeSampler.for_model(source.load("val"), config, None, episodes)
+         if needs_val else None)
   fit_args = (cfg.fit_episodes, eval_cfg.batch_size, eval_cfg.seed + 1)
   methods = []
   if "ncm" in cfg.baselines:
@@ -152,8 +156,9 @@ def evaluate_run(run: Run, ensemble_seed: int, log: Callable[[str], None] = prin
   data = run.load(eval_cfg.split)
   method = ensemble_method(run.model, config.ensemble_samples, ensemble_seed)
   if method is None:
-    return test_result(run.model, data, config, eval_cfg, log)
-  out = evaluate_method(*method, EpisodeSampler.for_model(data, config, eval_cfg.num_queries),
+    return test_result(run.model, data, config, eval_cfg, log, run.configs.episodes)
+  out = evaluate_method(*method, EpisodeSampler.for_model(data, config, eval_cfg.num_queries,
+                                                          run.configs.episodes),
                         eval_cfg.num_episodes, eval_cfg.batch_size, eval_cfg.seed)
   log(f"[result] {out.name}: ECE {100 * out.calibration.ece:.2f}% "
       f"NLL {out.calibration.nll:.3f}")

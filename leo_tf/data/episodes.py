@@ -13,15 +13,21 @@ with fewer than K + 1 examples cannot give a query and is left out, with one war
 Sampling is stateless: episode ``i`` of a stream seeded with ``seed`` is always the same
 tensor, whatever ran before it, which is what makes resumed training and evaluation
 reproducible.
+
+:class:`VariableEpisodeSampler` draws Meta-Dataset's task shapes instead (variable ways,
+unbalanced shots), padded, with ``support_mask`` [B, N, K] marking the real shots.
 """
 
+import dataclasses
 import logging
 import math
 from typing import Dict, Iterator, Optional, Tuple
 
+import gin
 import numpy as np
 import tensorflow as tf
 
+from leo_tf.config_checks import ConfigError, check_types, require_at_least
 from leo_tf.data.embeddings import EmbeddingDataError, EmbeddingSet
 
 Episode = Dict[str, tf.Tensor]
@@ -110,9 +116,19 @@ class EpisodeSampler:
     self.num_queries = min(num_queries or self._max_count, self._max_count - num_shots)
 
   @classmethod
-  def for_model(cls, data: EmbeddingSet, config, num_queries: Optional[int]):
-    """Episodes of a model's task: ``config`` (a LEOConfig) gives N and K."""
+  def for_model(cls, data: EmbeddingSet, config, num_queries: Optional[int],
+                variable: Optional["VariableEpisodes"] = None, use: str = "test"):
+    """Episodes of a model's task: ``config`` (a LEOConfig) gives N and K; or the
+    variable episodes of ``variable`` when its ``uses`` name ``use``."""
+    if variable is not None and use in variable.uses:
+      return VariableEpisodeSampler(data, variable, config)
     return cls(data, config.num_classes, config.num_shots, num_queries)
+
+  @property
+  def shape(self) -> str:
+    """The episodes' shape in words (logs, table titles)."""
+    queries = "all remaining" if self.all_queries else self.num_queries
+    return f"{self.num_classes}-way {self.num_shots}-shot, {queries} queries per class"
 
   @property
   def class_counts(self) -> tf.Tensor:
@@ -197,3 +213,120 @@ class EpisodeSampler:
     return indices.map(lambda i: sample_fn(batch_size, fold_seed(seed, i)),
                        num_parallel_calls=tf.data.AUTOTUNE,
                        deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+USES = ("train", "val", "test")
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class VariableEpisodes:
+  """Episodes shaped as Meta-Dataset's (Triantafillou et al.): N uniform in [min_ways,
+  max_ways] (at most the split's classes); Q = min(max_queries, half the smallest chosen
+  class) queries per class; a support budget of min(max_support, sum_n ceil(beta *
+  min(max_shots, count_n - Q))), beta ~ U(0, 1]; class n gets 1 + floor(p_n * (budget -
+  N)) shots (at most max_shots and count_n - Q), p_n proportional to count_n * exp(a_n),
+  a_n ~ U[log 1/2, log 2]. Padded to N = max_ways, K = max_shots, Q = max_queries.
+
+  ``uses``: where they replace LEOConfig's N-way K-shot episodes: "train" (meta-training),
+  "val" (validation), "test" (the test evaluation of leo-train and leo-eval, comparisons).
+  """
+  uses: Tuple[str, ...] = ()
+  min_ways: int = 5
+  max_ways: int = 20
+  max_support: int = 100
+  max_shots: int = 20
+  max_queries: int = 10
+
+  def __post_init__(self):
+    check_types(self)
+    object.__setattr__(self, "uses", tuple(self.uses))
+    unknown = sorted(set(self.uses) - set(USES))
+    if unknown:
+      raise ConfigError(f"VariableEpisodes.uses: unknown {unknown}; choose from {list(USES)}")
+    require_at_least(self, 2, "min_ways")
+    require_at_least(self, 1, "max_shots", "max_queries")
+    require_at_least(self, self.min_ways, "max_ways")
+    require_at_least(self, self.max_ways, "max_support")
+
+
+class VariableEpisodeSampler(EpisodeSampler):
+  """Samples meta-batches of :class:`VariableEpisodes`, padded, as TensorFlow ops.
+
+  An episode batch holds support [B, N, K, d] with ``support_mask`` [B, N, K] (padded
+  shots are zeros), query [B, N, Q, d] with ``query_mask`` and classes [B, N] (-1 for a
+  padded class); N, K, Q are the maxima. Stateless like EpisodeSampler.
+  """
+
+  def __init__(self, data: EmbeddingSet, spec: VariableEpisodes, config=None):
+    """``config``: the LEOConfig of the model, checked (MAML's learned weights have one
+    row per class, so its num_classes must be the episodes' N)."""
+    super().__init__(data, spec.min_ways, 1, None)  # classes with a shot and a query
+    self.spec = spec
+    self.num_classes = min(spec.max_ways, self._num_dataset_classes)
+    self.num_shots = min(spec.max_shots, self._max_count - 1)
+    self.num_queries = min(spec.max_queries, self._max_count // 2)
+    self.all_queries = False
+    if (config is not None and config.initialisation == "maml" and
+        config.num_classes != self.num_classes):
+      raise ConfigError(f"LEOConfig.num_classes = {config.num_classes}: MAML learns one "
+                        f"weight row per class, so it must be VariableEpisodes.max_ways "
+                        f"({self.num_classes} here)")
+
+  @property
+  def shape(self) -> str:
+    return (f"variable episodes: {self.spec.min_ways}-{self.num_classes} ways, up to "
+            f"{self.num_shots} shots a class and {self.spec.max_support} in all, up to "
+            f"{self.num_queries} queries per class")
+
+  def _shape(self, batch_size: int, seed):
+    """Ways [B], classes [B, N] (-1 padded), shots [B, N] and queries [B] per episode."""
+    n, spec = self.num_classes, self.spec
+    seeds = tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4))
+    ways = tf.random.stateless_uniform([batch_size], seeds[0], spec.min_ways, n + 1, tf.int32)
+    keys = tf.random.stateless_uniform([batch_size, self._num_dataset_classes], seeds[1])
+    classes = tf.math.top_k(keys, n).indices                            # [B, N]
+    present = tf.range(n)[None, :] < ways[:, None]
+    counts = tf.where(present, tf.gather(self._counts, classes), 0)
+    queries = tf.minimum(self.num_queries, tf.reduce_min(
+        tf.where(present, counts // 2, self._max_count), axis=1))        # [B]
+    remaining = tf.maximum(counts - queries[:, None], 0)
+    # beta in (0, 1]: 1 - U[0, 1).
+    beta = 1.0 - tf.random.stateless_uniform([batch_size, 1], seeds[2])
+    contribution = tf.cast(tf.minimum(remaining, self.num_shots), tf.float32)
+    budget = tf.minimum(tf.reduce_sum(tf.where(present, tf.math.ceil(beta * contribution),
+                                               0.0), axis=1), float(spec.max_support))
+    weights = tf.cast(counts, tf.float32) * tf.exp(tf.random.stateless_uniform(
+        [batch_size, n], seeds[3], math.log(0.5), math.log(2.0)))
+    share = weights / tf.reduce_sum(weights, axis=1, keepdims=True)
+    wanted = tf.floor(share * (budget - tf.cast(ways, tf.float32))[:, None]) + 1.0
+    shots = tf.where(present, tf.minimum(tf.cast(wanted, tf.int32),
+                                         tf.minimum(remaining, self.num_shots)), 0)
+    return ways, tf.where(present, classes, -1), shots, queries
+
+  def sample(self, batch_size: int, seed) -> Episode:
+    """One meta-batch of ``batch_size`` padded episodes, a pure function of ``seed``."""
+    k, q = self.num_shots, self.num_queries
+    shape_seed, example_seed = tf.unstack(
+        tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2))
+    ways, classes, shots, queries = self._shape(batch_size, shape_seed)
+    counts = tf.gather(self._counts, tf.maximum(classes, 0))             # [B, N]
+    keys = tf.random.stateless_uniform([batch_size, self.num_classes, self._max_count],
+                                       example_seed)
+    keys = tf.where(tf.range(self._max_count)[None, None] < counts[..., None], keys, -1.0)
+    # A random order of each class's examples: its first shots_n are the shots, the next
+    # queries are the queries, so no example is used twice.
+    order = tf.math.top_k(keys, min(k + q, self._max_count)).indices     # [B, N, P]
+    support_mask = tf.range(k)[None, None] < shots[..., None]            # [B, N, K]
+    at = tf.minimum(shots[..., None] + tf.range(q)[None, None], order.shape[-1] - 1)
+    query_mask = ((tf.range(q)[None, None] < queries[:, None, None]) &
+                  (classes[..., None] >= 0))                              # [B, N, Q]
+    offsets = tf.gather(self._offsets, tf.maximum(classes, 0))[..., None]
+
+    def examples(positions, mask):
+      x = tf.gather(self._embeddings, offsets + positions)
+      return tf.where(mask[..., None], x, 0.0), tf.cast(mask, tf.float32)
+    support, support_mask = examples(order[:, :, :k], support_mask)
+    query, query_mask = examples(tf.gather(order, at, batch_dims=2), query_mask)
+    return dict(support=support, support_mask=support_mask, query=query,
+                query_mask=query_mask, classes=classes)

@@ -9,7 +9,7 @@ import gin
 
 from leo_tf import gin_config
 from leo_tf.data.embeddings import EmbeddingSet
-from leo_tf.data.episodes import EpisodeSampler
+from leo_tf.data.episodes import EpisodeSampler, VariableEpisodes
 from leo_tf.leo import weights
 from leo_tf.leo.config import LEOConfig
 from leo_tf.leo.evaluation import EvalConfig, EvalResult, evaluate
@@ -27,12 +27,10 @@ class ExperimentResult:
 
 
 def test_result(model, data: EmbeddingSet, model_config: LEOConfig, eval_config: EvalConfig,
-                log: Callable[[str], None]) -> EvalResult:
-  sampler = EpisodeSampler.for_model(data, model_config, eval_config.num_queries)
-  log(f"[eval] {eval_config.num_episodes} {eval_config.split} episodes, "
-      f"{model_config.num_classes}-way {model_config.num_shots}-shot, "
-      f"{sampler.num_queries if eval_config.num_queries else 'all remaining'} "
-      "queries per class")
+                log: Callable[[str], None],
+                episodes: Optional[VariableEpisodes] = None) -> EvalResult:
+  sampler = EpisodeSampler.for_model(data, model_config, eval_config.num_queries, episodes)
+  log(f"[eval] {eval_config.num_episodes} {eval_config.split} episodes, {sampler.shape}")
   return evaluate(model, sampler, eval_config.num_episodes, eval_config.batch_size,
                   eval_config.seed, log=log, label="eval")
 
@@ -78,7 +76,7 @@ def run_experiment(configs: RunConfigs, output_dir: str = gin.REQUIRED,
   chief = strategy_lib.is_chief(strategy)  # the other workers write nothing here
   with lock.hold(output_dir, "leo-train", log) if chief else contextlib.nullcontext():
     trainer = MetaTrainer(model_config, train_config, train, val, output_dir,
-                          strategy=strategy, log=log)
+                          strategy=strategy, log=log, episodes=configs.episodes)
     # The config is written only once the checkpoints are known to fit it: a rerun with
     # another model configuration fails and leaves the run directory as it was.
     step = trainer.restore()
@@ -95,7 +93,7 @@ def run_experiment(configs: RunConfigs, output_dir: str = gin.REQUIRED,
     which = run.choose("best" if val is not None else "latest", fallback=True)
     model = weights.load_model(output_dir, model_config, train.dim, which)
     result.test = test_result(model, splits[eval_config.split], model_config,
-                              eval_config, log)
+                              eval_config, log, configs.episodes)
     log(f"[result] {which} checkpoint, {eval_config.split}: accuracy {result.test} "
         f"({time.time() - start:.0f} s since the start)")
     if after_test is not None:

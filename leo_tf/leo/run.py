@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from leo_tf import saved_config
 from leo_tf.data.embeddings import EmbeddingSet
+from leo_tf.data.episodes import VariableEpisodes
 from leo_tf.data.source import EmbeddingSource
 from leo_tf.leo import weights
 from leo_tf.leo.config import LEOConfig, TrainConfig
@@ -23,19 +24,21 @@ from leo_tf.runtime.threads import Threads
 @dataclasses.dataclass(frozen=True)
 class RunConfigs:
   """Everything gin configures for one run: the model, outer loop, test protocol,
-  embeddings, thread pools and the ``make_strategy`` bindings."""
+  embeddings, thread pools, the ``make_strategy`` bindings and where variable episodes
+  replace the model's N-way K-shot ones."""
   model: LEOConfig
   train: TrainConfig
   eval: EvalConfig
   source: EmbeddingSource
   threads: Threads
   strategy_bindings: Tuple[Tuple[str, Any], ...] = ()
+  episodes: VariableEpisodes = VariableEpisodes()
 
   @classmethod
   def from_gin(cls) -> "RunConfigs":
     """The configs the current gin state binds (gin_config.parse or .scoped)."""
     return cls(LEOConfig(), TrainConfig(), EvalConfig(), EmbeddingSource(), Threads(),
-               tuple(sorted(gin.get_bindings(make_strategy).items())))
+               tuple(sorted(gin.get_bindings(make_strategy).items())), VariableEpisodes())
 
   def make_strategy(self) -> tf.distribute.Strategy:
     """The bound tf.distribute strategy (built late: it may start TF's runtime)."""

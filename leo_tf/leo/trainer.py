@@ -33,7 +33,7 @@ import tensorflow as tf
 
 from leo_tf import checkpoints
 from leo_tf.data.embeddings import EmbeddingSet
-from leo_tf.data.episodes import EpisodeSampler, fold_seed
+from leo_tf.data.episodes import EpisodeSampler, VariableEpisodes, fold_seed
 from leo_tf.leo.config import ConfigError, LEOConfig, TrainConfig
 from leo_tf.leo.evaluation import EvalResult, evaluate, predictor
 from leo_tf.leo.model import LEO, build_leo, task_losses
@@ -77,10 +77,12 @@ class MetaTrainer:
                strategy: Optional[tf.distribute.Strategy] = None,
                log: Callable[[str], None] = print,
                on_step: Optional[Callable[[int, Dict[str, float]], None]] = None,
-               on_validation: Optional[Callable[[int, EvalResult], None]] = None):
+               on_validation: Optional[Callable[[int, EvalResult], None]] = None,
+               episodes: Optional[VariableEpisodes] = None):
     """``on_step(step, metrics)`` is called after every outer step (exact float values),
     ``on_validation(step, result)`` after each validation has been logged and, if it is
-    the best so far, checkpointed (leo-tune reports it to keras-tuner)."""
+    the best so far, checkpointed (leo-tune reports it to keras-tuner). ``episodes``:
+    variable episodes for meta-training and/or validation (its ``uses``)."""
     if config.deterministic_ops:
       seeds.deterministic_ops()
     self.model_config = model_config
@@ -97,8 +99,10 @@ class MetaTrainer:
     if config.meta_batch_size % replicas:
       raise ConfigError(f"meta_batch_size {config.meta_batch_size} must divide evenly "
                         f"across {replicas} replicas")
-    self.train_sampler = EpisodeSampler.for_model(train_data, model_config, config.num_queries)
-    self.val_sampler = (EpisodeSampler.for_model(val_data, model_config, config.val_num_queries)
+    self.train_sampler = EpisodeSampler.for_model(train_data, model_config, config.num_queries,
+                                                  episodes, "train")
+    self.val_sampler = (EpisodeSampler.for_model(val_data, model_config, config.val_num_queries,
+                                                 episodes, "val")
                         if val_data is not None else None)
     seeds.seed_everything(config.seed)  # the same seed, the same initial weights
     with self.strategy.scope():
