@@ -308,6 +308,13 @@ def test_requests_beyond_the_export_limits_are_refused(exported, loaded):
   ]:
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
       call(_request(n, k, m)[0])
+  # 17 rows, but padded to the largest class 5 x 13 = 65: the relation network's size.
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r"the support set padded to its largest class has N x max K_n =\] "
+                           r"\[65\] \[examples; this export serves at most 30 "
+                           r"\(ServingLimits.max_support\)"):
+    call(_request(5, [1, 1, 1, 1, 13], 3)[0])
+  assert call(_request(5, [1, 1, 1, 1, 6], 3)[0])["probabilities"].shape == (3, 5)  # 5 x 6
   request = _request(2, 1, 3)[0]
   request["support_labels"] = np.array([0, 2**32 + 1], np.int64)
   with pytest.raises(tf.errors.InvalidArgumentError,

@@ -150,13 +150,15 @@ def check_sizes(support, labels, query, limits: ServingLimits, what: str = "embe
 
 
 def group_support(embeddings: tf.Tensor, labels: tf.Tensor, dim: int,
-                  num_classes: Optional[int], max_classes: int):
+                  num_classes: Optional[int], limits: ServingLimits):
   """Support rows [N*K, d] with int64 labels in any order -> the task [1, N, K, d] (K the
   most shots of a class; a class's rows in request order, zeros after its last) and its
   support mask [1, N, K] (1 for a real example).
 
-  ``num_classes`` fixes N (MAML has a per-class learned initialisation); ``max_classes``
-  bounds it. Labels are range-checked as int64 (2**32 + 4 is not class 4), then cast.
+  ``num_classes`` fixes N (MAML has a per-class learned initialisation); ``limits``
+  bound N and the padded task's N * max K_n (the relation network's size: one class of
+  900 shots among 99 of one would otherwise pad to 90,000 rows). Labels are range-checked
+  as int64 (2**32 + 4 is not class 4), then cast.
   """
   embeddings = check_features(embeddings, dim, "support_embeddings")
   labels = tf.cast(labels, tf.int64)
@@ -179,8 +181,9 @@ def group_support(embeddings: tf.Tensor, labels: tf.Tensor, dim: int,
       _require(top < tf.cast(size, tf.int64), "support_labels must be 0..N-1 (N = largest "
                "label + 1) with every class present, but the largest label is", text(top),
                "and there are only", size, "support examples"),
-      _require(top < max_classes, f"this export serves at most N = {max_classes} classes "
-               "(ServingLimits.max_classes); the largest support label is", text(top)),
+      _require(top < limits.max_classes, "this export serves at most N = "
+               f"{limits.max_classes} classes (ServingLimits.max_classes); the largest support "
+               "label is", text(top)),
   ]
   if num_classes is not None:
     stage2.append(_require(tf.equal(top + 1, num_classes),
@@ -197,7 +200,13 @@ def group_support(embeddings: tf.Tensor, labels: tf.Tensor, dim: int,
                "example; classes without one:",
                tf.cast(tf.where(tf.equal(counts, 0))[:, 0], tf.int32)),
   ]
-  counts, labels, embeddings = _gate(stage3, counts, labels, embeddings)
+  counts = _gate(stage3, counts)
+  padded = n * tf.reduce_max(counts)
+  fits = _require(padded <= limits.max_support, "the support set padded to its largest class "
+                  "has N x max K_n =", padded, "examples; this export serves at most "
+                  f"{limits.max_support} (ServingLimits.max_support): send fewer shots of the "
+                  "largest classes")
+  counts, labels, embeddings = _gate([fits], counts, labels, embeddings)
   # Row i of class c goes to [c, i's position among c's rows].
   order = tf.argsort(labels, stable=True)
   grouped = tf.gather(labels, order)
@@ -255,7 +264,7 @@ def _grouped(model, normalize: bool, limits: ServingLimits, support, labels):
   if normalize:
     support = l2_normalize(support)
   num_classes = None if model.latent_space else model.config.num_classes
-  return group_support(support, labels, model.dim, num_classes, limits.max_classes)
+  return group_support(support, labels, model.dim, num_classes, limits)
 
 
 def _classify_embeddings(model, normalize: bool, limits: ServingLimits, support, labels,
