@@ -9,6 +9,8 @@ from importlib import metadata
 
 from absl import app, flags
 
+from leo_tf.runtime import rundir
+
 FLAGS = flags.FLAGS
 
 flags.DEFINE_bool("version", False,
@@ -88,7 +90,7 @@ def define_gin_flags():
 def define_run_flags(use: str, gin_files: bool = False):
   """The flags of a script that opens a leo-train output directory (--which: "to ``use``")."""
   flags.DEFINE_string("checkpoint_dir", None, "A leo-train output directory.")
-  flags.DEFINE_enum("which", "best", ["best", "latest"], f"Which checkpoint to {use}.")
+  flags.DEFINE_enum("which", "best", list(rundir.WHICH), f"Which checkpoint to {use}.")
   if gin_files:
     flags.DEFINE_multi_string("gin_file", [], "Gin files applied on top of the saved config.")
   flags.DEFINE_multi_string("gin_bindings", [], "Overrides on top of the saved config.")
