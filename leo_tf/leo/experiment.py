@@ -54,8 +54,7 @@ def run_experiment(configs: RunConfigs, output_dir: str = gin.REQUIRED,
   source, model_config = configs.source, configs.model
   train_config, eval_config = configs.train, configs.eval
   start = time.time()
-  run = RunDir(output_dir, "run_experiment.output_dir").prepare(  # before any work
-      "run_experiment.output_dir")
+  run = RunDir(output_dir, "run_experiment.output_dir").prepare()  # before any work
   splits = source.load_all(("train", "val", eval_config.split))
   log(f"[data] {source.folder}/{source.crop}: " + ", ".join(
       f"{s} {d.embeddings.shape[0]} x {d.dim} ({d.num_classes} classes)"

@@ -353,11 +353,10 @@ class MetaTrainer:
     with self._writer.as_default(step=step):
       for name, value in means.items():
         tf.summary.scalar(f"train/{name}", value)
-      tf.summary.histogram("learning_rates/inner_lr", self.model.inner_lr)
-      tf.summary.histogram("learning_rates/finetune_lr", self.model.finetune_lr)
-      tf.summary.scalar("learning_rates/inner_lr_mean", tf.reduce_mean(self.model.inner_lr))
-      tf.summary.scalar("learning_rates/finetune_lr_mean",
-                        tf.reduce_mean(self.model.finetune_lr))
+      for name in ("inner_lr", "finetune_lr"):
+        rates = getattr(self.model, name)
+        tf.summary.histogram(f"learning_rates/{name}", rates)
+        tf.summary.scalar(f"learning_rates/{name}_mean", tf.reduce_mean(rates))
       tf.summary.scalar("train/guarded_steps_total", total)
     skipped = (1.0 - means.get("finite", 1.0))
     self.log(

@@ -21,7 +21,7 @@ class RunDir(os.PathLike):
   """The paths of one run directory (a str or path-like; ``os.fspath`` gives it back)."""
 
   def __init__(self, path, what: str = "run directory"):
-    self.path = outputs.a_path(path, what)
+    self.path, self.what = outputs.a_path(path, what), what
     bad = sorted(set(GLOB_CHARACTERS) & set(self.path))
     if bad:
       raise outputs.OutputPathError(
@@ -94,20 +94,20 @@ class RunDir(os.PathLike):
       raise FileNotFoundError(f"{self.path} has no checkpoint in best/ or latest/")
     raise FileNotFoundError(f"no checkpoint in {self.checkpoints(which)}")
 
-  def prepare(self, what: str = "run directory") -> "RunDir":
+  def prepare(self) -> "RunDir":
     """Checks before any work that this process can write the run: the directory is
     writable (created if missing) and its folders are folders inside it."""
-    outputs.writable_directory(self.path, what)
+    outputs.writable_directory(self.path, self.what)
     root = os.path.realpath(self.path)
     for name in _FOLDERS:
       path = self._join(name)
       target = os.path.realpath(path)
       if os.path.islink(path) and os.path.commonpath([root, target]) != root:
         raise outputs.OutputPathError(
-            f"{what}: {path} is a link to {target}, outside the run directory; a run "
+            f"{self.what}: {path} is a link to {target}, outside the run directory; a run "
             "writes only into itself: replace the link with a folder")
       if os.path.lexists(path) and not os.path.isdir(path):
         raise outputs.OutputPathError(
-            f"{what}: {path} is a file, not a folder; move it away (the run writes "
+            f"{self.what}: {path} is a file, not a folder; move it away (the run writes "
             "into that folder)")
     return self

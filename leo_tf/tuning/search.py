@@ -91,13 +91,12 @@ def make_tuner(setup: TrialSetup, hypermodel: LEOHyperModel, overwrite: bool,
   common = dict(hypermodel=hypermodel, objective=kt.Objective(OBJECTIVE, "max"),
                 directory=tune.output_dir, project_name=PROJECT, overwrite=overwrite,
                 seed=tune.seed)
-  if tune.tuner == "random":
-    tuner = RandomTuner(max_trials=tune.max_trials, **common)
-  elif tune.tuner == "bayesian":
-    tuner = BayesianTuner(max_trials=tune.max_trials, **common)
-  else:
+  if tune.tuner == "hyperband":
     tuner = HyperbandTuner(max_epochs=tune.max_epochs, factor=tune.hyperband_factor,
                            **common)
+  else:
+    tuner = dict(random=RandomTuner, bayesian=BayesianTuner)[tune.tuner](
+        max_trials=tune.max_trials, **common)
   # Hyperband has no cap of its own; a resumed search may be given more trials.
   tuner.oracle.max_trials = tune.max_trials
   tuner.log = log
@@ -146,7 +145,7 @@ def run_search(setup: TrialSetup, overwrite: bool = False,
   threads.configure(setup.threads, log=log)  # before keras-tuner's first op, as leo-train does
   out = setup.tune.output_dir
   # Before any work; the trials' runs are run directories below it.
-  RunDir(out, "TuneConfig.output_dir").prepare("TuneConfig.output_dir")
+  RunDir(out, "TuneConfig.output_dir").prepare()
   role = oracle_role()
   if role == "worker":
     if overwrite:
