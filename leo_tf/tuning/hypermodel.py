@@ -114,21 +114,19 @@ class LEOHyperModel(kt.HyperModel):
     configs, splits = self._splits(values, epochs=total_epochs - initial_epoch)
     model_config, train_config = configs.model, configs.train
     os.makedirs(trial_dir, exist_ok=True)
-    log_file = open(os.path.join(trial_dir, "train.log"), "a")
     start = time.time()
-    try:
-      trainer = self._trainer(model_config, train_config, splits, trial_dir, callbacks,
-                              initial_epoch, log_file)
-      if initial_epoch:  # hyperband continues an earlier trial: start from its weights
-        trainer.model.set_weights(model.get_weights())
-      trainer.callbacks.on_train_begin()
-      trainer.train()
-      trainer.callbacks.on_train_end()
-    except (ConfigError, TrainingDivergedError) as e:
-      # Bad values for this trial, not a bug: fail it without a retry.
-      raise kt.errors.FailedTrialError(f"{type(e).__name__}: {e}") from e
-    finally:
-      log_file.close()
+    with open(os.path.join(trial_dir, "train.log"), "a") as log_file:
+      try:
+        trainer = self._trainer(model_config, train_config, splits, trial_dir, callbacks,
+                                initial_epoch, log_file)
+        if initial_epoch:  # hyperband continues an earlier trial: start from its weights
+          trainer.model.set_weights(model.get_weights())
+        trainer.callbacks.on_train_begin()
+        trainer.train()
+        trainer.callbacks.on_train_end()
+      except (ConfigError, TrainingDivergedError) as e:
+        # Bad values for this trial, not a bug: fail it without a retry.
+        raise kt.errors.FailedTrialError(f"{type(e).__name__}: {e}") from e
     best = trainer.best_validation()
     # What the summary table shows beyond keras-tuner's own trial.json (and which tuner
     # ran the trial: a worker's name in a distributed search).
