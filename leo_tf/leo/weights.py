@@ -47,12 +47,9 @@ def check_fits(path: str, model_config: LEOConfig, dim: int) -> None:
 
 def load_model(checkpoint_dir, model_config: LEOConfig, dim: int,
                which: str = "best", log: Callable[[str], None] = print) -> LEO:
-  """A model restored from a run's (a directory or RunDir) ``which`` checkpoints, 'best'
-  or 'latest' (the newest readable one).
-
-  Every weight is restored or the call fails: CheckpointMismatchError names the shapes
-  that differ from ``model_config`` / ``dim``.
-  """
+  """A model restored from the newest readable of a run's (a directory or RunDir)
+  ``which`` checkpoints, 'best' or 'latest'. Every weight is restored or the call fails:
+  CheckpointMismatchError names the shapes that differ from ``model_config`` / ``dim``."""
   model = build_leo(model_config, dim)
   directory = RunDir(checkpoint_dir).checkpoints(which)
   variables = checkpoints.named_variables(model)

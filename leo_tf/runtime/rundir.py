@@ -38,8 +38,7 @@ class RunDir(os.PathLike):
   def __fspath__(self) -> str:
     return self.path
 
-  def __str__(self) -> str:
-    return self.path
+  __str__ = __fspath__
 
   def _join(self, *names) -> str:
     return os.path.join(self.path, *names)
