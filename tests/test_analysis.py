@@ -168,13 +168,12 @@ def test_ensemble_with_a_collapsed_posterior_is_the_mean_prediction():
     assert not np.allclose(got, plain, atol=1e-6)
 
 
-def test_ensemble_falls_back_without_a_latent_distribution():
+def test_no_ensemble_without_a_latent_distribution():
   for model in (_tiny_model(stochastic=False), _tiny_model(initialisation="maml")):
-    support, query = _episode()
     assert not ensemble.can_ensemble(model)
-    np.testing.assert_allclose(
-        ensemble.ensemble_logits(model, support, query, 5, tf.constant([0, 1], tf.int64)),
-        model(dict(support=support, query=query))["logits"], rtol=1e-6)
+    assert methods.ensemble_method(model, 5, seed=0) is None
+  assert methods.ensemble_method(_tiny_model(), 1, seed=0) is None
+  assert methods.ensemble_method(_tiny_model(), 5, seed=0)[0] == "LEO, ensemble of 5"
 
 
 def test_random_prior_ensemble_samples_standard_normal_codes():

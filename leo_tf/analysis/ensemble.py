@@ -9,7 +9,7 @@ model's own vectorised inner loop runs unchanged; queries are never copied S tim
 adaptation is ``LEO.adapt(samples=S)``, whose draws come from ``leo.noise``.
 
 Models without a latent distribution to sample from (MAML, or the deterministic
-ablation whose stddev was never trained) reduce to the ordinary single prediction.
+ablation whose stddev was never trained) have no ensemble (methods.ensemble_method).
 """
 
 import tensorflow as tf
@@ -24,18 +24,14 @@ def can_ensemble(model: LEO) -> bool:
 def ensemble_logits(model: LEO, support: tf.Tensor, query: tf.Tensor, num_samples: int,
                     seed, support_mask=None) -> tf.Tensor:
   """Log of the mean query probability over S adapted samples: [B, N, Q, N] (a padded
-  support set: with its ``support_mask``, see LEO.adapt).
+  support set: with its ``support_mask``, see LEO.adapt), for a model that can_ensemble
+  (methods.ensemble_method checks).
 
   Returned as log-probabilities so callers can treat them as logits (softmax of them
   gives back the averaged probabilities).
   """
   support = tf.convert_to_tensor(support)
   query = tf.convert_to_tensor(query)
-  if num_samples <= 1 or not can_ensemble(model):
-    episode = dict(support=support, query=query)
-    if support_mask is not None:
-      episode["support_mask"] = support_mask
-    return model(episode, training=False)["logits"]
   adapted = model.adapt(support, training=False, seed=seed, samples=num_samples,
                         support_mask=support_mask)
   b, n = tf.shape(support)[0], tf.shape(support)[1]
