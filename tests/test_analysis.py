@@ -301,6 +301,7 @@ def test_compare_cli_meta_trains_ablations_with_the_runs_threads(trained_run, tm
        "--gin_bindings=CompareConfig.baselines = []"], capture_output=True, text=True)
   assert proc.returncode == 0, proc.stderr
   assert "[threads]" not in proc.stdout + proc.stderr
+  assert "not a valid node name" not in proc.stderr  # TF's warning on a traced "_" argument
   assert "| LEO |" in proc.stdout and "| MAML (same features) |" in proc.stdout
   summaries = re.findall(r"^\[(.*)\] 30 episodes in \d+ s \(\d+/s\)$", proc.stderr, re.M)
   assert summaries == ["LEO", "MAML (same features)"] and "|#" not in proc.stderr

@@ -68,8 +68,10 @@ def paired_difference(a: EvalResult, b: EvalResult) -> Tuple[float, float]:
   return diff.mean, diff.ci95
 
 
+# Predictors traced by tf.function name their index argument: TF warns that "_" is not a
+# valid node name.
 def leo_predict(model) -> Predict:
-  return tf.function(lambda batch, _: model(batch, training=False)["logits"])
+  return tf.function(lambda batch, index: model(batch, training=False)["logits"])
 
 
 def ensemble_method(model, num_samples: int, seed: int) -> Optional[Tuple[str, Predict]]:
@@ -86,7 +88,7 @@ def ensemble_method(model, num_samples: int, seed: int) -> Optional[Tuple[str, P
 
 
 def ncm_predict(temperature: float) -> Predict:
-  return tf.function(lambda batch, _: baselines.ncm_logits(
+  return tf.function(lambda batch, index: baselines.ncm_logits(
       batch["support"], batch["query"], temperature, batch.get("support_mask")))
 
 
