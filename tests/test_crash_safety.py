@@ -39,11 +39,11 @@ def test_killed_run_resumes_and_reaches_the_final_step(campaign):
 
 
 def test_best_checkpoint_survives_and_matches_its_record(campaign):
-  record = RunDir(campaign["out"]).best_record
-  with open(record) as f:
+  run = RunDir(campaign["out"])
+  with open(run.best_record) as f:
     record = json.load(f)
-  assert not os.path.exists(record + ".pending")
-  assert newest_checkpoint(best_dir) == record["step"]
+  assert not os.path.exists(run.best_record + ".pending")
+  assert newest_checkpoint(run.checkpoints("best")) == record["step"]
 
 
 def test_resumed_weights_equal_an_uninterrupted_run(campaign, tmp_path):
