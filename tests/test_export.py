@@ -308,7 +308,7 @@ def test_requests_beyond_the_export_limits_are_refused(exported, loaded):
   ]:
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
       call(_request(n, k, m)[0])
-  # 17 rows, but padded to the largest class 5 x 13 = 65: the relation network's size.
+  # 17 rows, but padded to the largest class 5 x 13 = 65: the inner loops' size.
   with pytest.raises(tf.errors.InvalidArgumentError,
                      match=r"the support set padded to its largest class has N x max K_n =\] "
                            r"\[65\] \[examples; this export serves at most 30 "

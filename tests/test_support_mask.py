@@ -11,9 +11,9 @@ import pytest
 import tensorflow as tf
 
 from helpers import (assert_same_outputs, hand_set_linear_leo, meta_loss_and_gradients,
-                     random_episode, tiny_leo)
+                     padded_episode, random_episode, tiny_leo)
 from leo_tf.leo import model as model_lib
-from leo_tf.leo.layers import LatentEncoder
+from leo_tf.leo.layers import LatentEncoder, RelationNetwork
 from leo_tf.leo.masks import SupportMask
 from leo_tf.leo.model import build_leo
 from leo_tf.leo.noise import Noise
@@ -167,3 +167,47 @@ def test_the_ensemble_of_a_padded_episode_is_the_unpadded_ensemble():
                       padded["support_mask"]),
       ensemble_logits(model, episode["support"], episode["query"], 3, seed),
       rtol=TOL, atol=TOL)
+
+
+def test_the_packed_encoder_is_the_padded_masked_one(monkeypatch):
+  """The encoder packs a task's real examples before the relation network (P^2 pairs, not
+  (N*K)^2): values and gradients are those of the relation network over the whole padded
+  grid with its pairs masked, for tasks with different numbers of real examples."""
+  episode = padded_episode(seed=3)                     # 5 and 3 real examples of 6 slots
+  support, mask = episode["support"], SupportMask(episode["support_mask"])
+  encoder = LatentEncoder(4, (8,), (8, 8), name="encoder")
+  encoder(support)
+  widths, relation = [], RelationNetwork.call
+  monkeypatch.setattr(RelationNetwork, "call", lambda self, codes, present=None: (
+      widths.append(codes.shape[1]) or relation(self, codes, present)))
+
+  def padded_grid(x):
+    codes = encoder.per_example(x)                                          # [B, N, K, h]
+    flat = tf.reshape(codes, [2, 6, codes.shape[-1]])
+    out = encoder.relation(flat, tf.reshape(mask.examples, [2, 6]))
+    return mask.class_mean(tf.reshape(out, [2, 3, 2, 8]))
+
+  outputs, grads = [], []
+  for run in (lambda x: encoder(x, support_mask=mask), padded_grid):
+    with tf.GradientTape() as tape:
+      tape.watch(support)
+      out = run(support)
+      loss = tf.reduce_sum(tf.sin(out))
+    outputs.append(out)
+    grads.append(tape.gradient(loss, [support] + encoder.trainable_variables))
+  assert widths == [5, 6]                               # packed, then the padded grid
+  np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-6, atol=1e-6)
+  assert np.abs(outputs[1].numpy()).max() > 0.1
+  for packed, padded in zip(*grads):
+    np.testing.assert_allclose(packed, padded, rtol=1e-5, atol=1e-6)
+  assert np.abs(grads[1][0].numpy()).max() > 0 and len(grads[1]) == 1 + 5  # 2 + 3 kernels
+
+
+def test_pack_keeps_the_real_examples_in_order():
+  x = tf.reshape(tf.range(12.0), [2, 3, 2, 1])              # example [b, n, k] is 6b + 2n + k
+  mask = SupportMask([[[1, 0], [1, 1], [0, 0]], [[0, 1], [0, 0], [1, 0]]])
+  packed, present = mask.pack(x)
+  np.testing.assert_array_equal(packed[..., 0], [[0, 2, 3], [7, 10, 6]])
+  np.testing.assert_array_equal(present, [[1, 1, 1], [1, 1, 0]])
+  np.testing.assert_array_equal(mask.unpack(packed)[..., 0],
+                                [[[0, 0], [2, 3], [0, 0]], [[0, 7], [0, 0], [10, 0]]])

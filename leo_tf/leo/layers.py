@@ -123,17 +123,22 @@ class LatentEncoder(keras.layers.Layer):
     """``keep``: dropout decisions for the support set (leo_tf.leo.noise), or None;
     ``support_mask``: the real examples of a padded support set (relation pairs among them,
     means over a class's own shots), or None."""
-    b, n, k = tf.shape(support)[0], tf.shape(support)[1], tf.shape(support)[2]
     x = dropout(support, keep if training else None, self.dropout_rate)
-    codes = self.per_example(x)                                           # [B, N, K, h]
-    if self.relation is not None:
-      flat = tf.reshape(codes, [b, n * k, codes.shape[-1]])
-      present = (None if support_mask is None
-                 else tf.reshape(support_mask.examples, [b, n * k]))
-      codes = tf.reshape(self.relation(flat, present), [b, n, k, 2 * self.latent_size])
     if support_mask is None:
-      return tf.reduce_mean(codes, axis=2)                                # [B, N, 2 * latent]
-    return support_mask.class_mean(codes)
+      return tf.reduce_mean(self._codes(x), axis=2)                       # [B, N, 2 * latent]
+    # Only the real examples, packed: the padded grid's pairs would cost (N*K)^2.
+    packed, present = support_mask.pack(x)                                # [B, P, d]
+    return support_mask.class_mean(support_mask.unpack(self._codes(packed, present)))
+
+  def _codes(self, x, present=None):
+    """Per-example codes [..., M, 2 * latent] of x [B, ..., M, d] (the relation network's
+    pairs over M, within each task; over the examples ``present`` [B, M] marks)."""
+    codes = self.per_example(x)
+    if self.relation is None:
+      return codes
+    flat = tf.reshape(codes, [tf.shape(x)[0], -1, codes.shape[-1]])     # [B, N*K, h]
+    return tf.reshape(self.relation(flat, present),
+                      tf.concat([tf.shape(x)[:-1], [2 * self.latent_size]], 0))
 
   def kernels(self):
     return list(self.per_example.kernels) + (

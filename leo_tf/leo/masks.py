@@ -5,7 +5,9 @@ An unbalanced support set, or a meta-batch of episodes with different N, is padd
 with a support mask [B, N, K], 1 for a real example. Class n has K_n = sum_k mask[b, n, k]
 shots; a class with none is padding. What the model does with the mask (LEO.adapt):
 padded examples are zeroed and left out of every sum and mean; a padded class's logits
-get LOGIT_PADDING, so it takes no probability and no gradient reaches its weights.
+get LOGIT_PADDING, so it takes no probability and no gradient reaches its weights. The
+encoder runs on the real examples only, packed to [B, P, d] (P the most real examples of a
+task, SupportMask.pack): its relation network costs P^2 pairs, not (N*K)^2 padded ones.
 
 Without a mask the model builds none of these ops: its graph is the unmasked one.
 """
@@ -54,6 +56,29 @@ class SupportMask:
     """[B, N, K, h] -> [B, N, h], the mean over each class's own shots (0 for padding)."""
     return (tf.reduce_sum(x * self.examples[..., None], axis=2) /
             tf.maximum(self.shots, 1.0)[..., None])
+
+  def _flat(self) -> tf.Tensor:
+    """The mask as [B, N*K]: (class, shot) order."""
+    return tf.reshape(self.examples, [tf.shape(self.examples)[0], -1])
+
+  def pack(self, x: tf.Tensor):
+    """x [B, N, K, h] -> its real examples [B, P, h] in (class, shot) order, P the most of
+    any task, and which of them are real [B, P] (a task with fewer ends in padding)."""
+    flat = self._flat()
+    width = tf.cast(tf.reduce_max(tf.reduce_sum(flat, axis=1)), tf.int32)
+    # Stable: real examples first, in their order; then the padding.
+    order = tf.argsort(1.0 - flat, axis=1, stable=True)[:, :width]       # [B, P]
+    rows = tf.reshape(x, tf.concat([tf.shape(flat), tf.shape(x)[3:]], 0))
+    return tf.gather(rows, order, batch_dims=1), tf.gather(flat, order, batch_dims=1)
+
+  def unpack(self, packed: tf.Tensor) -> tf.Tensor:
+    """The inverse of ``pack``: packed [B, P, h] -> [B, N, K, h], zeros at the padded
+    examples (a real example's slot is the count of real ones before it)."""
+    flat = self._flat()
+    slot = tf.where(flat > 0, tf.cast(tf.cumsum(flat, axis=1, exclusive=True), tf.int32),
+                    tf.shape(packed)[1])                                  # P: the zero row
+    rows = tf.gather(tf.pad(packed, [[0, 0], [0, 1], [0, 0]]), slot, batch_dims=1)
+    return tf.reshape(rows, tf.concat([tf.shape(self.examples), tf.shape(packed)[2:]], 0))
 
   def examples_per_task(self) -> tf.Tensor:
     """[B, 1]: the real support examples of each task."""

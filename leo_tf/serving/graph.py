@@ -156,9 +156,9 @@ def group_support(embeddings: tf.Tensor, labels: tf.Tensor, dim: int,
   support mask [1, N, K] (1 for a real example).
 
   ``num_classes`` fixes N (MAML has a per-class learned initialisation); ``limits``
-  bound N and the padded task's N * max K_n (the relation network's size: one class of
-  900 shots among 99 of one would otherwise pad to 90,000 rows). Labels are range-checked
-  as int64 (2**32 + 4 is not class 4), then cast.
+  bound N and the padded task's N * max K_n (the inner loops run on the padded grid: one
+  class of 900 shots among 99 of one would otherwise pad to 90,000 rows). Labels are
+  range-checked as int64 (2**32 + 4 is not class 4), then cast.
   """
   embeddings = check_features(embeddings, dim, "support_embeddings")
   labels = tf.cast(labels, tf.int64)
