@@ -8,6 +8,8 @@ import resource
 import subprocess
 import sys
 
+from leo_bench.e2e_plan import bench_plan
+from leo_bench.e2e_step import bench_interleaved, bench_step
 from leo_bench.floor import matmul_gflops
 from leo_bench.report import report
 from leo_bench.stream import bench_stream
@@ -36,6 +38,10 @@ def run_one(target: str, args) -> dict:
     result = bench_eval(args)
   elif target == "stream":
     result = bench_stream(args)
+  elif target == "e2e_plan":
+    result = bench_plan(args)
+  elif target == "e2e_step":
+    result = bench_step(args)
   else:
     result = bench_serve(args)
   result.update(peak_rss_mb=peak_rss_mb(), load_before=load_before,
@@ -74,6 +80,12 @@ def parse_args(description: str):
   parser.add_argument("--eval-batch", type=int, default=100)
   parser.add_argument("--stream-requests", type=int, default=10000,
                       help="single-query requests of the stream target")
+  parser.add_argument("--rounds", type=int, default=3,
+                      help="interleaved rounds of the e2e target (a process per run)")
+  parser.add_argument("--e2e-steps", type=int, default=5,
+                      help="timed outer steps per run of the e2e target")
+  parser.add_argument("--e2e-mode", default="frozen", help=argparse.SUPPRESS)
+  parser.add_argument("--e2e-shots", type=int, default=1, help=argparse.SUPPRESS)
   parser.add_argument("--one", help=argparse.SUPPRESS)
   args = parser.parse_args()
   unknown = [t for t in args.targets.split(",") if t not in TARGETS]
@@ -96,7 +108,10 @@ def main(description: str = "Benchmarks LEO"):
     # The machine's matmul rate in its own process with TF's default (all-core) pools:
     # the target's process may run one thread per op.
     before = _one("peak", ["--intra", "0", "--inter", "0"])
-    result = _one(target, forwarded)
+    if target == "e2e":  # several processes, interleaved
+      result = bench_interleaved(_one, forwarded, args.rounds)
+    else:
+      result = _one(target, forwarded)
     after = _one("peak", ["--intra", "0", "--inter", "0"])
     if "error" in result:
       print(f"== {target}: FAILED\n{result['error']}")

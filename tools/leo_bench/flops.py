@@ -1,5 +1,11 @@
 """Multiply-add FLOPs of a traced graph: every MatMul / BatchMatMul / Einsum counts
-2 * the product of its contracted and free dimensions; other ops count nothing."""
+2 * the product of its contracted and free dimensions, every 2-D convolution (forward,
+and its two backward ops) 2 * its output elements * kernel height * width * input
+channels; other ops count nothing."""
+
+# A convolution and its gradients: which input holds the [batch, H, W, C] tensor whose
+# every element is one window's output (the op's output, or the incoming gradient).
+CONVOLUTIONS = ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter")
 
 
 def dims(tensor):
@@ -22,8 +28,28 @@ def einsum_flops(equation, shapes):
   return total
 
 
+def conv_flops(op) -> int:
+  """Multiply-add FLOPs of a 2-D convolution op (NHWC) or of one of its gradients: each
+  element of the convolution's output is a kh x kw x c_in window sum, whichever of the
+  three ops computes with it."""
+  if op.type == "Conv2DBackpropFilter":
+    kernel, outputs = dims(op.outputs[0]), dims(op.inputs[2])
+  elif op.type == "Conv2DBackpropInput":
+    kernel, outputs = dims(op.inputs[1]), dims(op.inputs[2])
+  else:
+    kernel, outputs = dims(op.inputs[1]), dims(op.outputs[0])
+  if None in kernel + outputs:
+    return 0
+  total = 2 * kernel[0] * kernel[1] * kernel[2]
+  for d in outputs:
+    total *= d
+  return total
+
+
 def op_flops(op) -> int:
   """Multiply-add FLOPs of one contraction op from its static shapes (0 for others)."""
+  if op.type in CONVOLUTIONS:
+    return conv_flops(op)
   shapes = [dims(t) for t in op.inputs]
   if any(None in s for s in shapes if s is not None):
     return 0

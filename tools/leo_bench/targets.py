@@ -14,18 +14,20 @@ TARGETS = {
     "eval": ("evaluation, 10,000 episodes, 600-K queries", "s", "<=", 60.0),
     "serve": ("serving p99, 5-way 1-shot, 75 queries", "ms", "<=", 10.0),
     "stream": ("stream of single queries, 5-way 5-shot: classify p99", "ms", "<=", 1.0),
+    "e2e_plan": ("end-to-end LEO on GPUs: WRN-28-10 at 80 px, a plan", "", "", 0.0),
+    "e2e": ("the outer step, frozen vs end-to-end LEO", "ms", "", 0.0),
 }
 DIM, PER_CLASS = 640, 600
 
 
-def synthetic_set(num_classes: int, seed: int):
-  """``num_classes`` x 600 L2-normalised 640-d embeddings around random class means."""
+def synthetic_set(num_classes: int, seed: int, dim: int = DIM, per_class: int = PER_CLASS):
+  """``num_classes`` x ``per_class`` L2-normalised embeddings around random class means."""
   import numpy as np
   from leo_tf.data.embeddings import EmbeddingSet
   rng = np.random.default_rng(seed)
-  ids = np.repeat(np.arange(num_classes), PER_CLASS).astype(np.int32)
-  centers = rng.normal(size=(num_classes, DIM)).astype(np.float32)
-  x = centers[ids] * 0.3 + rng.normal(size=(ids.size, DIM)).astype(np.float32)
+  ids = np.repeat(np.arange(num_classes), per_class).astype(np.int32)
+  centers = rng.normal(size=(num_classes, dim)).astype(np.float32)
+  x = centers[ids] * 0.3 + rng.normal(size=(ids.size, dim)).astype(np.float32)
   names = [f"s{seed}c{c:03d}" for c in range(num_classes)]
   keys = np.array([f"{i}-{names[c]}-x.JPEG" for i, c in enumerate(ids)])
   return EmbeddingSet(x, ids, names, keys).l2_normalized()
@@ -36,14 +38,22 @@ def model_config(shots: int, args):
   return LEOConfig(num_classes=5, num_shots=shots, inner_gradients=args.inner_gradients)
 
 
-def bench_train(shots: int, args) -> dict:
+def leo_trainer(shots: int, args, out: str, train=None, **end_to_end):
+  """The MetaTrainer the training targets time, writing into ``out``: meta-batch 12 on
+  ``train`` (default: 64 synthetic 640-d classes), without validation; ``end_to_end``
+  (``end_to_end=EndToEnd(...)``) makes it end-to-end LEO."""
   from leo_tf.leo.config import TrainConfig
   from leo_tf.leo.trainer import MetaTrainer
   groups = {} if args.task_groups is None else dict(task_groups=args.task_groups)
   train_config = TrainConfig(jit_compile=args.xla, meta_batch_size=12, **groups)
+  return MetaTrainer(model_config(shots, args), train_config,
+                     synthetic_set(64, 1) if train is None else train, None, out,
+                     log=lambda *_: None, **end_to_end)
+
+
+def bench_train(shots: int, args) -> dict:
   with tempfile.TemporaryDirectory() as out:
-    trainer = MetaTrainer(model_config(shots, args), train_config, synthetic_set(64, 1),
-                          None, out, log=lambda *_: None)
+    trainer = leo_trainer(shots, args, out)
     compile_start = time.perf_counter()
     trainer.train_step()
     compile_s = time.perf_counter() - compile_start
