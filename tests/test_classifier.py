@@ -91,6 +91,20 @@ def test_run_and_export_answer_as_the_model_on_an_unbalanced_support_set(run):
                                   classifier.classes_[expected.argmax(1)])
 
 
+def test_predict_proba_is_the_classify_signature(run):
+  """predict_proba classifies in numpy: the export's classify signature on the adapted
+  weights gives the same probabilities (queries off the unit sphere: it normalises)."""
+  X, codes, means = _support([3, 1, 2, 2], seed=4)
+  queries = (3.0 * np.concatenate([means, -means, means[::-1] + 0.2])).astype(np.float32)
+  classifier = leo_tf.FewShotClassifier(run["export"]).fit(X, codes)
+  classify = tf.saved_model.load(run["export"]).signatures[export.CLASSIFY_SIGNATURE]
+  expected = classify(weights=classifier.weights_, bias=classifier.bias_,
+                      query_embeddings=tf.constant(queries))["probabilities"].numpy()
+  probabilities = classifier.predict_proba(queries)
+  np.testing.assert_allclose(probabilities, expected, rtol=1e-5, atol=1e-7)
+  assert probabilities.dtype == np.float32 and expected.min() < 0.2 < expected.max()
+
+
 def test_labels_of_any_hashable_type_and_a_new_fit_replaces_the_support_set(run):
   classifier = leo_tf.FewShotClassifier(run["run_dir"])
   X, codes, means = _support([2, 3], seed=1)
@@ -133,6 +147,13 @@ def test_errors(run):
   classifier.fit(X, codes)
   with pytest.raises(ValueError, match="X has 17 features"):
     classifier.predict(np.zeros((2, 17)))
+  with pytest.raises(ValueError, match=r"^X contains NaN or Inf values$"):
+    classifier.predict(np.where(np.eye(2, DIM) > 0, np.nan, X[:2]))
+  classifier._normalize = False  # pylint: disable=protected-access  # (an export's choice)
+  with pytest.raises(ValueError, match=r"^X \(largest \|value\| 3.00e\+38\) overflows the "
+                     "float32 computation of this model: give embeddings on the scale of the "
+                     "ones it was trained on$"):
+    classifier.predict(np.full((1, DIM), 3e38, np.float32))
 
 
 def test_images_through_a_backbone(run, tmp_path):
