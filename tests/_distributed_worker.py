@@ -2,6 +2,7 @@
 
   python tests/_distributed_worker.py mirrored <model_dir>
   python tests/_distributed_worker.py leo_mirrored <model_dir>   (LEO meta-training)
+  python tests/_distributed_worker.py e2e_mirrored <dir>   (end-to-end LEO: 2 replicas vs 1)
   TF_CONFIG=... python tests/_distributed_worker.py multi_worker <model_dir>
   TF_CONFIG=... python tests/_distributed_worker.py leo_multi_worker <output_dir> <root>
       (run_experiment on the embeddings under <root>; LEO_TEST_STEP_DELAY slows steps)
@@ -24,12 +25,15 @@ def main(kind: str, model_dir: str, *args) -> None:
   if kind == "leo_multi_worker":
     multi_worker_meta_train(model_dir, *args)
     return
-  if kind in ("mirrored", "leo_mirrored"):
+  if kind in ("mirrored", "leo_mirrored", "e2e_mirrored"):
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
   if kind == "leo_mirrored":
     meta_train(model_dir)
+    return
+  if kind == "e2e_mirrored":
+    end_to_end_on_two_replicas(model_dir)
     return
   from _tiny_images import tiny_split  # pylint: disable=g-import-not-at-top
   from leo_tf.backbone import pretrain, wrn
@@ -72,6 +76,57 @@ def meta_train(model_dir: str) -> None:
       "replicas_differ": bool((first != second).any()),
       "first_losses": losses[:10], "last_losses": losses[-10:],
       "final_step": int(trainer.step.numpy()),
+  }), flush=True)
+
+
+def end_to_end_on_two_replicas(directory: str) -> None:
+  """End-to-end LEO for three steps on two replicas, and on one device given the two
+  replicas' episodes as one meta-batch (deterministic LEO: no noise to tell them apart).
+  Prints the largest difference of any weight, and how far the backbone moved."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from _tiny_images import tiny_source
+  from helpers import tiny_leo, tiny_train
+  from leo_tf.backbone import embed, wrn
+  from leo_tf.data.episodes import fold_seed
+  from leo_tf.data.source import EmbeddingSource
+  from leo_tf.leo.end_to_end import EndToEnd, EndToEndConfig
+  from leo_tf.leo.trainer import MetaTrainer
+
+  class OneDevice(MetaTrainer):
+    def replica_batch(self, step, replica=0):
+      local = self.config.meta_batch_size // 2
+      parts = [self.train_sampler.sample(local, fold_seed(fold_seed(self.config.seed + 1, r),
+                                                          step)) for r in (0, 1)]
+      return {k: tf.concat([p[k] for p in parts], 0) for k in parts[0]}
+
+  backbone = wrn.build_wrn(depth=10, width=1, input_shape=(None, None, 1))
+  root, path = os.path.join(directory, "embeddings"), os.path.join(directory, "b.keras")
+  for split in ("train", "val", "test"):
+    embed.write_split(backbone, tiny_source(split), root, "tiny", "center", split)
+  backbone.save(path)
+  source = EmbeddingSource(root=root, dataset="tiny")
+  splits = source.load_all()
+  config = EndToEndConfig(enabled=True, backbone=path, image_source=tiny_source,
+                          learning_rate=1e-3)
+  weights = {}
+  for name, strategy, kind in (
+      ("two", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), MetaTrainer),
+      ("one", tf.distribute.get_strategy(), OneDevice)):
+    e2e = EndToEnd.create(config, source, splits, ("train",), strategy)
+    trainer = kind(tiny_leo(stochastic=False, dropout_rate=0.0),
+                   tiny_train(3, meta_batch_size=4, validate_every=10**6),
+                   splits["train"], None, os.path.join(directory, name), strategy=strategy,
+                   end_to_end=e2e)
+    trainer.train()
+    weights[name] = [v.numpy() for v in trainer.variables]
+    replicas = weights.setdefault("replicas", strategy.num_replicas_in_sync)
+  leo = len(trainer.model.trainable_variables)
+  print("RESULT " + json.dumps({
+      "replicas": replicas,
+      "max_difference": max(float(np.abs(a - b).max())
+                            for a, b in zip(weights["two"], weights["one"])),
+      "backbone_moved": max(float(np.abs(a - b.numpy()).max())
+                            for a, b in zip(weights["one"][leo:], backbone.trainable_weights)),
   }), flush=True)
 
 

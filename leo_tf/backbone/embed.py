@@ -28,6 +28,17 @@ def load_backbone(model_dir: str) -> keras.Model:
   return keras.saving.load_model(path, compile=False)
 
 
+def l2_normalize(x: tf.Tensor) -> tf.Tensor:
+  """Rows divided by max(norm, 1e-12), as embedding files are on load
+  (``embeddings.l2_normalize_rows``), in the graph (serving, end-to-end LEO): each row is
+  scaled by its largest |value| first, so rows of 1e20, whose norm overflows float32,
+  are not divided by Inf into zeros."""
+  scale = tf.reduce_max(tf.abs(x), axis=-1, keepdims=True)
+  scale = tf.where(scale > 0, scale, tf.ones_like(scale))
+  y = x / scale
+  return y / tf.maximum(tf.norm(y, axis=-1, keepdims=True), emb_lib.NORM_FLOOR / scale)
+
+
 @functools.lru_cache(maxsize=1)
 def traced_backbone(backbone: keras.Model, precision: Optional[str] = None,
                     jit_compile: bool = False) -> Callable[[tf.Tensor], tf.Tensor]:

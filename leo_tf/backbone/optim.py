@@ -29,17 +29,22 @@ def learning_rate_schedule(total_steps: int, base_lr: float = 0.1,
 @gin.configurable
 def build_optimizer(total_steps: int, name: str = "sgd", momentum: float = 0.9,
                     weight_decay: float = 5e-4) -> keras.optimizers.Optimizer:
+  """The pre-training optimizer (:func:`make_optimizer`) on the gin-bound schedule."""
+  return make_optimizer(name, learning_rate_schedule(total_steps), momentum, weight_decay)
+
+
+def make_optimizer(name: str, learning_rate, momentum: float = 0.9,
+                   weight_decay: float = 0.0) -> keras.optimizers.Optimizer:
   """SGD with Nesterov momentum (or AdamW) and decoupled weight decay.
 
   Batch-norm scales/offsets and biases are not decayed: shrinking them only fights
   the normalisation.
   """
-  lr = learning_rate_schedule(total_steps)
   if name == "sgd":
-    opt = keras.optimizers.SGD(lr, momentum=momentum, nesterov=True,
+    opt = keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=True,
                                weight_decay=weight_decay or None)
   elif name == "adamw":
-    opt = keras.optimizers.AdamW(lr, weight_decay=weight_decay)
+    opt = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
   else:
     raise ValueError(f"unknown optimizer {name!r}: use sgd or adamw")
   if weight_decay:

@@ -28,6 +28,12 @@ ImageSource = Callable[[str], "images.ImageSplit"]
 CLASSES_FILE = "classes.json"
 
 
+def default_model_dir(root: str, dataset: str) -> str:
+  """Where :func:`build_embeddings` pre-trains the backbone of ``<root>/<dataset>``
+  unless told otherwise (end-to-end LEO starts from it)."""
+  return os.path.join(root, dataset, "backbone")
+
+
 @contextlib.contextmanager
 def _stage(name: str, log: Callable[[str], None]):
   log(f"[stage] {name} ...")
@@ -47,7 +53,7 @@ def build_embeddings(root: str, dataset: str, crop: str = "center",
   on ``pretrain_split`` (under ``model_dir``, by default ``<root>/<dataset>/backbone``)
   with the gin-bound pre-training settings. Returns split -> embeddings path.
   """
-  model_dir = model_dir or os.path.join(root, dataset, "backbone")
+  model_dir = model_dir or default_model_dir(root, dataset)
   paths = {s: emb_lib.embeddings_path(root, dataset, crop, s) for s in splits}
   if all(os.path.exists(p) for p in paths.values()):
     log(f"[stage] embeddings exist under {os.path.join(root, dataset, crop)}: all stages skipped")

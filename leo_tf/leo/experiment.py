@@ -12,6 +12,7 @@ from leo_tf.data.embeddings import EmbeddingSet
 from leo_tf.data.episodes import EpisodeSampler, VariableEpisodes
 from leo_tf.leo import weights
 from leo_tf.leo.config import LEOConfig
+from leo_tf.leo.end_to_end import EndToEnd
 from leo_tf.leo.evaluation import EvalConfig, EvalResult, evaluate
 from leo_tf.leo.run import RunConfigs
 from leo_tf.leo.trainer import MetaTrainer
@@ -60,6 +61,7 @@ def run_experiment(configs: RunConfigs, output_dir: str = gin.REQUIRED,
       f"{s} {d.embeddings.shape[0]} x {d.dim} ({d.num_classes} classes)"
       for s, d in splits.items()))
   train, val = splits["train"], splits["val"]
+  train_splits = ("train", "val") if train_config.train_on_val else ("train",)
   if train_config.train_on_val:
     train = EmbeddingSet.concatenate([train, val])
     log(f"[data] meta-training on train + val classes ({train.num_classes})" + (
@@ -74,8 +76,11 @@ def run_experiment(configs: RunConfigs, output_dir: str = gin.REQUIRED,
   strategy = configs.make_strategy()
   chief = strategy_lib.is_chief(strategy)  # the other workers write nothing here
   with lock.hold(output_dir, "leo-train", log) if chief else contextlib.nullcontext():
+    end_to_end = (EndToEnd.create(configs.end_to_end, source, splits, train_splits, strategy,
+                                  log) if configs.end_to_end.enabled else None)
     trainer = MetaTrainer(model_config, train_config, train, val, output_dir,
-                          strategy=strategy, log=log, episodes=configs.episodes)
+                          strategy=strategy, log=log, episodes=configs.episodes,
+                          end_to_end=end_to_end)
     # The config is written only once the checkpoints are known to fit it: a rerun with
     # another model configuration fails and leaves the run directory as it was.
     step = trainer.restore()
@@ -91,8 +96,10 @@ def run_experiment(configs: RunConfigs, output_dir: str = gin.REQUIRED,
   elif evaluate_test:
     which = run.choose("best" if val is not None else "latest", fallback=True)
     model = weights.load_model(output_dir, model_config, train.dim, which)
-    result.test = test_result(model, splits[eval_config.split], model_config,
-                              eval_config, log, configs.episodes)
+    test = splits[eval_config.split]
+    if end_to_end:  # the same as the backbone inside: BN on its statistics, no dropout
+      test = end_to_end.finish(run, which, source, log).load(eval_config.split)
+    result.test = test_result(model, test, model_config, eval_config, log, configs.episodes)
     log(f"[result] {which} checkpoint, {eval_config.split}: accuracy {result.test} "
         f"({time.time() - start:.0f} s since the start)")
     if after_test is not None:

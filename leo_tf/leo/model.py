@@ -86,6 +86,8 @@ class LEO(keras.Model):
         initializer=keras.initializers.Constant(c.finetune_lr_init),
         trainable=c.learn_finetune_lr)
     self._weight_offset = c.weight_offset(dim)
+    # Set by end-to-end LEO (leo/end_to_end.py): gradients reach the inputs' backbone.
+    self.input_gradients = False
 
   @property
   def latent_space(self) -> bool:
@@ -190,6 +192,12 @@ class LEO(keras.Model):
       return tf.reduce_mean(sampled, axis=2)
     return masked_mean(sampled, mask.codes(latents.shape[2])[..., None], [2])
 
+  def _inputs(self, x) -> tf.Tensor:
+    """Support or query features as a tensor; a constant to meta-learning unless
+    ``input_gradients``."""
+    x = tf.convert_to_tensor(x)
+    return x if self.input_gradients else tf.stop_gradient(x)
+
   def _gradient_step(self, objective, point, step_size):
     """point - step_size * d objective(point) / d point; second order unless configured.
     ``point`` and ``step_size`` are tensors or tuples of them, matched in order."""
@@ -287,8 +295,7 @@ class LEO(keras.Model):
     holds masks.LOGIT_PADDING for padded classes, so ``logits(x, weights, bias=bias)``
     never predicts them.
     """
-    # Embeddings are fixed features: meta-learning never changes them.
-    support = tf.stop_gradient(tf.convert_to_tensor(support))
+    support = self._inputs(support)
     mask = None
     if support_mask is not None:
       mask = SupportMask(support_mask)
@@ -331,7 +338,7 @@ class LEO(keras.Model):
     """
     adapted = self.adapt(episode["support"], training, seed,
                          support_mask=episode.get("support_mask"))
-    query = tf.stop_gradient(tf.convert_to_tensor(episode["query"]))
+    query = self._inputs(episode["query"])
     noise = adapted["noise"]
     logits = self.logits(query, adapted["weights"],
                          noise.query_keep(query) if noise is not None else None,

@@ -13,6 +13,7 @@ from leo_tf.data.embeddings import EmbeddingSet
 from leo_tf.data.episodes import VariableEpisodes
 from leo_tf.data.source import EmbeddingSource
 from leo_tf.leo import weights
+from leo_tf.leo.end_to_end import EndToEndConfig
 from leo_tf.leo.config import LEOConfig, TrainConfig
 from leo_tf.leo.evaluation import EvalConfig
 from leo_tf.leo.model import LEO
@@ -24,8 +25,8 @@ from leo_tf.runtime.threads import Threads
 @dataclasses.dataclass(frozen=True)
 class RunConfigs:
   """Everything gin configures for one run: the model, outer loop, test protocol,
-  embeddings, thread pools, the ``make_strategy`` bindings and where variable episodes
-  replace the model's N-way K-shot ones."""
+  embeddings, thread pools, the ``make_strategy`` bindings, where variable episodes
+  replace the model's N-way K-shot ones, and whether the backbone learns too."""
   model: LEOConfig
   train: TrainConfig
   eval: EvalConfig
@@ -33,12 +34,14 @@ class RunConfigs:
   threads: Threads
   strategy_bindings: Tuple[Tuple[str, Any], ...] = ()
   episodes: VariableEpisodes = VariableEpisodes()
+  end_to_end: EndToEndConfig = EndToEndConfig()
 
   @classmethod
   def from_gin(cls) -> "RunConfigs":
     """The configs the current gin state binds (gin_config.parse or .scoped)."""
     return cls(LEOConfig(), TrainConfig(), EvalConfig(), EmbeddingSource(), Threads(),
-               tuple(sorted(gin.get_bindings(make_strategy).items())), VariableEpisodes())
+               tuple(sorted(gin.get_bindings(make_strategy).items())), VariableEpisodes(),
+               EndToEndConfig())
 
   def make_strategy(self) -> tf.distribute.Strategy:
     """The bound tf.distribute strategy (built late: it may start TF's runtime)."""
@@ -56,7 +59,8 @@ class Run:
 
   @property
   def source(self) -> EmbeddingSource:
-    return self.configs.source
+    """The embeddings the run is tested on (an end-to-end run's own)."""
+    return self.configs.end_to_end.source_of(self.configs.source, self.directory)
 
   @property
   def checkpoint(self) -> str:

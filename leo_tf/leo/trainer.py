@@ -35,6 +35,7 @@ from leo_tf import checkpoints
 from leo_tf.data.embeddings import EmbeddingSet
 from leo_tf.data.episodes import EpisodeSampler, VariableEpisodes, fold_seed
 from leo_tf.leo.config import ConfigError, LEOConfig, TrainConfig
+from leo_tf.leo.end_to_end import EndToEnd, row_numbers
 from leo_tf.leo.evaluation import EvalResult, evaluate, predictor
 from leo_tf.leo.model import LEO, build_leo, task_losses
 from leo_tf.leo import weights
@@ -78,17 +79,20 @@ class MetaTrainer:
                log: Callable[[str], None] = print,
                on_step: Optional[Callable[[int, Dict[str, float]], None]] = None,
                on_validation: Optional[Callable[[int, EvalResult], None]] = None,
-               episodes: Optional[VariableEpisodes] = None):
+               episodes: Optional[VariableEpisodes] = None,
+               end_to_end: Optional[EndToEnd] = None):
     """``on_step(step, metrics)`` is called after every outer step (exact float values),
     ``on_validation(step, result)`` after each validation has been logged and, if it is
     the best so far, checkpointed (leo-tune reports it to keras-tuner). ``episodes``:
-    variable episodes for meta-training and/or validation (its ``uses``)."""
+    variable episodes for meta-training and/or validation (its ``uses``). ``end_to_end``:
+    the backbone learns too; the data are then the frozen embeddings of its images."""
     if config.deterministic_ops:
       seeds.deterministic_ops()
     self.model_config = model_config
     self.on_step = on_step
     self.on_validation = on_validation
     self.config = config
+    self.end_to_end = end_to_end
     self.run = RunDir(output_dir).prepare()
     self.strategy = strategy or tf.distribute.get_strategy()
     self.chief = strategy_lib.is_chief(self.strategy)
@@ -99,14 +103,17 @@ class MetaTrainer:
     if config.meta_batch_size % replicas:
       raise ConfigError(f"meta_batch_size {config.meta_batch_size} must divide evenly "
                         f"across {replicas} replicas")
-    self.train_sampler = EpisodeSampler.for_model(train_data, model_config, config.num_queries,
-                                                  episodes, "train")
-    self.val_sampler = (EpisodeSampler.for_model(val_data, model_config, config.val_num_queries,
-                                                 episodes, "val")
-                        if val_data is not None else None)
+    self.train_sampler = EpisodeSampler.for_model(
+        row_numbers(train_data) if end_to_end else train_data, model_config,
+        config.num_queries, episodes, "train")
+    self._val_sampler = lambda data: EpisodeSampler.for_model(
+        data, model_config, config.val_num_queries, episodes, "val")
+    self.val_data = val_data
+    self.val_sampler = self._val_sampler(val_data) if val_data is not None else None
     seeds.seed_everything(config.seed)  # the same seed, the same initial weights
     with self.strategy.scope():
       self.model = build_leo(model_config, train_data.dim)
+      self.model.input_gradients = end_to_end is not None
       self.optimizer = keras.optimizers.Adam(config.outer_lr, epsilon=config.adam_epsilon)
       self.optimizer.build(self.model.trainable_variables)
       self.step, self.bad_steps, self.guarded_steps = (
@@ -115,7 +122,8 @@ class MetaTrainer:
       self.checkpoint = tf.train.Checkpoint(
           model=self.model, optimizer=self.optimizer, step=self.step,
           bad_steps=self.bad_steps, guarded_steps=self.guarded_steps,
-          **{checkpoints.MODEL_VARIABLES: checkpoints.named_variables(self.model)})
+          **{checkpoints.MODEL_VARIABLES: checkpoints.named_variables(self.model)},
+          **(end_to_end.checkpoint_entries() if end_to_end else {}))
     self.latest, self.best = (
         tf.train.CheckpointManager(self.checkpoint, self.writes.checkpoints(kind), keep)
         for kind, keep in (("latest", 2), ("best", 1)))
@@ -154,7 +162,7 @@ class MetaTrainer:
     replicas = ctx.num_replicas_in_sync
     batch = self.replica_batch(step, ctx.replica_id_in_sync_group)
     seed = fold_seed(fold_seed(self.config.seed, step), ctx.replica_id_in_sync_group)
-    variables = self.model.trainable_variables
+    variables = self.variables
     with tf.GradientTape() as tape:
       outputs = self._grouped_forward(batch, seed)
       per_task = task_losses(outputs, self.model_config)
@@ -179,10 +187,21 @@ class MetaTrainer:
       return tf.concat([tf.reshape(t, [-1]) for t in grads + [metrics[k] for k in keys]], 0)
     total = self.strategy.reduce(tf.distribute.ReduceOp.SUM,
                                  self.strategy.run(replica_vector, args=(step,)), axis=None)
-    variables = self.model.trainable_variables
+    variables = self.variables
     parts = tf.split(total, [v.shape.num_elements() for v in variables] + [1] * len(keys))
     grads = [tf.reshape(p, v.shape) for p, v in zip(parts, variables)]
     return grads, {k: tf.reshape(p, []) for k, p in zip(keys, parts[len(variables):])}
+
+  @property
+  def variables(self):
+    """What the outer step trains: LEO's variables, then the backbone's (end-to-end)."""
+    backbone = self.end_to_end.variables if self.end_to_end else []
+    return self.model.trainable_variables + backbone
+
+  def _forward(self, batch, seed):
+    if self.end_to_end:  # sampled rows to their images' features, per group: in parallel
+      batch = self.end_to_end.features(batch)
+    return self.model(batch, training=True, seed=seed)
 
   def _grouped_forward(self, batch, seed) -> Dict[str, tf.Tensor]:
     """The training forward pass of a replica's tasks as independent groups (task_groups):
@@ -190,10 +209,10 @@ class MetaTrainer:
     fold_seed(seed, g); a single group uses ``seed`` itself."""
     sizes = task_group_sizes(batch["support"].shape[0], self.config.task_groups)
     if len(sizes) == 1:
-      return self.model(batch, training=True, seed=seed)
+      return self._forward(batch, seed)
     parts = {k: tf.split(v, sizes) for k, v in batch.items()}
-    outputs = [self.model({k: v[g] for k, v in parts.items()}, training=True,
-                          seed=fold_seed(seed, g)) for g in range(len(sizes))]
+    outputs = [self._forward({k: v[g] for k, v in parts.items()}, fold_seed(seed, g))
+               for g in range(len(sizes))]
     return {k: tf.concat([o[k] for o in outputs], axis=0) for k in PER_TASK_OUTPUTS}
 
   def guard_gradients(self):
@@ -210,9 +229,13 @@ class MetaTrainer:
     grads, metrics = self._sum_over_replicas(step)
     # Checked before clipping: clipping by value would turn an infinite gradient finite.
     finite = tf.logical_and(tf.math.is_finite(metrics["loss"]), all_finite(grads))
+    leo = len(self.model.trainable_variables)
+    grads, backbone_grads = grads[:leo], grads[leo:]  # the backbone: its own optimizer
     grads = [clip_gradient(g, self.config.clip_value, self.config.clip_norm) for g in grads]
     grads = [tf.where(finite, g, s) for g, s in zip(grads, self.guard_gradients())]
     self.optimizer.apply(grads, self.model.trainable_variables)
+    if self.end_to_end:
+      self.end_to_end.apply(backbone_grads, finite)
     self.step.assign_add(1)
     self.bad_steps.assign(tf.where(finite, tf.constant(0, tf.int64), self.bad_steps + 1))
     self.guarded_steps.assign_add(tf.cast(tf.logical_not(finite), tf.int64))
@@ -281,9 +304,12 @@ class MetaTrainer:
   def validate(self) -> Optional[EvalResult]:
     if self.val_sampler is None:
       return None
-    if self._val_predict is None:  # traced once, reused by every validation
-      self._val_predict = predictor(self.model, self.val_sampler)
-    return evaluate(self.model, self.val_sampler, self.config.num_val_episodes,
+    sampler = self.val_sampler
+    if self.end_to_end:  # the current backbone's features of the val images
+      sampler = self._val_sampler(self.end_to_end.extract("val", self.val_data))
+    if self._val_predict is None or sampler is not self.val_sampler and sampler.all_queries:
+      self._val_predict = predictor(self.model, sampler)  # traced once, where it can be
+    return evaluate(self.model, sampler, self.config.num_val_episodes,
                     self.config.val_batch_size, seed=self.config.seed + 2,
                     predict=self._val_predict)
 

@@ -28,6 +28,7 @@ PATH_PARAMETERS = (
     "run_extraction.root",
     "run_experiment.output_dir",
     "TuneConfig.output_dir",
+    "EndToEndConfig.backbone",
 )
 
 _DATA_VARIABLE = re.compile(r"\$(\{LEO_TF_DATA\}|LEO_TF_DATA\b)")

@@ -50,6 +50,10 @@ class RunDir(os.PathLike):
   compare = property(lambda self: self._join("compare"))
   latents_tsne = property(lambda self: self._join("latents_tsne.png"))
   result = property(lambda self: self._join("result.json"))
+  # End-to-end LEO: the meta-trained backbone and its embeddings of every split, laid out
+  # as EmbeddingSource reads them (<embeddings>/<folder>/<crop>/<split>_embeddings.pkl).
+  backbone = property(lambda self: self._join("backbone.keras"))
+  embeddings = property(lambda self: self._join("embeddings"))
 
   def checkpoints(self, which: str) -> str:
     """The folder of the ``which`` ('best' or 'latest') checkpoints."""

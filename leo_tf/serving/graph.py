@@ -22,10 +22,9 @@ from typing import Callable, Dict, Optional, Tuple
 import gin
 import tensorflow as tf
 
+from leo_tf.backbone.embed import l2_normalize
 from leo_tf.config_checks import check_types, require_at_least
 
-# Norm floor of the embedding files' L2 normalisation (EmbeddingSet.l2_normalized).
-_NORM_FLOOR = 1e-12
 _SUMMARIZE = 64  # label counts shown in an error message
 
 
@@ -63,16 +62,6 @@ def _gate(asserts, *tensors):
   with tf.control_dependencies(asserts):
     out = tuple(tf.identity(t) for t in tensors)
   return out if len(out) > 1 else out[0]
-
-
-def l2_normalize(x: tf.Tensor) -> tf.Tensor:
-  """Rows divided by max(norm, 1e-12), as embedding files are on load
-  (``embeddings.l2_normalize_rows``): each row is scaled by its largest |value| first,
-  so rows of 1e20, whose norm overflows float32, are not divided by Inf into zeros."""
-  scale = tf.reduce_max(tf.abs(x), axis=-1, keepdims=True)
-  scale = tf.where(scale > 0, scale, tf.ones_like(scale))
-  y = x / scale
-  return y / tf.maximum(tf.norm(y, axis=-1, keepdims=True), _NORM_FLOOR / scale)
 
 
 def check_features(x: tf.Tensor, dim: int, name: str) -> tf.Tensor:
