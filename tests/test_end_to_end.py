@@ -126,7 +126,7 @@ def test_the_meta_gradient_reaches_every_backbone_weight_and_matches_finite_diff
   model.input_gradients = first_order.input_gradients = True
   grads = _backbone_gradients(model, e2e, rows)
   names = [v.path for v in e2e.variables]
-  assert len(names) == len(e2e.backbone.trainable_weights) == 23  # 9 convs, 7 BN layers (gamma, beta)
+  assert len(names) == len(e2e.backbone.trainable_weights) == 23  # 9 convs, 7 BNs x 2
   silent = [n for n, g in zip(names, grads) if g is None or not np.any(g.numpy())]
   assert not silent, silent
   grads_fo = _backbone_gradients(first_order, e2e, rows)
@@ -288,14 +288,21 @@ def _checkpoint_values(run: str, step: int):
 
 
 def test_a_killed_run_resumes_to_the_uninterrupted_runs_weights_bit_for_bit(trained):
+  # Not the run that built the data: pre-training started TF with its default thread
+  # pools, and multi-threaded convolutions round differently (runtime/threads.py).
+  reference = str(trained["tmp"] / "uninterrupted")
+  _run("leo-train", f"--gin_file={trained['gin_file']}", f"--output_dir={reference}")
   out = str(trained["tmp"] / "killed")
   result = run_campaign(trained["gin_file"], out, kills=2, seed=1, max_delay=0.4)
   assert result["final_returncode"] == 0, result["log"][-3000:]
   assert any(r["killed"] for r in result["records"]), result["records"]
-  ours, theirs = (_checkpoint_values(run, STEPS) for run in (out, trained["out"]))
+  ours, theirs = (_checkpoint_values(run, STEPS) for run in (out, reference))
   assert ours.keys() == theirs.keys()
-  assert sum(k.startswith(BACKBONE_VARIABLES) for k in ours) == 37  # weights, BN statistics
-  assert sum(k.startswith("backbone_optimizer") for k in ours) > 2 * 23  # Adam's m and v
+  backbone = keras.saving.load_model(RunDir(out).backbone, compile=False)
+  assert sum(k.startswith(BACKBONE_VARIABLES) for k in ours) == len(backbone.weights)
+  # AdamW's m and v of every trainable weight, its step and learning rate
+  assert sum(k.startswith("backbone_optimizer") for k in ours) == (
+      2 * len(backbone.trainable_weights) + 2)
   for key in ours:
     np.testing.assert_array_equal(ours[key], theirs[key], err_msg=key)
 
@@ -328,7 +335,7 @@ def test_the_e2e_experiments_are_the_frozen_ones_with_the_backbone_learning(shot
 def test_bad_settings_are_one_line_naming_the_binding(binding, message):
   with pytest.raises(ConfigError) as error:
     EndToEndConfig(**binding)
-  assert str(error.value) == message
+  assert str(error.value).splitlines()[0] == message  # gin adds where it was called
 
 
 def test_a_missing_backbone_names_the_binding(tiny, tmp_path):
