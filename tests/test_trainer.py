@@ -82,6 +82,32 @@ def test_best_checkpoint_and_its_record(tmp_path, data):
     load_model(str(tmp_path / "missing"), MODEL, train.dim)
 
 
+def test_warm_start_takes_another_runs_best_weights_then_resumes_its_own(tmp_path, data):
+  train, val = data
+  first = MetaTrainer(MODEL, _train_config(), train, val, str(tmp_path / "first"),
+                      log=lambda _: None)
+  first.train()
+  best = load_model(str(tmp_path / "first"), MODEL, train.dim, "best")
+  lines = []
+  config = _train_config(num_steps=5, warm_start=str(tmp_path / "first"))
+  warm = MetaTrainer(MODEL, config, train, val, str(tmp_path / "warm"), log=lines.append)
+  assert warm.restore() == 0                     # its own step count, a fresh optimizer
+  assert int(warm.optimizer.iterations.numpy()) == 0
+  for a, b in zip(warm.model.trainable_variables, best.trainable_variables):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+  assert any("TrainConfig.warm_start" in line and "best" in line for line in lines)
+  warm.train(0)
+  trained = [v.numpy() for v in warm.model.trainable_variables]
+  # Once the run has checkpoints of its own, they win over the warm start.
+  again = MetaTrainer(MODEL, config, train, val, str(tmp_path / "warm"), log=lambda _: None)
+  assert again.restore() == 5
+  for a, b in zip(again.model.trainable_variables, trained):
+    np.testing.assert_array_equal(a.numpy(), b)
+  missing = _train_config(warm_start=str(tmp_path / "missing"))
+  with pytest.raises(FileNotFoundError, match="has no checkpoint in best/ or latest/"):
+    MetaTrainer(MODEL, missing, train, val, str(tmp_path / "cold"), log=lambda _: None).restore()
+
+
 def test_train_plus_val_concatenation_feeds_training(data):
   train, val = data
   joined = EmbeddingSet.concatenate([train, val])

@@ -215,6 +215,10 @@ class TrainConfig:
   # Process-wide op determinism (runtime.seeds.deterministic_ops): needed for bit-identical
   # runs on GPU; on CPU our ops are deterministic already (docs/reliability.md has the cost).
   deterministic_ops: bool = False
+  # A leo-train run whose LEO weights (its best checkpoint, else its latest) start this
+  # run when it has no checkpoint of its own, with a fresh optimizer and step count: e.g.
+  # end-to-end LEO after LEO meta-trained on the frozen embeddings.
+  warm_start: Optional[str] = None
 
   def __post_init__(self):
     check_types(self)

@@ -277,6 +277,11 @@ class MetaTrainer:
       self.log(f"[train] resumed from {path} at step {int(self.step.numpy())}"
                + (f" ({int(self.guarded_steps.numpy())} non-finite steps guarded so far)"
                   if int(self.guarded_steps.numpy()) else ""))
+    elif self.config.warm_start:
+      start = RunDir(self.config.warm_start, "TrainConfig.warm_start")
+      path = weights.restore_weights(self.model, start, start.choose("best", fallback=True),
+                                     self.log)
+      self.log(f"[train] LEO's weights from {path} (TrainConfig.warm_start)")
     return int(self.step.numpy())
 
   def _check_workers_agree(self):

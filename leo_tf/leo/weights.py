@@ -51,15 +51,23 @@ def load_model(checkpoint_dir, model_config: LEOConfig, dim: int,
   ``which`` checkpoints, 'best' or 'latest'. Every weight is restored or the call fails:
   CheckpointMismatchError names the shapes that differ from ``model_config`` / ``dim``."""
   model = build_leo(model_config, dim)
+  restore_weights(model, checkpoint_dir, which, log)
+  return model
+
+
+def restore_weights(model: LEO, checkpoint_dir, which: str = "best",
+                    log: Callable[[str], None] = print) -> str:
+  """Restores every weight of ``model`` from the newest readable of a run's ``which``
+  checkpoints (checked as :func:`load_model` says); returns the checkpoint's path."""
   directory = RunDir(checkpoint_dir).checkpoints(which)
   variables = checkpoints.named_variables(model)
   path = checkpoints.restore_latest(
       _WeightsOnly(**{checkpoints.MODEL_VARIABLES: variables}), directory,
-      verify=lambda p: check_compatible(p, variables, dim),
+      verify=lambda p: check_compatible(p, variables, model.dim),
       log=log)
   if path is None:
     raise FileNotFoundError(f"no checkpoint in {directory}")
-  return model
+  return path
 
 
 class _WeightsOnly(tf.train.Checkpoint):

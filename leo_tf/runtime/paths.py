@@ -29,6 +29,7 @@ PATH_PARAMETERS = (
     "run_experiment.output_dir",
     "TuneConfig.output_dir",
     "EndToEndConfig.backbone",
+    "TrainConfig.warm_start",
 )
 
 _DATA_VARIABLE = re.compile(r"\$(\{LEO_TF_DATA\}|LEO_TF_DATA\b)")
