@@ -7,7 +7,8 @@ Where an ablation's model comes from:
    applied and ``TrainConfig.num_steps`` set to that budget, into
    ``<output_dir>/ablations/<name>``. A later comparison finds the checkpoint there and
    reuses it (an interrupted run resumes; delete the directory to retrain).
-Ablations with neither are left out of the table, with a message saying so.
+Ablations with neither are left out of the table, with a message saying so. An
+end-to-end base run's ablations meta-train on its own embeddings (``on_base_features``).
 """
 
 from typing import Callable, Dict, List, Mapping, Sequence, Tuple
@@ -36,6 +37,16 @@ def train_ablation(base_dir: str, name: str, output_dir: str, steps: int,
       base_dir, [ABLATION_GIN[name].format(shots=shots)] + list(extra_files)), overrides):
     run_experiment(RunConfigs.from_gin(), output_dir=run_dir, evaluate_test=False, log=log)
   return run_dir
+
+
+def on_base_features(base: Run) -> List[str]:
+  """Bindings that meta-train an ablation of an end-to-end run as LEO on that run's own
+  embeddings, the features every row of the table is tested on: an ablation that
+  meta-learned a backbone of its own would be tested on another backbone's features."""
+  if not base.configs.end_to_end.enabled:
+    return []
+  return ["EndToEndConfig.enabled = False", f"EmbeddingSource.root = {base.source.root!r}",
+          "EmbeddingSource.builder = None"]
 
 
 def resolve_ablation_dirs(base_dir: str, cfg: CompareConfig, given: Mapping[str, str],

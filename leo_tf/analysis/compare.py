@@ -41,8 +41,9 @@ def run_comparison(base: Run, cfg: CompareConfig, output_dir: Optional[str] = No
   eval_cfg, base_config, source = base.configs.eval, base.configs.model, base.source
   test = base.load(eval_cfg.split)
   dirs = ablations.resolve_ablation_dirs(base.directory, cfg, dict(ablation_dirs or {}),
-                                         output_dir, bindings, extra_files, log,
-                                         base_config.num_shots)
+                                         output_dir,
+                                         list(bindings) + ablations.on_base_features(base),
+                                         extra_files, log, base_config.num_shots)
   predictors = [(LABELS["leo"], methods.leo_predict(base.model))]
   samples = cfg.ensemble_samples or base_config.ensemble_samples
   ensemble = methods.ensemble_method(base.model, samples, cfg.ensemble_seed)

@@ -18,7 +18,8 @@ flags.DEFINE_string("export_base", None, "TF Serving model base path; versions g
 flags.DEFINE_integer("model_version", None, "TF Serving version number of the export "
                      "(default: one more than the largest under --export_base).")
 flags.DEFINE_string("backbone", None, "A saved backbone (.keras file or leo-pretrain "
-                    "directory): adds the classify_images signature.")
+                    "directory): adds the classify_images signature (an end-to-end run "
+                    "has it by default, with the backbone it meta-trained).")
 FLAGS = flags.FLAGS
 
 

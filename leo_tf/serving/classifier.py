@@ -51,19 +51,22 @@ class FewShotClassifier:
   ``path`` is a leo-train run directory (its ``which`` checkpoint, 'best' or 'latest')
   or a leo-export version directory. ``backbone`` (a .keras file or leo-pretrain
   directory) lets ``fit`` and ``predict`` take images uint8 [n, H, W, C]; a run whose
-  embeddings were built by leo_tf has its backbone found without it.
+  embeddings were built by leo_tf has its backbone found without it (an end-to-end
+  run's is the one it meta-trained).
   """
 
   def __init__(self, path, which: str = "best", backbone: Optional[str] = None):
     self.path = os.fspath(path)
+    self._backbone = None
     if os.path.isfile(os.path.join(self.path, "saved_model.pb")):
       self._from_export()
     else:
-      backbone = backbone or self._from_run(which)
-    self._backbone = None
+      backbone = self._from_run(which, backbone)
     if backbone:
+      self._backbone = export.load_backbone(backbone)
+    if self._backbone is not None:
       from leo_tf.backbone import inputs  # pylint: disable=import-outside-toplevel
-      self._backbone, self._preprocess = export.load_backbone(backbone), inputs.preprocess
+      self._preprocess = inputs.preprocess
 
   def _from_export(self):
     signatures = tf.saved_model.load(self.path).signatures
@@ -73,8 +76,9 @@ class FewShotClassifier:
     self.n_features_in_, self._normalize = info["dim"], info["l2_normalize"]
     self.limits = graph.ServingLimits(**info["serving_limits"])
 
-  def _from_run(self, which: str) -> Optional[str]:
-    """Builds the two functions from a run; returns its backbone's path, if it has one."""
+  def _from_run(self, which: str, backbone: Optional[str]) -> Optional[str]:
+    """Builds adapt from a run; returns the backbone to load: ``backbone``, else the one
+    the run's embeddings were built with (an end-to-end run's is loaded here)."""
     # pylint: disable=import-outside-toplevel
     from leo_tf import saved_config
     from leo_tf.backbone.pretrain import BACKBONE_FILE
@@ -85,6 +89,11 @@ class FewShotClassifier:
     self._adapt = tf.function(graph.adapt_endpoint(run.model, self._normalize, self.limits),
                               input_signature=[tf.TensorSpec([None, run.dim], tf.float32),
                                                tf.TensorSpec([None], tf.int64)])
+    if backbone:
+      return backbone
+    if run.configs.end_to_end.enabled:  # the backbone it meta-trained, not the pre-trained
+      self._backbone = export.meta_trained_backbone(run)
+      return None
     source = run.source
     found = os.path.join(source.root, source.dataset, "backbone", BACKBONE_FILE)
     return found if source.builder is not None and os.path.isfile(found) else None

@@ -182,10 +182,25 @@ def load_backbone(path: str) -> keras.Model:
                       f"({type(error).__name__}: {str(error).splitlines()[0]})") from None
 
 
+def meta_trained_backbone(run) -> keras.Model:
+  """An end-to-end run's backbone as of the checkpoint ``run`` was opened at: the model
+  saved as ``RunDir.backbone`` (the tested checkpoint's, written after training) with
+  the weights of ``run.checkpoint``, which ``--which`` may make another one."""
+  # pylint: disable=import-outside-toplevel
+  from leo_tf.leo.end_to_end import BACKBONE_VARIABLES, backbone_variables
+  backbone = load_backbone(run.directory.backbone)
+  restore = tf.train.Checkpoint(**{BACKBONE_VARIABLES: backbone_variables(backbone)})
+  restore.restore(run.checkpoint).assert_existing_objects_matched().expect_partial()
+  return backbone
+
+
 def export_checkpoint(checkpoint_dir: str, export_base: str, version: Optional[int] = None,
                       which: str = "best", backbone_path: Optional[str] = None,
                       bindings=(), log: Callable[[str], None] = print) -> str:
   """leo-export: the run's checkpoint and saved gin config -> ``<export_base>/<version>``.
+
+  ``backbone_path`` adds the classify_images signature; an end-to-end run has it by
+  default, with the backbone it meta-trained (``meta_trained_backbone``).
 
   The saved config (plus ``bindings``) gives the test-time values: inner_steps_test,
   finetune_steps_test, and EmbeddingSource.l2_normalize for the in-graph normalisation;
@@ -203,8 +218,14 @@ def export_checkpoint(checkpoint_dir: str, export_base: str, version: Optional[i
   model, config, dim, normalize = run.model, run.configs.model, run.dim, run.source.l2_normalize
   backbone, preprocess = None, None
   if backbone_path:
+    backbone = load_backbone(backbone_path)
+  elif run.configs.end_to_end.enabled:
+    # The backbone meta-trained with LEO, whose features the model was trained and
+    # tested on; the pre-trained one it started from would give other features.
+    backbone, backbone_path = meta_trained_backbone(run), run.directory.backbone
+  if backbone is not None:
     from leo_tf.backbone import inputs  # pylint: disable=import-outside-toplevel
-    backbone, preprocess = load_backbone(backbone_path), inputs.preprocess
+    preprocess = inputs.preprocess
   directory = os.path.join(export_base, str(version))
   metadata = dict(checkpoint=run.checkpoint, which=which, backbone=backbone_path,
                   version=version)
@@ -216,5 +237,7 @@ def export_checkpoint(checkpoint_dir: str, export_base: str, version: Optional[i
   log(f"[export] {config.num_classes}-way-trained LEO ({dim}-d, "
       f"{config.inner_steps_test} latent + {config.finetune_steps_test} fine-tuning steps, "
       f"l2_normalize={normalize}; at most N={limits.max_classes}, "
-      f"N*K={limits.max_support}, M={limits.max_queries}) -> {directory}")
+      f"N*K={limits.max_support}, M={limits.max_queries})"
+      + (f", classify_images through {backbone_path}" if backbone_path else "")
+      + f" -> {directory}")
   return directory
