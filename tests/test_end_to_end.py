@@ -20,6 +20,7 @@ from _tiny_images import tiny_source, write_tiny_folder
 from helpers import gin_bindings, tiny_leo, tiny_train
 from leo_tf import gin_config
 from leo_tf.backbone import embed, wrn
+from leo_tf.checkpoints import CheckpointMismatchError
 from leo_tf.config_checks import ConfigError
 from leo_tf.data.embeddings import EmbeddingDataError
 from leo_tf.data.episodes import EpisodeSampler
@@ -358,3 +359,19 @@ def test_images_that_are_not_the_embeddings_rows_are_refused(tiny):
       f"{tiny['splits']['train'].source}: its rows are not the images of "
       "image_source('train') (first difference at row 0 of 48); end-to-end LEO needs the "
       "images the embeddings were extracted from: bind EndToEndConfig.image_source to them")
+
+
+def test_a_run_resumes_only_as_the_kind_of_run_it_was(tiny, tmp_path):
+  """A frozen run's checkpoints in an end-to-end run, or the other way round, are refused
+  before any step (the CLIs print the message as one line)."""
+  frozen, e2e = str(tmp_path / "frozen"), str(tmp_path / "e2e")
+  trainer(tiny, frozen, None).train()
+  trainer(tiny, e2e, end_to_end(tiny)).train()
+  for out, written, enabled in ((frozen, "a frozen-embedding", True),
+                                (e2e, "an end-to-end", False)):
+    with pytest.raises(CheckpointMismatchError) as error:
+      trainer(tiny, out, end_to_end(tiny) if enabled else None).restore()
+    assert str(error.value) == (
+        f"{RunDir(out).newest('latest')} was written by {written} run, and "
+        f"EndToEndConfig.enabled is {enabled}: bind it as the run was, or choose another "
+        "output_dir")

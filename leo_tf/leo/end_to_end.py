@@ -31,6 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from leo_tf import checkpoints
 from leo_tf.backbone import embed, inputs, optim, pipeline, precision as precision_lib
 from leo_tf.backbone.pretrain import BACKBONE_FILE
 from leo_tf.config_checks import (ConfigError, check_types, require_at_least,
@@ -98,6 +99,19 @@ def backbone_variables(backbone: keras.Model) -> Dict[str, tf.Variable]:
   """Every weight of a functional backbone by its path (layer/weight: unique), for
   tf.train checkpoints (``checkpoints.named_variables`` names a LEO model's)."""
   return {v.path.replace("/", "."): v for v in backbone.weights}
+
+
+def check_end_to_end(path: str, end_to_end: bool) -> None:
+  """CheckpointMismatchError unless checkpoint ``path`` holds a backbone exactly when the
+  run resuming from it is end-to-end (LEO trained on one kind of features must not go on
+  on the other)."""
+  stored = any(k.startswith(BACKBONE_VARIABLES + "/")
+               for k in tf.train.load_checkpoint(path).get_variable_to_shape_map())
+  if stored != end_to_end:
+    raise checkpoints.CheckpointMismatchError(
+        f"{path} was written by {'an end-to-end' if stored else 'a frozen-embedding'} run, "
+        f"and EndToEndConfig.enabled is {end_to_end}: bind it as the run was, or choose "
+        "another output_dir")
 
 
 def row_numbers(data: EmbeddingSet) -> EmbeddingSet:

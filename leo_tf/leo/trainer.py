@@ -35,7 +35,7 @@ from leo_tf import checkpoints
 from leo_tf.data.embeddings import EmbeddingSet
 from leo_tf.data.episodes import EpisodeSampler, VariableEpisodes, fold_seed
 from leo_tf.leo.config import ConfigError, LEOConfig, TrainConfig
-from leo_tf.leo.end_to_end import EndToEnd, row_numbers
+from leo_tf.leo.end_to_end import EndToEnd, check_end_to_end, row_numbers
 from leo_tf.leo.evaluation import EvalResult, evaluate, predictor
 from leo_tf.leo.model import LEO, build_leo, task_losses
 from leo_tf.leo import weights
@@ -266,7 +266,8 @@ class MetaTrainer:
     path = checkpoints.restore_latest(  # the chief's checkpoints, on every worker
         self.checkpoint, self.run.checkpoints("latest"),
         self.latest if self.chief else None,
-        verify=lambda p: weights.check_compatible(p, variables, self.model.dim),
+        verify=lambda p: (weights.check_compatible(p, variables, self.model.dim),
+                          check_end_to_end(p, self.end_to_end is not None)),
         log=self.log)
     if self.chief:
       self._best_record.recover(self.best.latest_checkpoint)
