@@ -195,8 +195,7 @@ class MetaTrainer:
   @property
   def variables(self):
     """What the outer step trains: LEO's variables, then the backbone's (end-to-end)."""
-    backbone = self.end_to_end.variables if self.end_to_end else []
-    return self.model.trainable_variables + backbone
+    return self.model.trainable_variables + (self.end_to_end.variables if self.end_to_end else [])
 
   def _forward(self, batch, seed):
     if self.end_to_end:  # sampled rows to their images' features, per group: in parallel
