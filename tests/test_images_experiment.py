@@ -18,6 +18,7 @@ import re
 import time
 from unittest import mock
 
+import numpy as np
 import pytest
 
 from _tiny_images import write_tiny_folder
@@ -116,6 +117,16 @@ def test_a_second_run_reuses_every_stage(runs):
   assert "[stage]" not in again and "[data] images_my_pictures_" in again  # files reused
   assert "[train] already at step 2 >= 2; nothing to do" in again
   assert "| Nearest class mean |" in again
+
+
+def test_the_runs_classifier_takes_pictures_through_the_folders_backbone(runs):
+  from leo_tf.serving.classifier import FewShotClassifier  # pylint: disable=import-outside-toplevel
+  run = runs["class_folders"]["base"] / "run"
+  classifier = FewShotClassifier(str(run))
+  pictures = np.random.default_rng(0).integers(0, 256, (10, 48, 48, 3), dtype=np.uint8)
+  labels = np.array(["a", "b", "c", "d", "e"] * 2)
+  predicted = classifier.fit(pictures, labels).predict(pictures)
+  assert predicted.shape == (10,) and set(predicted) <= set(labels)
 
 
 def test_images_root_is_the_one_binding_to_give():

@@ -81,6 +81,7 @@ class FewShotClassifier:
     the run's embeddings were built with (an end-to-end run's is loaded here)."""
     # pylint: disable=import-outside-toplevel
     from leo_tf import saved_config
+    from leo_tf.backbone import pipeline
     from leo_tf.backbone.pretrain import BACKBONE_FILE
     from leo_tf.leo.run import open_run
     run = open_run(self.path, which, log=lambda _: None)
@@ -94,8 +95,8 @@ class FewShotClassifier:
     if run.configs.end_to_end.enabled:  # the backbone it meta-trained, not the pre-trained
       self._backbone = export.meta_trained_backbone(run)
       return None
-    source = run.source
-    found = os.path.join(source.root, source.dataset, "backbone", BACKBONE_FILE)
+    source = run.source  # an image folder's embeddings live in their own folder
+    found = os.path.join(pipeline.default_model_dir(source.root, source.folder), BACKBONE_FILE)
     return found if source.builder is not None and os.path.isfile(found) else None
 
   # ------------------------------------------------------------------ inputs
