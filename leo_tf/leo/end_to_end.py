@@ -114,6 +114,13 @@ def check_end_to_end(path: str, end_to_end: bool) -> None:
         "another output_dir")
 
 
+def restore_backbone(backbone: keras.Model, checkpoint: str) -> keras.Model:
+  """``backbone`` with the weights an end-to-end checkpoint holds for it, every one."""
+  tf.train.Checkpoint(**{BACKBONE_VARIABLES: backbone_variables(backbone)}).restore(
+      checkpoint).assert_existing_objects_matched().expect_partial()
+  return backbone
+
+
 def row_numbers(data: EmbeddingSet) -> EmbeddingSet:
   """``data`` with its row numbers [n, 1] as the embeddings: an EpisodeSampler of it
   samples the examples a sampler of ``data`` samples, as row numbers (exact in float32
@@ -227,10 +234,7 @@ class EndToEnd:
              log: Callable[[str], None] = print) -> EmbeddingSource:
     """Saves the backbone of ``run``'s ``which`` checkpoints as ``RunDir.backbone`` and
     its embeddings of every split under ``RunDir.embeddings``; returns their source."""
-    path = run.newest(which)
-    status = tf.train.Checkpoint(
-        **{BACKBONE_VARIABLES: backbone_variables(self.backbone)}).restore(path)
-    status.assert_existing_objects_matched().expect_partial()
+    restore_backbone(self.backbone, run.newest(which))
     with files.atomic_path(run.backbone, run.backbone[:-len(".keras")] + ".tmp.keras") as tmp:
       self.backbone.save(tmp)
     target = self.config.source_of(source, run)

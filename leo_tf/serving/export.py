@@ -187,11 +187,8 @@ def meta_trained_backbone(run) -> keras.Model:
   saved as ``RunDir.backbone`` (the tested checkpoint's, written after training) with
   the weights of ``run.checkpoint``, which ``--which`` may make another one."""
   # pylint: disable=import-outside-toplevel
-  from leo_tf.leo.end_to_end import BACKBONE_VARIABLES, backbone_variables
-  backbone = load_backbone(run.directory.backbone)
-  restore = tf.train.Checkpoint(**{BACKBONE_VARIABLES: backbone_variables(backbone)})
-  restore.restore(run.checkpoint).assert_existing_objects_matched().expect_partial()
-  return backbone
+  from leo_tf.leo.end_to_end import restore_backbone
+  return restore_backbone(load_backbone(run.directory.backbone), run.checkpoint)
 
 
 def export_checkpoint(checkpoint_dir: str, export_base: str, version: Optional[int] = None,
