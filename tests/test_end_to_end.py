@@ -288,6 +288,7 @@ def _checkpoint_values(run: str, step: int):
           if not k.startswith(("save_counter", "_CHECKPOINTABLE_OBJECT_GRAPH"))}
 
 
+@pytest.mark.slow  # five leo-train processes, ~90 s on 2 cores
 def test_a_killed_run_resumes_to_the_uninterrupted_runs_weights_bit_for_bit(trained):
   # Not the run that built the data: pre-training started TF with its default thread
   # pools, and multi-threaded convolutions round differently (runtime/threads.py).
