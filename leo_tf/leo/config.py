@@ -212,7 +212,7 @@ class TrainConfig:
   # pool runs side by side (runtime/threads.py): one chain per core on CPU. The loss is the
   # same; each group draws its own noise (docs/performance.md).
   task_groups: int = 2
-  # Process-wide op determinism (runtime.seeds.deterministic_ops): needed for bit-identical
+  # tf.config.experimental.enable_op_determinism(), process-wide: needed for bit-identical
   # runs on GPU; on CPU our ops are deterministic already (docs/reliability.md has the cost).
   deterministic_ops: bool = False
   # A leo-train run whose LEO weights (its best checkpoint, else its latest) start this

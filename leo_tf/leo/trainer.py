@@ -39,7 +39,7 @@ from leo_tf.leo.end_to_end import EndToEnd, check_end_to_end, row_numbers
 from leo_tf.leo.evaluation import EvalResult, evaluate, predictor
 from leo_tf.leo.model import LEO, build_leo, task_losses
 from leo_tf.leo import weights
-from leo_tf.runtime import seeds, strategy as strategy_lib
+from leo_tf.runtime import strategy as strategy_lib
 from leo_tf.runtime.rundir import RunDir
 
 
@@ -86,8 +86,8 @@ class MetaTrainer:
     the best so far, checkpointed (leo-tune reports it to keras-tuner). ``episodes``:
     variable episodes for meta-training and/or validation (its ``uses``). ``end_to_end``:
     the backbone learns too; the data are then the frozen embeddings of its images."""
-    if config.deterministic_ops:
-      seeds.deterministic_ops()
+    if config.deterministic_ops:  # process-wide (docs/reliability.md)
+      tf.config.experimental.enable_op_determinism()
     self.model_config = model_config
     self.on_step = on_step
     self.on_validation = on_validation
@@ -110,7 +110,7 @@ class MetaTrainer:
         data, model_config, config.val_num_queries, episodes, "val")
     self.val_data = val_data
     self.val_sampler = self._val_sampler(val_data) if val_data is not None else None
-    seeds.seed_everything(config.seed)  # the same seed, the same initial weights
+    keras.utils.set_random_seed(config.seed)  # Python's RNG too: Keras's initialisers use it
     with self.strategy.scope():
       self.model = build_leo(model_config, train_data.dim)
       self.model.input_gradients = end_to_end is not None

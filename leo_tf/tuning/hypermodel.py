@@ -34,7 +34,7 @@ from leo_tf.leo.config import ConfigError
 from leo_tf.leo.model import build_leo
 from leo_tf.leo.run import RunConfigs
 from leo_tf.leo.trainer import MetaTrainer, TrainingDivergedError
-from leo_tf.runtime import files, seeds
+from leo_tf.runtime import files
 from leo_tf.runtime.rundir import RunDir
 from leo_tf.runtime.threads import Threads
 from leo_tf.tuning.space import OBJECTIVE, SearchSpace, SearchSpaceError, TuneConfig
@@ -140,7 +140,7 @@ class LEOHyperModel(kt.HyperModel):
                initial_epoch, log_file) -> MetaTrainer:
     every = self.setup.tune.validate_every
     # The same initial weights for every trial: differences come from the values tried.
-    seeds.seed_everything(train_config.seed)
+    keras.utils.set_random_seed(train_config.seed)  # as MetaTrainer seeds it
 
     def on_validation(step: int, result):
       epoch = initial_epoch + math.ceil(step / every) - 1
