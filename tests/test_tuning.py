@@ -85,7 +85,7 @@ def tiny_search(tmp_path_factory):
     epochs.append((trial.trial_id, epoch, dict(logs)))
 
   mp = pytest.MonkeyPatch()
-  mp.setattr(search.RandomTuner, "on_epoch_end", on_epoch_end, raising=False)
+  mp.setattr(search.TUNER_CLASSES["random"], "on_epoch_end", on_epoch_end, raising=False)
   with pytest.raises(Interrupt):
     search.run_search(setup_for(paths, out, tuner="random", max_trials=3),
                       log=logs["first"].append)

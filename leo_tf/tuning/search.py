@@ -73,16 +73,10 @@ class _ProgressMixin:
              f"{values}")
 
 
-class RandomTuner(_ProgressMixin, kt.RandomSearch):
-  pass
-
-
-class BayesianTuner(_ProgressMixin, kt.BayesianOptimization):
-  pass
-
-
-class HyperbandTuner(_ProgressMixin, kt.Hyperband):
-  pass
+# TuneConfig.tuner -> keras-tuner's tuner of that kind, with the progress lines.
+TUNER_CLASSES = {name: type(f"LEO{base.__name__}", (_ProgressMixin, base), {}) for name, base in (
+    ("random", kt.RandomSearch), ("bayesian", kt.BayesianOptimization),
+    ("hyperband", kt.Hyperband))}
 
 
 def make_tuner(setup: TrialSetup, hypermodel: LEOHyperModel, overwrite: bool,
@@ -91,12 +85,9 @@ def make_tuner(setup: TrialSetup, hypermodel: LEOHyperModel, overwrite: bool,
   common = dict(hypermodel=hypermodel, objective=kt.Objective(OBJECTIVE, "max"),
                 directory=tune.output_dir, project_name=PROJECT, overwrite=overwrite,
                 seed=tune.seed)
-  if tune.tuner == "hyperband":
-    tuner = HyperbandTuner(max_epochs=tune.max_epochs, factor=tune.hyperband_factor,
-                           **common)
-  else:
-    tuner = dict(random=RandomTuner, bayesian=BayesianTuner)[tune.tuner](
-        max_trials=tune.max_trials, **common)
+  budget = (dict(max_epochs=tune.max_epochs, factor=tune.hyperband_factor)
+            if tune.tuner == "hyperband" else dict(max_trials=tune.max_trials))
+  tuner = TUNER_CLASSES[tune.tuner](**budget, **common)
   # Hyperband has no cap of its own; a resumed search may be given more trials.
   tuner.oracle.max_trials = tune.max_trials
   tuner.log = log
