@@ -5,6 +5,7 @@ the weights of the checkpoint exported; leo-eval --compare meta-trains its ablat
 those embeddings too."""
 
 import contextlib
+import dataclasses
 import io
 import os
 import shutil
@@ -21,7 +22,7 @@ from leo_tf.analysis import compare
 from leo_tf.backbone import inputs
 from leo_tf.analysis.compare_config import CompareConfig
 from leo_tf.data import images as images_lib
-from leo_tf.leo.end_to_end import BACKBONE_VARIABLES
+from leo_tf.leo.end_to_end import BACKBONE_VARIABLES, write_embeddings
 from leo_tf.leo.run import open_run
 from leo_tf.runtime.rundir import RunDir
 from leo_tf.serving import export
@@ -116,9 +117,10 @@ def test_export_serves_images_through_the_meta_trained_backbone(e2e_run, tmp_pat
   assert np.abs(served(features) - on_images).max() > 50 * 2e-5
 
 
-def test_the_exported_backbone_is_the_exported_checkpoints(e2e_run, tmp_path):
-  """RunDir.backbone holds the tested checkpoint's backbone; --which may export another,
-  whose own backbone weights must come with it: here the file's are made wrong."""
+def test_another_checkpoint_gets_its_own_backbone_and_embeddings(e2e_run, tmp_path):
+  """RunDir.backbone and RunDir.embeddings are the tested checkpoint's; --which may open
+  another, whose own backbone weights must come with it (export, the classifier) and
+  whose embeddings are extracted anew (leo-eval): here the file's weights are made wrong."""
   import keras
   run_dir = tmp_path / "run"
   shutil.copytree(e2e_run["out"], run_dir)
@@ -128,12 +130,29 @@ def test_the_exported_backbone_is_the_exported_checkpoints(e2e_run, tmp_path):
     v.assign(v + 1.0)
   os.remove(run.backbone)
   saved.save(run.backbone)
-  backbone = export.meta_trained_backbone(open_run(run, log=lambda _: None))
+  with gin_config.scoped(saved_config.saved_files(run)):  # its embeddings made wrong too
+    write_embeddings(saved, images_lib.image_source,
+                     dataclasses.replace(open_run(run).configs.source, root=run.embeddings))
+  log = []
+  opened = open_run(run, log=log.append)
+  backbone = opened.backbone()
   reader = tf.train.load_checkpoint(run.newest("best"))
   for v in backbone.weights:
     # Checkpoint keys escape the '.' of backbone_variables' names as '..'.
     key = f"{BACKBONE_VARIABLES}/{v.path.replace('/', '..')}/.ATTRIBUTES/VARIABLE_VALUE"
     np.testing.assert_array_equal(v.numpy(), reader.get_tensor(key), err_msg=v.path)
+  # The run's embeddings/ are the wrong backbone's now: the checkpoint's are extracted,
+  # and they are those the run was tested on.
+  theirs = open_run(e2e_run["out"], log=lambda _: None).load("test")
+  ours = opened.load("test")
+  assert opened.source.root != run.embeddings and "is not of the best checkpoint" in log[-1]
+  assert ours.keys.tolist() == theirs.keys.tolist()
+  np.testing.assert_allclose(ours.embeddings, theirs.embeddings, atol=1e-6)
+  # A run killed before it wrote them extracts them from the pre-trained backbone + weights.
+  shutil.rmtree(run.embeddings)
+  os.remove(run.backbone)
+  killed = open_run(run, log=lambda _: None).load("test")
+  np.testing.assert_allclose(killed.embeddings, theirs.embeddings, atol=1e-6)
 
 
 def test_few_shot_classifier_takes_images_through_the_meta_trained_backbone(e2e_run):

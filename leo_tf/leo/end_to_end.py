@@ -121,6 +121,14 @@ def restore_backbone(backbone: keras.Model, checkpoint: str) -> keras.Model:
   return backbone
 
 
+def write_embeddings(backbone: keras.Model, image_source: Callable[[str], object],
+                     target: EmbeddingSource) -> None:
+  """``backbone``'s embeddings of every split's images, where ``target`` reads them."""
+  for split in SPLITS:
+    embed.write_split(backbone, image_source(split), target.root, target.folder, target.crop,
+                      split)
+
+
 def row_numbers(data: EmbeddingSet) -> EmbeddingSet:
   """``data`` with its row numbers [n, 1] as the embeddings: an EpisodeSampler of it
   samples the examples a sampler of ``data`` samples, as row numbers (exact in float32
@@ -238,9 +246,7 @@ class EndToEnd:
     with files.atomic_path(run.backbone, run.backbone[:-len(".keras")] + ".tmp.keras") as tmp:
       self.backbone.save(tmp)
     target = self.config.source_of(source, run)
-    for split in SPLITS:
-      embed.write_split(self.backbone, self.config.image_source(split), target.root,
-                        target.folder, target.crop, split)
+    write_embeddings(self.backbone, self.config.image_source, target)
     log(f"[end-to-end] the {which} checkpoint's backbone: {run.backbone}; its embeddings "
         f"of {', '.join(SPLITS)} under {os.path.join(target.root, target.folder)}")
     return target

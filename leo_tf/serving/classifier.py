@@ -85,7 +85,7 @@ class FewShotClassifier:
     from leo_tf.backbone.pretrain import BACKBONE_FILE
     from leo_tf.leo.run import open_run
     run = open_run(self.path, which, log=lambda _: None)
-    self.n_features_in_, self._normalize = run.dim, run.source.l2_normalize
+    self.n_features_in_, self._normalize = run.dim, run.configs.source.l2_normalize
     self.limits = saved_config.read_saved(run.directory, graph.ServingLimits)
     self._adapt = tf.function(graph.adapt_endpoint(run.model, self._normalize, self.limits),
                               input_signature=[tf.TensorSpec([None, run.dim], tf.float32),
@@ -93,7 +93,7 @@ class FewShotClassifier:
     if backbone:
       return backbone
     if run.configs.end_to_end.enabled:  # the backbone it meta-trained, not the pre-trained
-      self._backbone = export.meta_trained_backbone(run)
+      self._backbone = run.backbone()
       return None
     source = run.source  # an image folder's embeddings live in their own folder
     found = os.path.join(pipeline.default_model_dir(source.root, source.folder), BACKBONE_FILE)

@@ -182,22 +182,13 @@ def load_backbone(path: str) -> keras.Model:
                       f"({type(error).__name__}: {str(error).splitlines()[0]})") from None
 
 
-def meta_trained_backbone(run) -> keras.Model:
-  """An end-to-end run's backbone as of the checkpoint ``run`` was opened at: the model
-  saved as ``RunDir.backbone`` (the tested checkpoint's, written after training) with
-  the weights of ``run.checkpoint``, which ``--which`` may make another one."""
-  # pylint: disable=import-outside-toplevel
-  from leo_tf.leo.end_to_end import restore_backbone
-  return restore_backbone(load_backbone(run.directory.backbone), run.checkpoint)
-
-
 def export_checkpoint(checkpoint_dir: str, export_base: str, version: Optional[int] = None,
                       which: str = "best", backbone_path: Optional[str] = None,
                       bindings=(), log: Callable[[str], None] = print) -> str:
   """leo-export: the run's checkpoint and saved gin config -> ``<export_base>/<version>``.
 
   ``backbone_path`` adds the classify_images signature; an end-to-end run has it by
-  default, with the backbone it meta-trained (``meta_trained_backbone``).
+  default, with the backbone it meta-trained (``Run.backbone``).
 
   The saved config (plus ``bindings``) gives the test-time values: inner_steps_test,
   finetune_steps_test, and EmbeddingSource.l2_normalize for the in-graph normalisation;
@@ -212,14 +203,15 @@ def export_checkpoint(checkpoint_dir: str, export_base: str, version: Optional[i
   run = open_run(checkpoint_dir, which, bindings, log=log)
   outputs.writable_directory(export_base, "--export_base")
   version = version or next_version(export_base)  # (0 was refused above)
-  model, config, dim, normalize = run.model, run.configs.model, run.dim, run.source.l2_normalize
+  model, config, dim = run.model, run.configs.model, run.dim
+  normalize = run.configs.source.l2_normalize  # (run.source may extract embeddings)
   backbone, preprocess = None, None
   if backbone_path:
     backbone = load_backbone(backbone_path)
   elif run.configs.end_to_end.enabled:
     # The backbone meta-trained with LEO, whose features the model was trained and
     # tested on; the pre-trained one it started from would give other features.
-    backbone, backbone_path = meta_trained_backbone(run), run.directory.backbone
+    backbone, backbone_path = run.backbone(), run.directory.backbone
   if backbone is not None:
     from leo_tf.backbone import inputs  # pylint: disable=import-outside-toplevel
     preprocess = inputs.preprocess
