@@ -8,6 +8,7 @@ import sys
 
 import gin
 import pytest
+import tensorflow as tf
 
 from leo_tf.backbone import pretrain, wrn
 from _tiny_images import tiny_split
@@ -44,13 +45,13 @@ def test_loss_goes_down_and_outputs_are_written(tmp_path):
 
 
 def test_resume_after_interruption_continues_from_saved_step(tmp_path, monkeypatch):
-  saved = []
+  saved, save = [], tf.train.CheckpointManager.save
 
-  def save_then_die(manager, step):
-    saved.append(manager.save(checkpoint_number=step))
+  def save_then_die(manager, checkpoint_number=None):
+    saved.append(save(manager, checkpoint_number=checkpoint_number))
     raise KeyboardInterrupt  # the process is killed right after the first checkpoint
 
-  monkeypatch.setattr(pretrain, "_save_checkpoint", save_then_die)
+  monkeypatch.setattr(tf.train.CheckpointManager, "save", save_then_die)
   with pytest.raises(KeyboardInterrupt):
     pretrain.pretrain(tiny_split(), str(tmp_path), config=_config(), backbone_fn=TINY_WRN,
                       log=lambda _: None)

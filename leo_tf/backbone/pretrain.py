@@ -81,10 +81,6 @@ def total_steps(config: PretrainConfig, num_train_examples: int) -> int:
   return max(1, int(math.ceil(config.epochs * num_train_examples / config.batch_size)))
 
 
-def _save_checkpoint(manager: tf.train.CheckpointManager, step: int) -> str:
-  return manager.save(checkpoint_number=step)
-
-
 def _write_operative_config(run: RunDir) -> None:
   # The operative config lists only what was used; the full one lets a resume re-parse.
   gin_config.save_config(run.operative_config, operative=True)
@@ -246,7 +242,7 @@ def pretrain(train_split, model_dir: str,
       if held_out is not None:
         log(f"{tag}step {step} held-out accuracy {held_out:.3f}")
     if step % config.checkpoint_every < n or step == num_steps:
-      _save_checkpoint(manager, step)
+      manager.save(checkpoint_number=step)
   trained = (step - initial_step) * config.batch_size
   if trained:
     log(f"{tag}trained {step - initial_step} steps ({trained:,} examples) in "
