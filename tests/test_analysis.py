@@ -117,7 +117,7 @@ def test_fit_temperature_recovers_the_calibrated_scale():
   logits[0, 1, 1] = [0.0, math.log(3.0)]  # class 1 query: right
   logits[0, 1, 0] = [math.log(3.0), 0.0]  # class 1 query: wrong
   # queries of class 0 (both right) and class 1 (one right, one wrong): 3 of 4 right.
-  assert baselines.fit_temperature([logits], [mask]) == pytest.approx(1.0)
+  assert baselines.fit_temperature(logits, mask) == pytest.approx(1.0)
 
 
 # ------------------------------------------------------------------ ensembles

@@ -14,8 +14,6 @@ classes get masks.LOGIT_PADDING); every function returns query logits [B, N, Q, 
   sklearn fit would take minutes.
 """
 
-from typing import Iterable
-
 import numpy as np
 import tensorflow as tf
 
@@ -92,19 +90,12 @@ def logistic_regression_logits(support: tf.Tensor, query: tf.Tensor, c: float = 
   return logits + SupportMask(support_mask).logit_bias[:, None, None, :]
 
 
-def fit_temperature(logits: Iterable[np.ndarray], masks: Iterable[np.ndarray],
+def fit_temperature(logits: np.ndarray, mask: np.ndarray,
                     grid=np.logspace(-3, 2, 101)) -> float:
-  """The temperature on ``grid`` minimising the query NLL of logits [B, N, Q, N]."""
-  logits = [np.asarray(l, np.float64) for l in logits]
-  masks = [np.asarray(m, np.float64) for m in masks]
-  count = sum(float(m.sum()) for m in masks)
-  best, best_nll = float(grid[0]), np.inf
-  for t in grid:
-    total = 0.0
-    for l, m in zip(logits, masks):
-      # Query [b, n, q] is of class n: its true logit is l[b, n, q, n].
-      nll = np.logaddexp.reduce(l / t, axis=-1) - np.einsum("bnqn->bnq", l) / t
-      total += float((nll * m).sum())
-    if total / count < best_nll:
-      best, best_nll = float(t), total / count
-  return best
+  """The temperature on ``grid`` minimising the NLL of the queries ``mask`` [B, N, Q]
+  marks, of logits [B, N, Q, N] (the first such temperature if several tie)."""
+  logits, mask = np.asarray(logits, np.float64), np.asarray(mask, np.float64)
+  true = np.einsum("bnqn->bnq", logits)  # query [b, n, q] is of class n
+  nll = [float(((np.logaddexp.reduce(logits / t, axis=-1) - true / t) * mask).sum())
+         for t in grid]
+  return float(grid[int(np.argmin(nll))])

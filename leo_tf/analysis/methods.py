@@ -101,14 +101,9 @@ def logreg_predict(c: float, steps: int) -> Predict:
 def fit_ncm_temperature(val_sampler: EpisodeSampler, num_episodes: int, batch_size: int,
                         seed: int) -> float:
   """NLL-optimal temperature of the NCM distances on validation episodes."""
-  logits, masks = [], []
-
-  def each(out, _):
-    logits.append(out["logits"])
-    masks.append(out["mask"])
-  run_episodes(_scored(ncm_predict(1.0)), val_sampler, num_episodes, batch_size, seed,
-               keep=(), each=each)
-  return baselines.fit_temperature(logits, masks)
+  out = run_episodes(_scored(ncm_predict(1.0)), val_sampler, num_episodes, batch_size, seed,
+                     keep=("logits", "mask"))
+  return baselines.fit_temperature(out["logits"], out["mask"])
 
 
 def fit_logreg_c(val_sampler: EpisodeSampler, grid: Sequence[float], steps: int,
