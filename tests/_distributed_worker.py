@@ -3,9 +3,12 @@
   python tests/_distributed_worker.py mirrored <model_dir>
   python tests/_distributed_worker.py leo_mirrored <model_dir>   (LEO meta-training)
   python tests/_distributed_worker.py e2e_mirrored <dir>   (end-to-end LEO: 2 replicas vs 1)
+  python tests/_distributed_worker.py e2e_prepare <dir>   (the tiny end-to-end inputs)
   TF_CONFIG=... python tests/_distributed_worker.py multi_worker <model_dir>
   TF_CONFIG=... python tests/_distributed_worker.py leo_multi_worker <output_dir> <root>
       (run_experiment on the embeddings under <root>; LEO_TEST_STEP_DELAY slows steps)
+  TF_CONFIG=... python tests/_distributed_worker.py e2e_multi_worker <output_dir> <dir>
+      (run_experiment, end-to-end, from what e2e_prepare wrote into <dir>)
 
 Splitting the CPU into logical devices must happen before TensorFlow runs any op,
 which is why this is a separate process. Prints one JSON line starting 'RESULT '.
@@ -22,8 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def main(kind: str, model_dir: str, *args) -> None:
-  if kind == "leo_multi_worker":
-    multi_worker_meta_train(model_dir, *args)
+  if kind in MODES:
+    MODES[kind](model_dir, *args)
     return
   if kind in ("mirrored", "leo_mirrored", "e2e_mirrored"):
     cpu = tf.config.list_physical_devices("CPU")[0]
@@ -79,17 +82,44 @@ def meta_train(model_dir: str) -> None:
   }), flush=True)
 
 
+def tiny_end_to_end(directory: str):
+  """The EmbeddingSource and EndToEndConfig of the tiny end-to-end inputs in
+  ``directory`` (written by write_tiny_end_to_end)."""
+  from _tiny_images import tiny_source  # pylint: disable=g-import-not-at-top
+  from leo_tf.data.source import EmbeddingSource
+  from leo_tf.leo.end_to_end import EndToEndConfig
+  return (EmbeddingSource(root=os.path.join(directory, "embeddings"), dataset="tiny"),
+          EndToEndConfig(enabled=True, backbone=os.path.join(directory, "b.keras"),
+                         image_source=tiny_source, learning_rate=1e-3))
+
+
+def write_tiny_end_to_end(directory: str):
+  """A tiny WRN's embeddings of every split of tiny_source, and that WRN, into
+  ``directory``: what end-to-end LEO starts from. Returns the WRN."""
+  from _tiny_images import tiny_source  # pylint: disable=g-import-not-at-top
+  from leo_tf.backbone import embed, wrn
+  source, config = tiny_end_to_end(directory)
+  backbone = wrn.build_wrn(depth=10, width=1, input_shape=(None, None, 1))
+  for split in ("train", "val", "test"):
+    embed.write_split(backbone, tiny_source(split), source.root, source.folder, source.crop,
+                      split)
+  backbone.save(config.backbone)
+  return backbone
+
+
+def largest_change(before, after) -> float:
+  """The largest absolute difference between two lists of weights."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  return max(float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in zip(before, after))
+
+
 def end_to_end_on_two_replicas(directory: str) -> None:
   """End-to-end LEO for three steps on two replicas, and on one device given the two
   replicas' episodes as one meta-batch (deterministic LEO: no noise to tell them apart).
   Prints the largest difference of any weight, and how far the backbone moved."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from _tiny_images import tiny_source
-  from helpers import tiny_leo, tiny_train
-  from leo_tf.backbone import embed, wrn
+  from helpers import tiny_leo, tiny_train  # pylint: disable=g-import-not-at-top
   from leo_tf.data.episodes import fold_seed
-  from leo_tf.data.source import EmbeddingSource
-  from leo_tf.leo.end_to_end import EndToEnd, EndToEndConfig
+  from leo_tf.leo.end_to_end import EndToEnd
   from leo_tf.leo.trainer import MetaTrainer
 
   class OneDevice(MetaTrainer):
@@ -99,15 +129,9 @@ def end_to_end_on_two_replicas(directory: str) -> None:
                                                           step)) for r in (0, 1)]
       return {k: tf.concat([p[k] for p in parts], 0) for k in parts[0]}
 
-  backbone = wrn.build_wrn(depth=10, width=1, input_shape=(None, None, 1))
-  root, path = os.path.join(directory, "embeddings"), os.path.join(directory, "b.keras")
-  for split in ("train", "val", "test"):
-    embed.write_split(backbone, tiny_source(split), root, "tiny", "center", split)
-  backbone.save(path)
-  source = EmbeddingSource(root=root, dataset="tiny")
+  backbone = write_tiny_end_to_end(directory)
+  source, config = tiny_end_to_end(directory)
   splits = source.load_all()
-  config = EndToEndConfig(enabled=True, backbone=path, image_source=tiny_source,
-                          learning_rate=1e-3)
   weights = {}
   for name, strategy, kind in (
       ("two", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), MetaTrainer),
@@ -123,24 +147,20 @@ def end_to_end_on_two_replicas(directory: str) -> None:
   leo = len(trainer.model.trainable_variables)
   print("RESULT " + json.dumps({
       "replicas": replicas,
-      "max_difference": max(float(np.abs(a - b).max())
-                            for a, b in zip(weights["two"], weights["one"])),
-      "backbone_moved": max(float(np.abs(a - b.numpy()).max())
-                            for a, b in zip(weights["one"][leo:], backbone.trainable_weights)),
+      "max_difference": largest_change(weights["two"], weights["one"]),
+      "backbone_moved": largest_change(weights["one"][leo:], backbone.trainable_weights),
   }), flush=True)
 
 
-def multi_worker_meta_train(output_dir: str, root: str) -> None:
-  """leo-train's run_experiment under MultiWorkerMirroredStrategy (TF_CONFIG). Prints a
-  'STEP <n> <query loss>' line per step and the RESULT with a digest of the weights."""
-  import hashlib  # pylint: disable=g-import-not-at-top
+def run_multi_worker(output_dir: str, model, train, source, log, **configs):
+  """leo-train's run_experiment under MultiWorkerMirroredStrategy (TF_CONFIG), printing a
+  'STEP <n> <query loss>' line per step (LEO_TEST_STEP_DELAY seconds apart). ``configs``:
+  more RunConfigs fields. Returns the trainer, whose ``trained`` holds every weight of
+  LEO and of an end-to-end backbone as training left them (before the chief's test)."""
   import time  # pylint: disable=g-import-not-at-top
-  from helpers import TINY_5WAY, tiny_leo  # pylint: disable=g-import-not-at-top
-  from leo_tf.data.source import EmbeddingSource
   from leo_tf.leo import experiment
   from leo_tf.leo.evaluation import EvalConfig
   from leo_tf.leo.run import RunConfigs
-  from leo_tf.leo.config import TrainConfig
   from leo_tf.leo.trainer import MetaTrainer
   from leo_tf.runtime.threads import Threads
 
@@ -158,25 +178,69 @@ def multi_worker_meta_train(output_dir: str, root: str) -> None:
       print(f"STEP {int(self.step.numpy())} {metrics['query_loss']!r}", flush=True)
       return metrics
 
+    def train(self, start=None):
+      model = super().train(start)
+      # The chief's test then loads the best checkpoint's backbone into this one.
+      self.trained = [v.numpy() for v in self.model.weights + (
+          self.end_to_end.backbone.weights if self.end_to_end else [])]
+      return model
+
   experiment.MetaTrainer = Recording
-  configs = RunConfigs(
-      tiny_leo(**TINY_5WAY),
-      TrainConfig(num_steps=120, meta_batch_size=8, num_queries=3, outer_lr=3e-3,
-                  log_every=10, validate_every=30, checkpoint_every=10,
-                  num_val_episodes=40, val_batch_size=20, val_num_queries=3),
-      EvalConfig(num_episodes=40, num_queries=3),
-      EmbeddingSource(root=root, dataset="synthetic"), Threads(),
-      (("kind", "multi_worker"),))
+  experiment.run_experiment(
+      RunConfigs(model, train, EvalConfig(num_episodes=40, num_queries=3), source, Threads(),
+                 (("kind", "multi_worker"),), **configs), output_dir, log=log)
+  trainer, = trainers
+  return trainer
+
+
+def digest(arrays) -> str:
+  import hashlib  # pylint: disable=g-import-not-at-top
+  return hashlib.sha256(b"".join(a.tobytes() for a in arrays)).hexdigest()
+
+
+def multi_worker_meta_train(output_dir: str, root: str) -> None:
+  """run_multi_worker on the synthetic embeddings under ``root``. Prints the RESULT with a
+  digest of the weights and the lines saying where training resumed."""
+  from helpers import TINY_5WAY, tiny_leo  # pylint: disable=g-import-not-at-top
+  from leo_tf.data.source import EmbeddingSource
+  from leo_tf.leo.config import TrainConfig
+
   resumed = []
   log = lambda line: (print(line, flush=True),
                       resumed.append(line) if "resumed from" in line else None)
-  experiment.run_experiment(configs, output_dir, log=log)
-  trainer, = trainers
-  digest = hashlib.sha256(b"".join(v.numpy().tobytes() for v in trainer.model.weights))
+  trainer = run_multi_worker(
+      output_dir, tiny_leo(**TINY_5WAY),
+      TrainConfig(num_steps=120, meta_batch_size=8, num_queries=3, outer_lr=3e-3,
+                  log_every=10, validate_every=30, checkpoint_every=10,
+                  num_val_episodes=40, val_batch_size=20, val_num_queries=3),
+      EmbeddingSource(root=root, dataset="synthetic"), log)
   print("RESULT " + json.dumps({
       "chief": trainer.chief, "replicas": trainer.strategy.num_replicas_in_sync,
-      "final_step": int(trainer.step.numpy()), "weights": digest.hexdigest(),
+      "final_step": int(trainer.step.numpy()), "weights": digest(trainer.trained),
       "resumed": resumed}), flush=True)
+
+
+def end_to_end_multi_worker(output_dir: str, directory: str) -> None:
+  """run_multi_worker end-to-end from the tiny inputs in ``directory``: 6 steps, a
+  validation and checkpoint at 3 and 6. Prints the RESULT with a digest of every weight
+  (LEO's and the backbone's) and how far the backbone moved from its file."""
+  import keras  # pylint: disable=g-import-not-at-top
+  from helpers import tiny_leo, tiny_train
+  source, config = tiny_end_to_end(directory)
+  trainer = run_multi_worker(
+      output_dir, tiny_leo(),
+      tiny_train(6, meta_batch_size=4, validate_every=3, checkpoint_every=3, log_every=3),
+      source, lambda line: print(line, flush=True), end_to_end=config)
+  start = keras.saving.load_model(config.backbone, compile=False).weights
+  leo = len(trainer.model.weights)  # then the backbone's, in the same order
+  print("RESULT " + json.dumps({
+      "chief": trainer.chief, "replicas": trainer.strategy.num_replicas_in_sync,
+      "final_step": int(trainer.step.numpy()), "weights": digest(trainer.trained),
+      "backbone_moved": largest_change(trainer.trained[leo:], start)}), flush=True)
+
+
+MODES = {"leo_multi_worker": multi_worker_meta_train, "e2e_prepare": write_tiny_end_to_end,
+         "e2e_multi_worker": end_to_end_multi_worker}
 
 
 if __name__ == "__main__":

@@ -145,3 +145,28 @@ def test_leo_multi_worker_chief_writes_resumes_after_both_die(tmp_path):
   assert len(events) == 2 and {os.path.basename(e).split(".")[-3] for e in events} == pids
   assert "[result]" in outputs[0] and "[result]" not in outputs[1]
   assert "[worker_1] the chief evaluates the test split" in outputs[1]
+
+
+def test_end_to_end_multi_worker_chief_writes_the_run_and_its_backbone(tmp_path):
+  """End-to-end LEO through run_experiment on two worker processes (6 steps, validation
+  and a checkpoint at 3 and 6): both end with the same weights, the backbone's included;
+  only the chief writes the run, its backbone and embeddings, and tests."""
+  inputs, run = tmp_path / "inputs", tmp_path / "run"
+  wait_all([_start("e2e_prepare", inputs)], TIMEOUT)  # one backbone file for both workers
+  procs = [_start("e2e_multi_worker", run, c, [inputs]) for c in _tf_configs(2)]
+  outputs = []
+  chief, worker = _finish(procs, outputs)
+  assert (chief["chief"], worker["chief"]) == (True, False)
+  assert chief["replicas"] == worker["replicas"] == 2
+  assert chief["final_step"] == worker["final_step"] == 6
+  assert chief["weights"] == worker["weights"]  # LEO's and the backbone's
+  assert chief["backbone_moved"] == worker["backbone_moved"] > 0
+  # The chief's files only: no worker_1/ (the worker's checkpoint copies) is left.
+  assert sorted(os.listdir(run)) == ["backbone.keras", "best", "config.gin", "embeddings",
+                                     "latest", "operative_config.gin", "tensorboard"]
+  events = os.listdir(RunDir(run).tensorboard)
+  assert len(events) == 1 and events[0].split(".")[-3] == str(procs[0].pid)
+  assert sorted(os.listdir(os.path.join(RunDir(run).embeddings, "tiny", "center"))) == [
+      f"{s}_embeddings.pkl" for s in ("test", "train", "val")]
+  assert "[result]" in outputs[0] and "[result]" not in outputs[1]
+  assert "[worker_1] the chief evaluates the test split" in outputs[1]
