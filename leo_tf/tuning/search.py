@@ -12,7 +12,6 @@ Distributed search: tuning/oracle.py.
 """
 
 import dataclasses
-import importlib.util
 import json
 import os
 import shutil
@@ -131,7 +130,6 @@ def run_search(setup: TrialSetup, overwrite: bool = False,
   trial has ended and then writes the outputs; a worker runs trials until the chief
   says the search is over, and returns None.
   """
-  _require_tensorboard()
   setup.check_extremes()
   threads.configure(setup.threads, log=log)  # before keras-tuner's first op, as leo-train does
   out = setup.tune.output_dir
@@ -259,13 +257,6 @@ def _check_same_search(out: str, setup: TrialSetup) -> None:
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def _require_tensorboard():
-  # keras-tuner imports it inside every trial and turns the ImportError into a failed
-  # trial, so a missing tensorboard would fail every trial without saying why.
-  if importlib.util.find_spec("tensorboard") is None:
-    raise TuningError("keras-tuner needs the tensorboard package: pip install tensorboard")
 
 
 def _short_names(bindings: Sequence[str]) -> Dict[str, str]:
