@@ -19,17 +19,6 @@ import tensorflow_datasets as tfds
 
 from leo_tf.data import glyph_fonts, splits
 
-
-# tfds 4.9.10 uses the importlib_resources backport to prepare any builder but declares
-# it only for Python < 3.9; the standard library module has what it uses. A no-op once
-# the backport is installed.
-try:
-  import importlib_resources  # pylint: disable=g-import-not-at-top,unused-import
-except ImportError:
-  import importlib.resources
-  import importlib.resources.abc  # pylint: disable=unused-import
-  sys.modules["importlib_resources"] = importlib.resources
-
 VERSION = "1.0.0"
 # {split: [(class name, [(key suffix, uint8 [S, S] image)])]}, classes in label order.
 Classes = Dict[str, List[Tuple[str, List[Tuple[str, np.ndarray]]]]]
