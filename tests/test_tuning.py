@@ -334,6 +334,31 @@ def test_hyperband_continues_a_trial_from_its_parent_weights(tmp_path):
   assert TrainConfig().num_steps == best["steps"]
 
 
+def test_failed_trials_are_one_line_each_and_keep_their_traceback(tmp_path, capfd):
+  """A trial whose values fail (a ConfigError inside training) is reported in one line,
+  without keras-tuner's traceback on stderr; error.txt keeps it; three in a row stop the
+  search with one error."""
+  paths = write_config(str(tmp_path))
+
+  def failing_train(self):
+    raise ConfigError("LEOConfig.kl_weight: a value this trial cannot use")
+
+  lines = []
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(hypermodel.MetaTrainer, "train", failing_train)
+    with pytest.raises(search.TuningError, match=r"stopped after 3 failed trials in a row; "
+                       r"the last: ConfigError: LEOConfig.kl_weight: a value"):
+      search.run_search(setup_for(paths, str(tmp_path / "out"), tuner="random",
+                                  max_trials=5), log=lines.append)
+  failed = progress_lines(lines)
+  assert len(failed) == 3 and all(
+      "FAILED: ConfigError: LEOConfig.kl_weight: a value this trial cannot use" in line
+      for line in failed), failed
+  assert "Traceback" not in capfd.readouterr().err
+  with open(os.path.join(tmp_path, "out", search.PROJECT, "trial_0", "error.txt")) as f:
+    assert "Traceback" in f.read()
+
+
 _VERBOSITY_PROBE = """
 import sys
 from absl import flags, logging

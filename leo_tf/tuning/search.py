@@ -19,6 +19,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import keras_tuner as kt
+from keras_tuner.src import config as kt_config
 
 from leo_tf import gin_config
 from leo_tf.runtime import files, threads
@@ -130,6 +131,9 @@ def run_search(setup: TrialSetup, overwrite: bool = False,
   trial has ended and then writes the outputs; a worker runs trials until the chief
   says the search is over, and returns None.
   """
+  # keras-tuner prints a failed trial's traceback to stderr when DEBUG is on (its default);
+  # the one-line progress report says it, and error.txt keeps the traceback.
+  kt_config.DEBUG = False
   setup.check_extremes()
   threads.configure(setup.threads, log=log)  # before keras-tuner's first op, as leo-train does
   out = setup.tune.output_dir
@@ -266,8 +270,9 @@ def _short_names(bindings: Sequence[str]) -> Dict[str, str]:
 
 
 def _last_line(message: Optional[str]) -> str:
+  """A trial's error in one line: its traceback's last, without keras-tuner's wrapper."""
   lines = [l.strip() for l in (message or "").strip().splitlines() if l.strip()]
-  return lines[-1] if lines else "(no message)"
+  return lines[-1].split("FailedTrialError: ", 1)[-1] if lines else "(no message)"
 
 
 def _write_error(trial_dir: str, message: Optional[str]) -> None:
